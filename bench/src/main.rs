@@ -1,0 +1,155 @@
+//! `cascade-bench`: load generator for Cascade and the proxies it is compared with.
+//!
+//! `cascade-bench http --url http://127.0.0.1:8000/live/x/1.m4s --connections 64 --duration 10s`
+//! runs closed-loop HTTP/1.1 keep-alive GETs and prints request rate, throughput and latency
+//! percentiles (`--json` for machines). Targets must be on loopback unless `--allow-remote`.
+
+mod http_load;
+mod stats;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use anyhow::{Context, bail};
+use cascade_config::HumanDuration;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cascade-bench",
+    version,
+    about = "Load generator for Cascade and its peers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Closed-loop HTTP/1.1 keep-alive GETs against one URL.
+    Http {
+        /// `http://host:port/path` to fetch.
+        #[arg(long)]
+        url: String,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// How long to run (`10s`, `1m`).
+        #[arg(long, default_value = "10s")]
+        duration: HumanDuration,
+        /// Per-request timeout.
+        #[arg(long, default_value = "10s")]
+        timeout: HumanDuration,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Allow a target that is not on loopback.
+        #[arg(long)]
+        allow_remote: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Http {
+            url,
+            connections,
+            duration,
+            timeout,
+            json,
+            allow_remote,
+        } => {
+            let (addr, host, path) = parse_http_url(&url)?;
+            if !addr.ip().is_loopback() && !allow_remote {
+                bail!(
+                    "{url} resolves to {addr}, which is not loopback; pass --allow-remote to load a remote host"
+                );
+            }
+            if connections == 0 {
+                bail!("--connections must be at least 1");
+            }
+            let plan = http_load::LoadPlan {
+                addr,
+                host,
+                path,
+                connections,
+                duration: duration.0,
+                timeout: timeout.0,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let summary = runtime.block_on(http_load::run(plan));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!(
+                    "{url}\n  {:.0} req/s, {:.1} MiB/s over {:.1}s ({} responses, {} errors)\n  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n  statuses: {:?}{}",
+                    summary.requests_per_second,
+                    summary.mebibytes_per_second,
+                    summary.seconds,
+                    summary.responses,
+                    summary.errors,
+                    summary.latency_ms.p50,
+                    summary.latency_ms.p90,
+                    summary.latency_ms.p99,
+                    summary.latency_ms.p999,
+                    summary.latency_ms.max,
+                    summary.statuses,
+                    if summary.error_kinds.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n  errors: {:?}", summary.error_kinds)
+                    },
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Splits `http://host[:port]/path` into the address to dial, the Host header and the path.
+fn parse_http_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url:?}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        bail!("{url:?}: no host");
+    }
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("{url:?}: cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{url:?}: {authority} has no address"))?;
+    Ok((addr, authority.to_owned(), path.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_address_host_and_path() {
+        let (addr, host, path) = parse_http_url("http://127.0.0.1:8000/live/a/1.m4s?x=1").unwrap();
+        assert_eq!(
+            (addr.to_string().as_str(), host.as_str(), path.as_str()),
+            ("127.0.0.1:8000", "127.0.0.1:8000", "/live/a/1.m4s?x=1")
+        );
+        assert_eq!(parse_http_url("http://127.0.0.1").unwrap().2, "/");
+        assert!(parse_http_url("https://127.0.0.1/").is_err());
+        assert!(parse_http_url("http:///x").is_err());
+    }
+}

@@ -1,0 +1,326 @@
+//! Value types that config fields are written in: listen addresses, durations, byte sizes,
+//! secrets. Each parses from the human spelling an operator types and explains what it expected
+//! when it cannot.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An address a listener binds to, written `IP:port` (`127.0.0.1:8000`, `[::]:8443`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl ListenAddr {
+    /// `127.0.0.1:<port>`.
+    pub const fn loopback(port: u16) -> Self {
+        Self(SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port,
+        ))
+    }
+}
+
+impl fmt::Debug for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.trim().parse().map(Self).map_err(|_| {
+            format!("{s:?} is not a socket address (write IP:port, e.g. 127.0.0.1:8000)")
+        })
+    }
+}
+
+impl Serialize for ListenAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FromStrVisitor::<Self>::new(
+            "a socket address such as \"127.0.0.1:8000\"",
+        ))
+    }
+}
+
+/// A span of time, written `"250ms"`, `"10s"`, `"5m"`, `"2h"`, `"1d"`, or a bare integer of seconds.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// A whole number of seconds.
+    pub const fn secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+}
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if !ms.is_multiple_of(1000) {
+            write!(f, "{ms}ms")
+        } else {
+            write!(f, "{}s", ms / 1000)
+        }
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{s:?} is not a duration (write e.g. \"500ms\", \"10s\", \"5m\", \"2h\")");
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let ms_per_unit: u64 = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(ms_per_unit)
+            .map(|ms| Self(Duration::from_millis(ms)))
+            .ok_or_else(bad)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FromStrVisitor::<Self>::new(
+            "a duration such as \"10s\" or \"500ms\"",
+        ))
+    }
+}
+
+/// A number of bytes, written `"512MiB"`, `"2 GiB"`, `"64KB"` or a bare integer.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+impl fmt::Debug for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0.is_multiple_of(size) {
+                return write!(f, "{}{name}", self.0 / size);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{s:?} is not a size in bytes (write e.g. \"512MiB\", \"2GiB\", \"65536\")");
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(multiplier).map(Self).ok_or_else(bad)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FromStrVisitor::<Self>::new("a size such as \"512MiB\""))
+    }
+}
+
+/// A credential. Its `Debug` and serialized forms never show the value, so a logged or printed
+/// config cannot leak it; call [`Secret::expose`] at the one place that needs it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The credential itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when no credential was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(<redacted>)"
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Accepts a string (parsed with `FromStr`) or, for numeric types, an integer given as its
+/// decimal spelling, so `shutdown_grace = 10` and `shutdown_grace = "10s"` both work.
+struct FromStrVisitor<T> {
+    expecting: &'static str,
+    _marker: std::marker::PhantomData<T>,
+}
+
+impl<T> FromStrVisitor<T> {
+    fn new(expecting: &'static str) -> Self {
+        Self {
+            expecting,
+            _marker: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: FromStr<Err = String>> Visitor<'_> for FromStrVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        v.parse().map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        v.to_string().parse().map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        v.to_string().parse().map_err(E::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        let cases = [
+            ("250ms", 250),
+            ("10s", 10_000),
+            ("10", 10_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("1d", 86_400_000),
+        ];
+        for (text, ms) in cases {
+            assert_eq!(
+                text.parse::<HumanDuration>().unwrap().0,
+                Duration::from_millis(ms),
+                "{text}"
+            );
+        }
+        for bad in ["", "ten", "10 parsecs", "-1s", "1.5s"] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(
+            HumanDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
+        assert_eq!(HumanDuration::secs(30).to_string(), "30s");
+    }
+
+    #[test]
+    fn byte_sizes_parse_decimal_and_binary_units() {
+        assert_eq!("512MiB".parse::<ByteSize>().unwrap().0, 512 << 20);
+        assert_eq!("2 GiB".parse::<ByteSize>().unwrap().0, 2 << 30);
+        assert_eq!("64KB".parse::<ByteSize>().unwrap().0, 64_000);
+        assert_eq!("4096".parse::<ByteSize>().unwrap().0, 4096);
+        assert!("lots".parse::<ByteSize>().is_err());
+        assert!(
+            "99999999999TiB".parse::<ByteSize>().is_err(),
+            "overflow must be refused"
+        );
+        assert_eq!(ByteSize(512 << 20).to_string(), "512MiB");
+    }
+
+    #[test]
+    fn listen_addr_error_says_what_to_write() {
+        let err = "abc".parse::<ListenAddr>().unwrap_err();
+        assert_eq!(
+            err,
+            "\"abc\" is not a socket address (write IP:port, e.g. 127.0.0.1:8000)"
+        );
+        assert_eq!("[::1]:8443".parse::<ListenAddr>().unwrap().0.port(), 8443);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_serialized_form() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(
+            !toml::to_string(&std::collections::BTreeMap::from([("k", s.clone())]))
+                .unwrap()
+                .contains("hunter2")
+        );
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

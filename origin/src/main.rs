@@ -1,0 +1,18 @@
+//! `cascade-origin`: Cascade origin: takes RTMP in, serves LL-HLS and DASH out
+//!
+//! Run with `--help` for flags; configuration is the `[origin]` section of the Cascade config.
+
+use std::process::ExitCode;
+
+use cascade_service::{ServiceInfo, admin_only, run_server};
+
+const INFO: ServiceInfo = ServiceInfo {
+    name: "origin",
+    binary: "cascade-origin",
+    version: env!("CARGO_PKG_VERSION"),
+    about: "Cascade origin: takes RTMP in, serves LL-HLS and DASH out",
+};
+
+fn main() -> ExitCode {
+    run_server(INFO, |config| &config.origin, admin_only)
+}

@@ -1,0 +1,178 @@
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (it may take traffic) and
+//! `/metrics` (Prometheus text). It stays up through the shutdown grace period so that
+//! orchestrators see the node draining and the last metrics can be scraped.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::metrics;
+use crate::readiness::Readiness;
+
+/// What the admin endpoints report on.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    /// Service name, used as a metric label.
+    pub service: &'static str,
+    /// The node's readiness.
+    pub readiness: Readiness,
+}
+
+/// Serves admin requests on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, state: AdminState) {
+    let state = Arc::new(state);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "admin listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = respond(req.method(), req.uri().path(), &state);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Binds the admin listener, naming the config field when it cannot.
+pub async fn bind(addr: SocketAddr, field: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        format!("{field}: cannot listen on {addr}: {e} (is another process using the port?)")
+    })
+}
+
+/// The answer to one admin request.
+pub fn respond(method: &Method, path: &str, state: &AdminState) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here; use GET\n"),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            let status = state.readiness.check();
+            metrics::set_ready(state.service, status.is_ok());
+            match status {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(waiting) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {}\n", waiting.join("; ")),
+                ),
+            }
+        }
+        "/metrics" => {
+            metrics::set_ready(state.service, state.readiness.check().is_ok());
+            match metrics::render() {
+                Ok(body) => {
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    r.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(metrics::CONTENT_TYPE),
+                    );
+                    r
+                }
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot render metrics: {e}\n"),
+                ),
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint at {path}; try /healthz, /readyz or /metrics\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> AdminState {
+        AdminState {
+            service: "test",
+            readiness: Readiness::new(),
+        }
+    }
+
+    #[test]
+    fn endpoints_answer_with_the_right_status() {
+        let s = state();
+        assert_eq!(
+            respond(&Method::GET, "/healthz", &s).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&Method::GET, "/readyz", &s).status(),
+            StatusCode::OK
+        );
+        let gate = s.readiness.gate("warming up");
+        assert_eq!(
+            respond(&Method::GET, "/readyz", &s).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        gate.open();
+        assert_eq!(
+            respond(&Method::HEAD, "/readyz", &s).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&Method::GET, "/nope", &s).status(),
+            StatusCode::NOT_FOUND
+        );
+        let post = respond(&Method::POST, "/healthz", &s);
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text_with_build_info() {
+        metrics::register_service("test", "9.9.9");
+        let r = respond(&Method::GET, "/metrics", &state());
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            r.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+    }
+}

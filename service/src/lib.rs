@@ -1,0 +1,21 @@
+//! Conventions every Cascade server shares, so each tier's binary is only its own logic:
+//!
+//! - [`cli`]: `--config`, `--check`, `--help`, `--version`, and config loading with errors that
+//!   name the field;
+//! - [`telemetry`]: `tracing` output, human or JSON;
+//! - [`admin`]: the admin listener with `/healthz`, `/readyz` and `/metrics`;
+//! - [`readiness`]: the conditions `/readyz` waits for;
+//! - [`shutdown`]: SIGINT/SIGTERM handling with a bounded grace period;
+//! - [`run`]: the `main` that ties them together for a tokio-based server.
+
+pub mod admin;
+pub mod cli;
+pub mod metrics;
+pub mod readiness;
+pub mod run;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use readiness::{Gate, Readiness};
+pub use run::{Context, ServiceInfo, admin_only, run_server};
+pub use shutdown::ShutdownSignal;

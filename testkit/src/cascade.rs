@@ -1,0 +1,170 @@
+//! One of Cascade's own server binaries, started with its listeners on free ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use cascade_config::{CascadeConfig, ServiceSection};
+use tempfile::TempDir;
+
+use crate::http::http_get;
+use crate::process::{ChildProcess, free_port};
+use crate::{HarnessError, Result, io_err};
+
+/// Path of a workspace binary (`cascade-edge`, ...): `$CASCADE_BIN_DIR/<name>`, else next to
+/// the running test executable's profile directory (`target/<profile>/<name>`), which is where
+/// `cargo test --workspace` builds it.
+pub fn binary_path(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("CASCADE_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().map_err(io_err("locate the test executable"))?;
+            // target/<profile>/deps/<test> -> target/<profile>
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    HarnessError::Service(format!(
+                        "cannot derive the target dir from {}",
+                        exe.display()
+                    ))
+                })?
+        }
+    };
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Service(format!(
+            "{} does not exist; build it with `cargo build --workspace` (or set CASCADE_BIN_DIR)",
+            path.display()
+        )))
+    }
+}
+
+/// A running Cascade server.
+pub struct CascadeProcess {
+    process: ChildProcess,
+    /// Every listener of the service by field name (`listen`, `admin_listen`, ...).
+    pub listeners: Vec<(&'static str, SocketAddr)>,
+    /// The generated config file.
+    pub config_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl CascadeProcess {
+    /// Starts `binary`, whose config section is `section` (`edge`, `origin`, `shield`,
+    /// `purge_bus`). `config_toml` is written as its config file; every listener of the section
+    /// is moved to a free loopback port through `CASCADE_<SECTION>__<FIELD>` variables. Returns
+    /// once `/healthz` answers 200.
+    pub fn start(binary: &str, section: &str, config_toml: &str) -> Result<Self> {
+        Self::start_with_env(binary, section, config_toml, &[])
+    }
+
+    /// As [`CascadeProcess::start`], with extra environment variables.
+    pub fn start_with_env(
+        binary: &str,
+        section: &str,
+        config_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let bin = binary_path(binary)?;
+        let dir = tempfile::tempdir().map_err(io_err("create a temp dir"))?;
+        let config_path = dir.path().join("cascade.toml");
+        std::fs::write(&config_path, config_toml).map_err(io_err("write the config file"))?;
+        let mut command = Command::new(bin);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG");
+        let mut listeners = Vec::new();
+        for field in listener_fields(section)? {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            command.env(
+                format!(
+                    "CASCADE_{}__{}",
+                    section.to_ascii_uppercase(),
+                    field.to_ascii_uppercase()
+                ),
+                addr.to_string(),
+            );
+            listeners.push((field, addr));
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let process = ChildProcess::spawn(binary, command, &dir.path().join("service.log"))?;
+        let mut this = Self {
+            process,
+            listeners,
+            config_path,
+            _dir: dir,
+        };
+        this.wait_healthy(Duration::from_secs(30))?;
+        Ok(this)
+    }
+
+    fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
+        let admin = self.addr("admin_listen")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.process.ensure_running()?;
+            if http_get(admin, "/healthz").is_ok_and(|r| r.status == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Service(format!(
+                    "no healthy /healthz at {admin}; output:\n{}",
+                    self.process.log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Address of listener `field`.
+    pub fn addr(&self, field: &str) -> Result<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| HarnessError::Service(format!("no listener named {field}")))
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the exit; returns the status and how long
+    /// the process took to exit.
+    pub fn stop_with(&mut self, signal: i32, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        let start = Instant::now();
+        self.process.signal(signal)?;
+        match self.process.wait_timeout(timeout)? {
+            Some(status) => Ok((status, start.elapsed())),
+            None => Err(HarnessError::Service(format!(
+                "did not exit within {timeout:?}; output:\n{}",
+                self.process.log_tail()
+            ))),
+        }
+    }
+
+    /// The underlying process (for its log or signals).
+    pub fn process(&self) -> &ChildProcess {
+        &self.process
+    }
+}
+
+fn listener_fields(section: &str) -> Result<Vec<&'static str>> {
+    let defaults = CascadeConfig::default();
+    let listeners = match section {
+        "origin" => defaults.origin.listeners(),
+        "shield" => defaults.shield.listeners(),
+        "edge" => defaults.edge.listeners(),
+        "purge_bus" => defaults.purge_bus.listeners(),
+        other => {
+            return Err(HarnessError::Service(format!(
+                "no server section named {other}"
+            )));
+        }
+    };
+    Ok(listeners.into_iter().map(|(field, _)| field).collect())
+}

@@ -1,0 +1,128 @@
+//! A deliberately small blocking HTTP/1.1 client for probing services in tests (admin
+//! endpoints, raw requests). Real client behaviour is tested with real clients elsewhere.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::{HarnessError, Result, io_err};
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lowercased) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `GET path` with `Connection: close`.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    raw_request(addr, request.as_bytes())
+}
+
+/// Sends `request` bytes as they are and parses the answer.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(io_err(format!("connect to {addr}")))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io_err("set read timeout"))?;
+    stream
+        .write_all(request)
+        .map_err(io_err(format!("send to {addr}")))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(io_err(format!("read from {addr}")))?;
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Result<HttpResponse> {
+    let bad = |why: &str| {
+        HarnessError::Service(format!(
+            "malformed HTTP response ({why}): {:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(200)])
+        ))
+    };
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad("headers are not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        body = dechunk(&body).ok_or_else(|| bad("broken chunked body"))?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_length_and_chunked_bodies() {
+        let r =
+            parse(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc")
+                .unwrap();
+        assert_eq!(
+            (r.status, r.header("x-a"), r.text().as_str()),
+            (503, Some("b"), "abc")
+        );
+        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!(r.text(), "abcde");
+        assert!(parse(b"garbage").is_err());
+    }
+}
