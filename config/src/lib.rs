@@ -23,6 +23,7 @@ pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
 pub use services::{
     EdgeConfig, MAX_SHUTDOWN_GRACE, OriginConfig, PurgeBusConfig, ServiceSection, ShieldConfig,
+    SiteConfig,
 };
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use tls::{CertificateConfig, TlsConfig};
@@ -153,7 +154,7 @@ impl CascadeConfig {
         self.log.validate(&mut p);
         services::validate_service(&self.origin, &mut p);
         services::validate_service(&self.shield, &mut p);
-        services::validate_service(&self.edge, &mut p);
+        self.edge.validate(&mut p);
         services::validate_service(&self.purge_bus, &mut p);
         self.kafka.validate(&mut p);
         self.storage.validate(&mut p);

@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kafka::is_host_port;
 use crate::validate::Problems;
-use crate::values::{HumanDuration, ListenAddr};
+use crate::values::{ByteSize, HumanDuration, ListenAddr, Secret};
 
 /// The longest graceful shutdown we accept: a stuck drain must not hold a deploy for ever.
 pub const MAX_SHUTDOWN_GRACE: HumanDuration = HumanDuration::secs(600);
@@ -76,10 +77,56 @@ pub struct EdgeConfig {
     pub listen: ListenAddr,
     /// HTTPS (TCP) and HTTP/3 (UDP) listener.
     pub tls_listen: ListenAddr,
-    /// Admin listener.
+    /// Admin listener (also serves the authenticated purge endpoint).
     pub admin_listen: ListenAddr,
     /// Graceful shutdown bound.
     pub shutdown_grace: HumanDuration,
+    /// Worker threads for the proxy.
+    pub threads: usize,
+    /// Shields to fill from (`host:port`), spread by consistent hashing on the cache key.
+    pub shields: Vec<String>,
+    /// Origin (`host:port`) to fill from when no shield is healthy; empty for none.
+    pub origin: String,
+    /// Memory cache size (bodies plus a small per-object overhead).
+    pub cache_capacity: ByteSize,
+    /// Largest object that is cached; larger ones are passed through.
+    pub max_object_size: ByteSize,
+    /// Query parameters that are part of the cache key; all others are dropped.
+    pub keyed_query: Vec<String>,
+    /// Timeout for connecting to an upstream.
+    pub upstream_connect_timeout: HumanDuration,
+    /// Timeout for each read from an upstream; longer than an LL-HLS blocking request.
+    pub upstream_read_timeout: HumanDuration,
+    /// How long requests for an object being fetched wait for it before fetching themselves.
+    pub collapse_timeout: HumanDuration,
+    /// How often unhealthy shields are probed.
+    pub health_check_interval: HumanDuration,
+    /// Bearer token for the admin purge endpoint; empty disables the endpoint.
+    pub admin_token: Secret,
+    /// Sites (host names) this edge serves; requests for any other host get 421.
+    pub sites: Vec<SiteConfig>,
+}
+
+/// One `[[edge.sites]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Host names of the site (no port).
+    pub hosts: Vec<String>,
+    /// Secret for signed URLs (`/t/<token>/...`); empty: no token needed.
+    pub token_secret: Secret,
+    /// Answer CORS preflights and add `Access-Control-Allow-Origin: *` (players need it).
+    pub cors: bool,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            token_secret: Secret::default(),
+            cors: true,
+        }
+    }
 }
 
 impl Default for EdgeConfig {
@@ -89,6 +136,108 @@ impl Default for EdgeConfig {
             tls_listen: ListenAddr::loopback(8443),
             admin_listen: ListenAddr::loopback(9000),
             shutdown_grace: HumanDuration::secs(10),
+            threads: 2,
+            shields: vec!["127.0.0.1:8081".into()],
+            origin: String::new(),
+            cache_capacity: ByteSize(512 << 20),
+            max_object_size: ByteSize(64 << 20),
+            keyed_query: vec!["_HLS_msn".into(), "_HLS_part".into(), "_HLS_skip".into()],
+            upstream_connect_timeout: HumanDuration::secs(2),
+            upstream_read_timeout: HumanDuration::secs(30),
+            collapse_timeout: HumanDuration::secs(30),
+            health_check_interval: HumanDuration::secs(2),
+            admin_token: Secret::default(),
+            sites: vec![SiteConfig {
+                hosts: vec!["localhost".into(), "127.0.0.1".into()],
+                ..SiteConfig::default()
+            }],
+        }
+    }
+}
+
+impl EdgeConfig {
+    pub(crate) fn validate(&self, p: &mut Problems) {
+        validate_service(self, p);
+        if self.threads == 0 || self.threads > 1024 {
+            p.push(
+                "edge.threads",
+                format!("{} is not between 1 and 1024", self.threads),
+            );
+        }
+        for (i, shield) in self.shields.iter().enumerate() {
+            if !is_host_port(shield) {
+                p.push(
+                    format!("edge.shields[{i}]"),
+                    format!("{shield:?} is not host:port (e.g. \"10.0.0.5:8081\")"),
+                );
+            }
+        }
+        if !self.origin.is_empty() && !is_host_port(&self.origin) {
+            p.push(
+                "edge.origin",
+                format!("{:?} is not host:port (or leave it empty)", self.origin),
+            );
+        }
+        if self.shields.is_empty() && self.origin.is_empty() {
+            p.push(
+                "edge.shields",
+                "is empty and edge.origin is empty: the edge needs an upstream to fill from",
+            );
+        }
+        if self.cache_capacity.0 < 1 << 20 {
+            p.push(
+                "edge.cache_capacity",
+                format!("{} is below the 1MiB minimum", self.cache_capacity),
+            );
+        }
+        if self.max_object_size.0 == 0 || self.max_object_size > self.cache_capacity {
+            p.push(
+                "edge.max_object_size",
+                format!(
+                    "{} must be above 0 and at most edge.cache_capacity",
+                    self.max_object_size
+                ),
+            );
+        }
+        for (field, d) in [
+            ("upstream_connect_timeout", self.upstream_connect_timeout),
+            ("upstream_read_timeout", self.upstream_read_timeout),
+            ("collapse_timeout", self.collapse_timeout),
+            ("health_check_interval", self.health_check_interval),
+        ] {
+            if d.0.is_zero() {
+                p.push(format!("edge.{field}"), "must be longer than 0s");
+            }
+        }
+        if self.sites.is_empty() {
+            p.push(
+                "edge.sites",
+                "is empty: configure at least one site, or the edge refuses every request",
+            );
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            if site.hosts.is_empty() {
+                p.push(
+                    format!("edge.sites[{i}].hosts"),
+                    "must list at least one host name",
+                );
+            }
+            for host in &site.hosts {
+                let lower = host.to_ascii_lowercase();
+                if lower.is_empty() || lower.contains(['/', ':', ' ']) {
+                    p.push(
+                        format!("edge.sites[{i}].hosts"),
+                        format!("{host:?} is not a host name (no scheme, port or path)"),
+                    );
+                } else if seen.contains(&lower) {
+                    p.push(
+                        format!("edge.sites[{i}].hosts"),
+                        format!("{host:?} is already listed by another site"),
+                    );
+                }
+                seen.push(lower);
+            }
         }
     }
 }

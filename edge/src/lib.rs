@@ -1,7 +1,13 @@
 //! The edge tier and the caching core that the shield reuses.
 //!
-//! Viewers land here over HTTP/1.1, HTTP/2 and HTTP/3. The caching core (Pingora proxy with a
-//! moka-backed store, cache keys, TTL policy, request collapsing, purge application, signed
-//! URLs) lives in this library so the shield runs the same code configured as a parent tier.
-//! So far the crate provides the `cascade-edge` server with the shared service conventions;
-//! the caching core is built by its own issue.
+//! Viewers land here over HTTP/1.1 and HTTP/2 (HTTP/3 arrives with its own issue). The
+//! caching core is a Pingora proxy over [`storage::MemoryStorage`], with cache keys
+//! ([`key`]), the TTL policy ([`ttl`]), request collapsing through pingora's cache lock, and
+//! signed URLs ([`token`]). The pure pieces have no IO; the proxy and server modules are the
+//! thin shells that move bytes between them.
+
+pub mod key;
+pub mod storage;
+pub mod token;
+pub mod ttl;
+pub mod upstream;

@@ -1,6 +1,8 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (it may take traffic) and
 //! `/metrics` (Prometheus text). It stays up through the shutdown grace period so that
 //! orchestrators see the node draining and the last metrics can be scraped.
+//!
+//! A tier adds its own authenticated endpoints (the edge's purge) through [`AdminExtension`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,13 +20,41 @@ use tokio::net::TcpListener;
 use crate::metrics;
 use crate::readiness::Readiness;
 
+/// Largest request body the admin listener reads.
+pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Extra admin endpoints of a tier. `handle` sees every request first (its body already
+/// read, at most [`MAX_ADMIN_BODY`] bytes) and returns `None` to leave it to the built-in ones.
+#[async_trait::async_trait]
+pub trait AdminExtension: Send + Sync {
+    /// Answers the request, or `None` if it is not one of this extension's endpoints.
+    async fn handle(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: Bytes,
+    ) -> Option<Response<Full<Bytes>>>;
+}
+
 /// What the admin endpoints report on.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminState {
     /// Service name, used as a metric label.
     pub service: &'static str,
     /// The node's readiness.
     pub readiness: Readiness,
+    /// The tier's own endpoints.
+    pub extension: Option<Arc<dyn AdminExtension>>,
+}
+
+impl AdminState {
+    /// State with only the built-in endpoints.
+    pub fn new(service: &'static str, readiness: Readiness) -> Self {
+        Self {
+            service,
+            readiness,
+            extension: None,
+        }
+    }
 }
 
 /// Serves admin requests on `listener` until the task is dropped.
@@ -43,8 +73,8 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = respond(req.method(), req.uri().path(), &state);
-                async move { Ok::<_, Infallible>(response) }
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(dispatch(req, &state).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -54,6 +84,31 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");
             }
         });
+    }
+}
+
+async fn dispatch(req: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    let Some(extension) = &state.extension else {
+        return respond(req.method(), req.uri().path(), state);
+    };
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_ADMIN_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let status = if e.is::<LengthLimitError>() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return text(
+                status,
+                format!("cannot read the request body: {e} (at most {MAX_ADMIN_BODY} bytes)\n"),
+            );
+        }
+    };
+    match extension.handle(&parts, body).await {
+        Some(response) => response,
+        None => respond(&parts.method, parts.uri.path(), state),
     }
 }
 
@@ -112,7 +167,8 @@ pub fn respond(method: &Method, path: &str, state: &AdminState) -> Response<Full
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+/// A plain-text response.
+pub fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -127,10 +183,7 @@ mod tests {
     use super::*;
 
     fn state() -> AdminState {
-        AdminState {
-            service: "test",
-            readiness: Readiness::new(),
-        }
+        AdminState::new("test", Readiness::new())
     }
 
     #[test]

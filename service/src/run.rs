@@ -39,8 +39,41 @@ pub struct Context {
     pub started: Gate,
 }
 
-/// Runs a server: parses arguments, loads the config (or checks it with `--check`), starts
-/// tracing and the admin listener, runs `service` and stops it gracefully on SIGINT/SIGTERM.
+/// What start-up decided.
+pub enum Startup {
+    /// Run the server with this configuration (tracing is initialised).
+    Run(Box<CascadeConfig>),
+    /// Exit now with this code (`--check` done, or the configuration was refused).
+    Exit(ExitCode),
+}
+
+/// The start-up every server shares: parse arguments, load and validate the configuration,
+/// answer `--check`, initialise tracing. Errors are printed one per line, prefixed by the binary.
+pub fn startup(info: &ServiceInfo) -> Startup {
+    let args = ServerArgs::parse(info);
+    let config = match cli::load_config(&args) {
+        Ok(config) => config,
+        Err(message) => {
+            for line in message.lines() {
+                eprintln!("{}: error: {line}", info.binary);
+            }
+            return Startup::Exit(ExitCode::from(2));
+        }
+    };
+    if args.check {
+        println!("{}: configuration is valid", args.config_origin());
+        return Startup::Exit(ExitCode::SUCCESS);
+    }
+    if let Err(e) = telemetry::init(&config.log) {
+        eprintln!("{}: error: {e}", info.binary);
+        return Startup::Exit(ExitCode::from(2));
+    }
+    metrics::register_service(info.name, info.version);
+    Startup::Run(Box::new(config))
+}
+
+/// Runs a tokio-based server: [`startup`], then the admin listener and `service`, stopped
+/// gracefully on SIGINT/SIGTERM.
 pub fn run_server<S, F, Fut>(
     info: ServiceInfo,
     section: fn(&CascadeConfig) -> &S,
@@ -51,24 +84,10 @@ where
     F: FnOnce(Context) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let args = ServerArgs::parse(&info);
-    let config = match cli::load_config(&args) {
-        Ok(config) => config,
-        Err(message) => {
-            for line in message.lines() {
-                eprintln!("{}: error: {line}", info.binary);
-            }
-            return ExitCode::from(2);
-        }
+    let config = match startup(&info) {
+        Startup::Run(config) => config,
+        Startup::Exit(code) => return code,
     };
-    if args.check {
-        println!("{}: configuration is valid", args.config_origin());
-        return ExitCode::SUCCESS;
-    }
-    if let Err(e) = telemetry::init(&config.log) {
-        eprintln!("{}: error: {e}", info.binary);
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name(info.name)
@@ -83,7 +102,7 @@ where
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(supervise(info, Arc::new(config), section, service));
+    let code = runtime.block_on(supervise(info, Arc::from(config), section, service));
     // Tasks still running (connections past the grace period) are dropped, not awaited.
     runtime.shutdown_background();
     code
@@ -117,14 +136,10 @@ where
             return ExitCode::from(1);
         }
     };
-    metrics::register_service(info.name, info.version);
     let readiness = Readiness::new();
     tokio::spawn(admin::serve(
         admin_listener,
-        AdminState {
-            service: info.name,
-            readiness: readiness.clone(),
-        },
+        AdminState::new(info.name, readiness.clone()),
     ));
 
     let (trigger, signal) = shutdown::channel();

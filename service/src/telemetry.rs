@@ -25,7 +25,10 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let result = match config.format {
-        LogFormat::Human => builder.with_target(true).with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Human => builder
+            .with_target(true)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

@@ -1,0 +1,322 @@
+//! Cache keys: what makes two requests the same object.
+//!
+//! A key is the lowercased host without port, the normalised path, and only the query
+//! parameters that change the response (`_HLS_msn`, `_HLS_part`, `_HLS_skip` by default),
+//! sorted. Viewer tokens and every other query parameter are left out, and the request sent
+//! upstream is rewritten to exactly what the key names, so an unkeyed detail can never make
+//! the upstream produce a different body under the same key (cache poisoning).
+
+use std::fmt;
+
+/// The query parameters kept by default: LL-HLS blocking reload and delta updates.
+pub const DEFAULT_KEYED_QUERY: [&str; 3] = ["_HLS_msn", "_HLS_part", "_HLS_skip"];
+
+/// Why a request cannot be keyed (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// No usable host.
+    #[error("the request has no valid Host")]
+    BadHost,
+    /// The path is not absolute or has forbidden bytes.
+    #[error("the path is malformed: {0}")]
+    BadPath(&'static str),
+    /// `..` would climb above the root.
+    #[error("the path climbs above the root")]
+    Traversal,
+}
+
+/// A normalised request identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    host: String,
+    path: String,
+    query: String,
+}
+
+impl RequestKey {
+    /// Builds the key for a request to `host` (a Host header value, port allowed) for
+    /// `path_and_query` (the request target), keeping query parameters named in `keyed_query`.
+    pub fn new(host: &str, path_and_query: &str, keyed_query: &[String]) -> Result<Self, KeyError> {
+        let host = normalise_host(host)?;
+        let (raw_path, raw_query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let path = normalise_path(raw_path)?;
+        let query = raw_query
+            .map(|q| keep_query(q, keyed_query))
+            .unwrap_or_default();
+        Ok(Self { host, path, query })
+    }
+
+    /// Lowercased host without port.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Normalised absolute path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Kept query parameters, sorted, without `?` (empty when none).
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The request target to send upstream: path and kept query.
+    pub fn upstream_target(&self) -> String {
+        if self.query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.query)
+        }
+    }
+
+    /// The bytes hashed into pingora's primary key. The host is length-prefixed so that no
+    /// host/path split can collide with another.
+    pub fn primary(&self) -> String {
+        format!(
+            "{}:{}{}",
+            self.host.len(),
+            self.host,
+            self.upstream_target()
+        )
+    }
+}
+
+impl fmt::Display for RequestKey {
+    /// `host/path?query`, the form purges by URL and prefix match against.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.host, self.upstream_target())
+    }
+}
+
+/// Lowercases, strips the port and a trailing dot; refuses anything that is not a host name or
+/// an IP literal.
+pub fn normalise_host(raw: &str) -> Result<String, KeyError> {
+    let raw = raw.trim();
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        let end = rest.find(']').ok_or(KeyError::BadHost)?;
+        let after = &rest[end + 1..];
+        if !(after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok()))
+        {
+            return Err(KeyError::BadHost);
+        }
+        let inner = &rest[..end];
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(KeyError::BadHost);
+        }
+        format!("[{}]", inner.to_ascii_lowercase())
+    } else {
+        let name = match raw.rsplit_once(':') {
+            Some((name, port)) if port.parse::<u16>().is_ok() => name,
+            Some(_) => return Err(KeyError::BadHost),
+            None => raw,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            return Err(KeyError::BadHost);
+        }
+        name
+    };
+    Ok(host)
+}
+
+/// Resolves `.` and `..`, collapses repeated slashes, decodes escaped unreserved characters
+/// (so `%2e%2e` is seen as `..`) and upper-cases the remaining escapes. Refuses encoded
+/// slashes, backslashes, NUL and control bytes, and any climb above the root.
+pub fn normalise_path(raw: &str) -> Result<String, KeyError> {
+    if !raw.starts_with('/') {
+        return Err(KeyError::BadPath("it must start with /"));
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for segment in raw.split('/') {
+        let segment = decode_unreserved(segment)?;
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(KeyError::Traversal);
+                }
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let trailing_slash =
+        raw.len() > 1 && (raw.ends_with('/') || raw.ends_with("/.") || raw.ends_with("/.."));
+    let mut path = String::with_capacity(raw.len());
+    for s in &segments {
+        path.push('/');
+        path.push_str(s);
+    }
+    if path.is_empty() || trailing_slash {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+fn decode_unreserved(segment: &str) -> Result<String, KeyError> {
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or(KeyError::BadPath("truncated %-escape"))?;
+            let value = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(KeyError::BadPath("invalid %-escape"))?;
+            match value {
+                b'/' | b'\\' => return Err(KeyError::BadPath("encoded slash")),
+                0..=0x1f | 0x7f => return Err(KeyError::BadPath("encoded control character")),
+                v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
+                    out.push(char::from(v))
+                }
+                v => out.push_str(&format!("%{v:02X}")),
+            }
+            i += 3;
+        } else {
+            if b == b'\\' {
+                return Err(KeyError::BadPath("backslash"));
+            }
+            if b < 0x20 || b == 0x7f {
+                return Err(KeyError::BadPath("control character"));
+            }
+            out.push(char::from(b));
+            i += 1;
+        }
+    }
+    // Non-ASCII bytes arrive percent-encoded from conforming clients; anything else was
+    // rejected or copied byte-for-byte as ASCII above.
+    Ok(out)
+}
+
+fn keep_query(query: &str, keyed: &[String]) -> String {
+    let mut kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
+            !name.is_empty() && keyed.iter().any(|k| k == name)
+        })
+        .collect();
+    kept.sort_by(|a, b| {
+        let name = |p: &&str| p.split_once('=').map_or(*p, |(n, _)| n).to_owned();
+        name(a).cmp(&name(b))
+    });
+    kept.dedup_by(|a, b| {
+        a.split_once('=').map_or(*a, |(n, _)| n) == b.split_once('=').map_or(*b, |(n, _)| n)
+    });
+    kept.join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed() -> Vec<String> {
+        DEFAULT_KEYED_QUERY.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn key(host: &str, target: &str) -> Result<RequestKey, KeyError> {
+        RequestKey::new(host, target, &keyed())
+    }
+
+    #[test]
+    fn host_is_lowercased_without_port() {
+        assert_eq!(
+            key("CDN.Example.com:8443", "/a").unwrap().host(),
+            "cdn.example.com"
+        );
+        assert_eq!(
+            key("cdn.example.com.", "/a").unwrap().host(),
+            "cdn.example.com"
+        );
+        assert_eq!(key("[::1]:8000", "/a").unwrap().host(), "[::1]");
+        assert_eq!(key("127.0.0.1", "/a").unwrap().host(), "127.0.0.1");
+        for bad in [
+            "",
+            "a b",
+            "evil.com/x",
+            "a..b",
+            "host:port",
+            "[::1",
+            "[zz]:1",
+        ] {
+            assert_eq!(key(bad, "/a"), Err(KeyError::BadHost), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_normalised() {
+        let cases = [
+            ("/live/a/1.m4s", "/live/a/1.m4s"),
+            ("//live///a/./1.m4s", "/live/a/1.m4s"),
+            ("/live/b/../a/1.m4s", "/live/a/1.m4s"),
+            ("/live/%61/%2e%2E/a/1.m4s", "/live/a/1.m4s"),
+            ("/live/a%20b/", "/live/a%20b/"),
+            ("/live/a/%c3%a9", "/live/a/%C3%A9"),
+            ("/", "/"),
+            ("/live/a/..", "/live/"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalise_path(raw).unwrap(), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn traversal_and_smuggling_are_refused() {
+        assert_eq!(normalise_path("/../etc/passwd"), Err(KeyError::Traversal));
+        assert_eq!(
+            normalise_path("/live/%2e%2e/%2e%2e/x"),
+            Err(KeyError::Traversal)
+        );
+        assert!(normalise_path("/live%2f..%2f..%2fx").is_err());
+        assert!(normalise_path("/live/a\\..\\x").is_err());
+        assert!(normalise_path("/live/%00").is_err());
+        assert!(normalise_path("/live/%zz").is_err());
+        assert!(normalise_path("/live/%4").is_err());
+        assert!(normalise_path("live").is_err());
+    }
+
+    #[test]
+    fn only_keyed_query_parameters_survive_sorted() {
+        let k = key("h", "/p.m3u8?token=abc&_HLS_part=2&utm=x&_HLS_msn=10").unwrap();
+        assert_eq!(k.query(), "_HLS_msn=10&_HLS_part=2");
+        assert_eq!(k.upstream_target(), "/p.m3u8?_HLS_msn=10&_HLS_part=2");
+        let same = key("H:80", "/p.m3u8?_HLS_msn=10&_HLS_part=2").unwrap();
+        assert_eq!(k.primary(), same.primary());
+        assert_eq!(key("h", "/p?").unwrap().upstream_target(), "/p");
+        assert_eq!(
+            key("h", "/p?_HLS_msn=1&_HLS_msn=2").unwrap().query(),
+            "_HLS_msn=1",
+            "a repeated parameter keeps its first value"
+        );
+    }
+
+    #[test]
+    fn primary_keys_cannot_collide_across_the_host_path_split() {
+        let a = key("ab", "/c").unwrap().primary();
+        let b = key("a", "/bc").unwrap().primary();
+        assert_ne!(a, b);
+        assert_eq!(
+            key("h", "/x?_HLS_msn=1").unwrap().to_string(),
+            "h/x?_HLS_msn=1"
+        );
+    }
+}

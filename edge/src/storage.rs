@@ -1,0 +1,795 @@
+//! The memory object store behind pingora-cache: a size-weighted moka cache of complete
+//! objects plus a table of fills in progress.
+//!
+//! - **Zero-copy hits**: bodies are kept as the `Bytes` chunks they arrived in and handed out by
+//!   reference count; metadata is kept decoded and rebuilt without parsing.
+//! - **Streaming partial writes**: readers attach to a fill while it is still arriving and get
+//!   each chunk as it is written.
+//! - **Aborted fills fail loudly**: a reader of a fill whose writer gave up gets an error, never
+//!   a truncated body that looks complete.
+//! - **Purges stick**: a fill in progress when its key is purged is not stored when it ends.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::{HandleHit, HandleMiss, MissFinishType};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{
+    CacheKey, CacheMeta, HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use tokio::sync::watch;
+
+/// Bytes charged per object on top of its body, for its header and bookkeeping.
+const OBJECT_OVERHEAD: usize = 512;
+
+/// Metadata kept decoded, so a hit rebuilds a `CacheMeta` without deserialising anything.
+#[derive(Debug, Clone)]
+struct StoredMeta {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    epoch: SystemTime,
+    stale_while_revalidate: u32,
+    stale_if_error: u32,
+    variance: Option<HashBinary>,
+    header: ResponseHeader,
+}
+
+impl StoredMeta {
+    fn capture(meta: &CacheMeta) -> Self {
+        Self {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            epoch: meta.epoch(),
+            stale_while_revalidate: meta.stale_while_revalidate_sec(),
+            stale_if_error: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            header: meta.response_header().clone(),
+        }
+    }
+
+    fn to_meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate,
+            self.stale_if_error,
+            self.header.clone(),
+        );
+        if self.epoch != self.created {
+            meta.set_epoch_override(self.epoch);
+        }
+        if let Some(v) = self.variance {
+            meta.set_variance(v);
+        }
+        meta
+    }
+}
+
+/// A complete object.
+#[derive(Debug)]
+struct CachedObject {
+    meta: StoredMeta,
+    chunks: Vec<Bytes>,
+    /// Offset of each chunk's first byte, for seeks.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl CachedObject {
+    fn new(meta: StoredMeta, chunks: Vec<Bytes>) -> Self {
+        let mut starts = Vec::with_capacity(chunks.len());
+        let mut len = 0;
+        for c in &chunks {
+            starts.push(len);
+            len += c.len();
+        }
+        Self {
+            meta,
+            chunks,
+            starts,
+            len,
+        }
+    }
+}
+
+/// Progress of a fill, as readers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FillState {
+    /// This many chunks are readable, more may come.
+    Writing(usize),
+    /// All of this many chunks are written.
+    Complete(usize),
+    /// The writer gave up; the object must not be served.
+    Failed,
+}
+
+/// An object being written.
+#[derive(Debug)]
+struct Fill {
+    id: u64,
+    key: HashBinary,
+    meta: StoredMeta,
+    chunks: RwLock<Vec<Bytes>>,
+    state: watch::Sender<FillState>,
+    purged: AtomicBool,
+}
+
+/// Counters the metrics module exports.
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    /// Objects evicted to make room.
+    pub evictions: AtomicU64,
+    /// Fills whose writer gave up.
+    pub aborted_fills: AtomicU64,
+}
+
+/// The memory store. Create one per process with [`MemoryStorage::leak`]: pingora-cache needs
+/// `&'static` storage.
+pub struct MemoryStorage {
+    objects: moka::sync::Cache<HashBinary, Arc<CachedObject>>,
+    fills: Mutex<HashMap<HashBinary, Arc<Fill>>>,
+    next_fill: AtomicU64,
+    stats: Arc<StorageStats>,
+    capacity: u64,
+}
+
+impl MemoryStorage {
+    /// A store holding at most `capacity` bytes (bodies plus a fixed per-object overhead).
+    pub fn new(capacity: u64) -> Self {
+        let stats = Arc::new(StorageStats::default());
+        let listener_stats = Arc::clone(&stats);
+        let objects = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|_key: &HashBinary, obj: &Arc<CachedObject>| {
+                u32::try_from(obj.len + OBJECT_OVERHEAD).unwrap_or(u32::MAX)
+            })
+            .eviction_listener(move |_key, _obj, cause| {
+                if cause == RemovalCause::Size {
+                    listener_stats.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        Self {
+            objects,
+            fills: Mutex::new(HashMap::new()),
+            next_fill: AtomicU64::new(1),
+            stats,
+            capacity,
+        }
+    }
+
+    /// A `'static` store, as pingora-cache requires. Call once per process.
+    pub fn leak(capacity: u64) -> &'static Self {
+        Box::leak(Box::new(Self::new(capacity)))
+    }
+
+    /// Configured capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes currently charged (after moka's pending maintenance has run).
+    pub fn weighted_size(&self) -> u64 {
+        self.objects.run_pending_tasks();
+        self.objects.weighted_size()
+    }
+
+    /// Complete objects held.
+    pub fn entry_count(&self) -> u64 {
+        self.objects.run_pending_tasks();
+        self.objects.entry_count()
+    }
+
+    /// Fills in progress.
+    pub fn fills_in_progress(&self) -> usize {
+        self.lock_fills().len()
+    }
+
+    /// Eviction and abort counters.
+    pub fn stats(&self) -> &StorageStats {
+        &self.stats
+    }
+
+    /// Removes the object with hash `id` and cancels any fill of it. True if there was either.
+    pub fn remove(&self, id: &HashBinary) -> bool {
+        let fill = self.lock_fills().remove(id);
+        if let Some(fill) = &fill {
+            fill.purged.store(true, Ordering::Release);
+        }
+        self.objects.remove(id).is_some() || fill.is_some()
+    }
+
+    /// Marks the object with hash `id` stale, keeping its body for revalidation. True if found.
+    pub fn expire(&self, id: &HashBinary, now: SystemTime) -> bool {
+        // A fill in progress carries the content being purged: cancel it.
+        if let Some(fill) = self.lock_fills().remove(id) {
+            fill.purged.store(true, Ordering::Release);
+        }
+        match self.objects.get(id) {
+            Some(obj) => {
+                let mut meta = obj.meta.clone();
+                meta.fresh_until = meta.fresh_until.min(now);
+                self.objects
+                    .insert(*id, Arc::new(CachedObject::new(meta, obj.chunks.clone())));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes everything.
+    pub fn clear(&self) {
+        for (_, fill) in self.lock_fills().drain() {
+            fill.purged.store(true, Ordering::Release);
+        }
+        self.objects.invalidate_all();
+    }
+
+    fn lock_fills(&self) -> std::sync::MutexGuard<'_, HashMap<HashBinary, Arc<Fill>>> {
+        self.fills.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn end_fill(&self, fill: &Fill) {
+        let mut fills = self.lock_fills();
+        if fills.get(&fill.key).is_some_and(|f| f.id == fill.id) {
+            fills.remove(&fill.key);
+        }
+    }
+
+    fn partial_hit(fill: Arc<Fill>) -> (CacheMeta, HitHandler) {
+        let meta = fill.meta.to_meta();
+        let state = fill.state.subscribe();
+        (
+            meta,
+            Box::new(PartialHit {
+                fill,
+                state,
+                next: 0,
+            }),
+        )
+    }
+
+    fn complete_hit(obj: Arc<CachedObject>) -> (CacheMeta, HitHandler) {
+        let meta = obj.meta.to_meta();
+        let remaining = obj.len;
+        (
+            meta,
+            Box::new(CompleteHit {
+                obj,
+                chunk: 0,
+                offset: 0,
+                remaining,
+            }),
+        )
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let id = key.combined_bin();
+        // Prefer a fill in progress: waiters released from the cache lock attach to it, and a
+        // refresh is visible before it completes.
+        if let Some(fill) = self.lock_fills().get(&id).cloned() {
+            return Ok(Some(Self::partial_hit(fill)));
+        }
+        Ok(self.objects.get(&id).map(Self::complete_hit))
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        streaming_write_tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let id = key.combined_bin();
+        let wanted = streaming_write_tag
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes);
+        let own_fill =
+            wanted.and_then(|w| self.lock_fills().get(&id).filter(|f| f.id == w).cloned());
+        match own_fill {
+            Some(fill) => Ok(Some(Self::partial_hit(fill))),
+            None => self.lookup(key, trace).await,
+        }
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let fill = Arc::new(Fill {
+            id: self.next_fill.fetch_add(1, Ordering::Relaxed),
+            key: key.combined_bin(),
+            meta: StoredMeta::capture(meta),
+            chunks: RwLock::new(Vec::new()),
+            state: watch::Sender::new(FillState::Writing(0)),
+            purged: AtomicBool::new(false),
+        });
+        self.lock_fills().insert(fill.key, Arc::clone(&fill));
+        Ok(Box::new(FillWriter {
+            storage: self,
+            tag: fill.id.to_be_bytes(),
+            fill,
+            len: 0,
+            finished: false,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let id = target.key().combined_bin();
+        Ok(if self.remove(&id) {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn expire(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let id = target.key().combined_bin();
+        Ok(if self.expire(&id, SystemTime::now()) {
+            PurgeOutcome::Expired
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let id = key.combined_bin();
+        match self.objects.get(&id) {
+            Some(obj) => {
+                let updated = CachedObject::new(StoredMeta::capture(meta), obj.chunks.clone());
+                self.objects.insert(id, Arc::new(updated));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// Writes one fill; dropping it without `finish` marks the fill failed.
+struct FillWriter {
+    storage: &'static MemoryStorage,
+    fill: Arc<Fill>,
+    tag: [u8; 8],
+    len: usize,
+    finished: bool,
+}
+
+#[async_trait]
+impl HandleMiss for FillWriter {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.len += data.len();
+        let count = {
+            let mut chunks = self
+                .fill
+                .chunks
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            chunks.push(data);
+            chunks.len()
+        };
+        self.fill.state.send_replace(FillState::Writing(count));
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        self.finished = true;
+        let chunks = self
+            .fill
+            .chunks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let count = chunks.len();
+        if !self.fill.purged.load(Ordering::Acquire) {
+            let obj = CachedObject::new(self.fill.meta.clone(), chunks);
+            self.storage.objects.insert(self.fill.key, Arc::new(obj));
+        }
+        self.storage.end_fill(&self.fill);
+        self.fill.state.send_replace(FillState::Complete(count));
+        Ok(MissFinishType::Created(self.len))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(&self.tag)
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.storage
+                .stats
+                .aborted_fills
+                .fetch_add(1, Ordering::Relaxed);
+            self.storage.end_fill(&self.fill);
+            self.fill.state.send_replace(FillState::Failed);
+        }
+    }
+}
+
+/// Reads a fill as it arrives.
+struct PartialHit {
+    fill: Arc<Fill>,
+    state: watch::Receiver<FillState>,
+    next: usize,
+}
+
+fn fill_aborted() -> Box<Error> {
+    Error::explain(
+        ErrorType::Custom("FillAborted"),
+        "the upstream fill of this object was aborted",
+    )
+}
+
+#[async_trait]
+impl HandleHit for PartialHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let state = *self.state.borrow_and_update();
+            match state {
+                FillState::Writing(n) | FillState::Complete(n) if self.next < n => {
+                    let chunk = self
+                        .fill
+                        .chunks
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)[self.next]
+                        .clone();
+                    self.next += 1;
+                    return Ok(Some(chunk));
+                }
+                FillState::Complete(_) => return Ok(None),
+                FillState::Failed => return Err(fill_aborted()),
+                FillState::Writing(_) => {
+                    // The sender lives in the fill we hold, so this only errs if it is gone.
+                    if self.state.changed().await.is_err() {
+                        return Err(fill_aborted());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn should_count_access(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Reads a complete object, optionally a byte range of it.
+struct CompleteHit {
+    obj: Arc<CachedObject>,
+    chunk: usize,
+    offset: usize,
+    remaining: usize,
+}
+
+#[async_trait]
+impl HandleHit for CompleteHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        while self.remaining > 0 {
+            let Some(chunk) = self.obj.chunks.get(self.chunk) else {
+                break;
+            };
+            let available = chunk.len() - self.offset;
+            if available == 0 {
+                self.chunk += 1;
+                self.offset = 0;
+                continue;
+            }
+            let n = available.min(self.remaining);
+            let out = chunk.slice(self.offset..self.offset + n);
+            self.offset += n;
+            self.remaining -= n;
+            return Ok(Some(out));
+        }
+        Ok(None)
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let end = end.unwrap_or(self.obj.len);
+        if start > end || end > self.obj.len {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek {start}..{end} outside 0..{}", self.obj.len),
+            );
+        }
+        // The chunk containing `start`: the last one that begins at or before it.
+        let chunk = self
+            .obj
+            .starts
+            .partition_point(|&s| s <= start)
+            .saturating_sub(1);
+        self.chunk = chunk;
+        self.offset = start - self.obj.starts.get(chunk).copied().unwrap_or(0);
+        self.remaining = end - start;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::trace::Span;
+    use std::time::Duration;
+
+    fn meta() -> CacheMeta {
+        let header = ResponseHeader::build(200, None).unwrap();
+        let now = SystemTime::now();
+        CacheMeta::new(now + Duration::from_secs(60), now, 1, 2, header)
+    }
+
+    fn span() -> SpanHandle {
+        Span::inactive().handle()
+    }
+
+    async fn read_all(hit: &mut HitHandler) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = hit.read_body().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_reader_gets_chunks_while_the_fill_is_arriving() {
+        let storage = MemoryStorage::leak(1 << 20);
+        let key = CacheKey::new("streaming", "");
+        let mut writer = storage
+            .get_miss_handler(&key, &meta(), &span())
+            .await
+            .unwrap();
+        writer
+            .write_body(Bytes::from_static(b"part-1;"), false)
+            .await
+            .unwrap();
+
+        let (_, mut reader) = storage
+            .lookup(&key, &span())
+            .await
+            .unwrap()
+            .expect("the fill is visible");
+        assert_eq!(
+            reader.read_body().await.unwrap().as_deref(),
+            Some(&b"part-1;"[..]),
+            "first chunk before the fill ends"
+        );
+        let pending = tokio::spawn(async move { read_all(&mut reader).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!pending.is_finished(), "the reader waits for more");
+
+        writer
+            .write_body(Bytes::from_static(b"part-2"), true)
+            .await
+            .unwrap();
+        writer.finish().await.unwrap();
+        assert_eq!(pending.await.unwrap().unwrap(), b"part-2");
+
+        let (meta, mut hit) = storage
+            .lookup(&key, &span())
+            .await
+            .unwrap()
+            .expect("complete object");
+        assert_eq!(read_all(&mut hit).await.unwrap(), b"part-1;part-2");
+        assert_eq!(meta.stale_if_error_sec(), 2);
+        assert_eq!(storage.fills_in_progress(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_fill_is_an_error_for_readers_and_is_not_stored() {
+        let storage = MemoryStorage::leak(1 << 20);
+        let key = CacheKey::new("aborted", "");
+        let mut writer = storage
+            .get_miss_handler(&key, &meta(), &span())
+            .await
+            .unwrap();
+        writer
+            .write_body(Bytes::from_static(b"half"), false)
+            .await
+            .unwrap();
+        let (_, mut reader) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+        let pending = tokio::spawn(async move { read_all(&mut reader).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(writer);
+        assert!(
+            pending.await.unwrap().is_err(),
+            "a truncated body must not look complete"
+        );
+        assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+        assert_eq!(storage.stats().aborted_fills.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_purge_during_a_fill_is_not_undone_when_the_fill_ends() {
+        let storage = MemoryStorage::leak(1 << 20);
+        let key = CacheKey::new("purged-mid-fill", "");
+        let mut writer = storage
+            .get_miss_handler(&key, &meta(), &span())
+            .await
+            .unwrap();
+        writer
+            .write_body(Bytes::from_static(b"old content"), false)
+            .await
+            .unwrap();
+        assert!(storage.remove(&key.combined_bin()));
+        writer.finish().await.unwrap();
+        assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn seeks_serve_byte_ranges_across_chunks_without_copying() {
+        let storage = MemoryStorage::leak(1 << 20);
+        let key = CacheKey::new("ranges", "");
+        let mut writer = storage
+            .get_miss_handler(&key, &meta(), &span())
+            .await
+            .unwrap();
+        for part in ["0123", "4567", "89"] {
+            writer.write_body(Bytes::from(part), false).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        let cases = [
+            (0, Some(10), "0123456789"),
+            (3, Some(6), "345"),
+            (4, None, "456789"),
+            (9, Some(10), "9"),
+            (5, Some(5), ""),
+        ];
+        for (start, end, expected) in cases {
+            let (_, mut hit) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+            assert!(hit.can_seek());
+            hit.seek(start, end).unwrap();
+            assert_eq!(
+                String::from_utf8(read_all(&mut hit).await.unwrap()).unwrap(),
+                expected,
+                "{start}..{end:?}"
+            );
+        }
+        let (_, mut hit) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+        assert!(hit.seek(3, Some(11)).is_err());
+        assert!(hit.seek(6, Some(5)).is_err());
+    }
+
+    #[tokio::test]
+    async fn metadata_survives_the_round_trip_and_expiry() {
+        let storage = MemoryStorage::leak(1 << 20);
+        let key = CacheKey::new("meta", "");
+        let mut m = meta();
+        m.response_header_mut()
+            .insert_header("x-test", "1")
+            .unwrap();
+        let writer = storage.get_miss_handler(&key, &m, &span()).await.unwrap();
+        writer.finish().await.unwrap();
+        let (got, _) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+        assert_eq!(got.headers().get("x-test").unwrap(), "1");
+        assert_eq!(got.fresh_until(), m.fresh_until());
+        assert!(got.is_fresh(SystemTime::now()));
+
+        let mut revalidated = got;
+        revalidated.update_freshness(SystemTime::now() + Duration::from_secs(5), 0, 0);
+        assert!(
+            storage
+                .update_meta(&key, &revalidated, &span())
+                .await
+                .unwrap()
+        );
+        let (got, _) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+        assert!(
+            got.age() < Duration::from_secs(1),
+            "age counts from the revalidation"
+        );
+
+        assert!(storage.expire(&key.combined_bin(), SystemTime::now()));
+        let (got, _) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+        assert!(!got.is_fresh(SystemTime::now() + Duration::from_millis(1)));
+        assert!(
+            !storage
+                .update_meta(&CacheKey::new("absent", ""), &meta(), &span())
+                .await
+                .unwrap(),
+            "no panic on a missing key"
+        );
+    }
+
+    #[tokio::test]
+    async fn capacity_is_enforced_by_size() {
+        let storage = MemoryStorage::leak(64 * 1024);
+        for i in 0..64 {
+            let key = CacheKey::new(format!("obj-{i}"), "");
+            let mut writer = storage
+                .get_miss_handler(&key, &meta(), &span())
+                .await
+                .unwrap();
+            writer
+                .write_body(Bytes::from(vec![0u8; 4096]), true)
+                .await
+                .unwrap();
+            writer.finish().await.unwrap();
+        }
+        assert!(
+            storage.weighted_size() <= 64 * 1024,
+            "{} bytes held",
+            storage.weighted_size()
+        );
+        assert!(storage.entry_count() < 64);
+        assert!(storage.stats().evictions.load(Ordering::Relaxed) > 0);
+    }
+}

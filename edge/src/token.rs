@@ -1,0 +1,244 @@
+//! Signed URLs. The token travels in the path (`/t/<token>/live/...`) so that relative URIs
+//! in playlists keep it. It is an HMAC-SHA256 over its expiry, the path prefix it grants and,
+//! when bound, the viewer's IP; it is checked in constant time and removed before the cache key
+//! and the upstream request are formed.
+//!
+//! Token text: `<expiry unix secs>.<a|i>.<base64url(prefix)>.<base64url(mac)>`, where `i`
+//! means bound to the client IP.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a request's token was refused (answered with 403, message in the body).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The path has no `/t/<token>/` prefix.
+    #[error("this site needs a signed URL (/t/<token>/...)")]
+    Missing,
+    /// The token does not parse.
+    #[error("the URL token is malformed")]
+    Malformed,
+    /// The signature does not match.
+    #[error("the URL token's signature is wrong")]
+    BadSignature,
+    /// Past its expiry.
+    #[error("the URL token has expired")]
+    Expired,
+    /// The path is outside the prefix the token grants.
+    #[error("the URL token does not cover this path")]
+    WrongPath,
+    /// Bound to another client address.
+    #[error("the URL token is bound to another client address")]
+    WrongClient,
+}
+
+/// Signs and verifies tokens with one secret.
+#[derive(Clone)]
+pub struct TokenKey {
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(<redacted>)")
+    }
+}
+
+/// The path prefix `/t/` that carries tokens.
+const TOKEN_PREFIX: &str = "/t/";
+
+impl TokenKey {
+    /// A key from a secret (any length; 32+ random bytes recommended).
+    pub fn new(secret: &[u8]) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mac = HmacSha256::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        Self { mac }
+    }
+
+    /// A token granting `prefix` until `expiry` (unix seconds), optionally only to `client`.
+    pub fn sign(&self, prefix: &str, expiry: u64, client: Option<IpAddr>) -> String {
+        let bound = if client.is_some() { "i" } else { "a" };
+        let mac = self.mac_for(expiry, bound, prefix, client);
+        format!(
+            "{expiry}.{bound}.{}.{}",
+            URL_SAFE_NO_PAD.encode(prefix),
+            URL_SAFE_NO_PAD.encode(mac)
+        )
+    }
+
+    /// Checks the token at the start of `path` for a request at `now` (unix seconds) from
+    /// `client`, and returns the path without the token.
+    pub fn verify<'p>(
+        &self,
+        path: &'p str,
+        now: u64,
+        client: Option<IpAddr>,
+    ) -> Result<&'p str, TokenError> {
+        let rest = path.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::Missing)?;
+        let (token, stripped) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => return Err(TokenError::Malformed),
+        };
+        let mut parts = token.split('.');
+        let (Some(expiry), Some(bound), Some(prefix), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(TokenError::Malformed);
+        };
+        let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
+        let prefix_bytes = URL_SAFE_NO_PAD
+            .decode(prefix)
+            .map_err(|_| TokenError::Malformed)?;
+        let prefix = std::str::from_utf8(&prefix_bytes).map_err(|_| TokenError::Malformed)?;
+        let given = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| TokenError::Malformed)?;
+        let bound_client = match bound {
+            "a" => None,
+            "i" => Some(client.ok_or(TokenError::WrongClient)?),
+            _ => return Err(TokenError::Malformed),
+        };
+        let mut mac = self.mac.clone();
+        feed(&mut mac, expiry, bound, prefix, bound_client);
+        // verify_slice compares in constant time.
+        mac.verify_slice(&given).map_err(|_| {
+            if bound_client.is_some() {
+                TokenError::WrongClient
+            } else {
+                TokenError::BadSignature
+            }
+        })?;
+        if now > expiry {
+            return Err(TokenError::Expired);
+        }
+        if !stripped.starts_with(prefix) {
+            return Err(TokenError::WrongPath);
+        }
+        Ok(stripped)
+    }
+
+    fn mac_for(&self, expiry: u64, bound: &str, prefix: &str, client: Option<IpAddr>) -> Vec<u8> {
+        let mut mac = self.mac.clone();
+        feed(&mut mac, expiry, bound, prefix, client);
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+fn feed(mac: &mut HmacSha256, expiry: u64, bound: &str, prefix: &str, client: Option<IpAddr>) {
+    // Newline-separated fields: none of them can contain a newline (paths with control bytes
+    // are refused before tokens are checked), so the encoding is unambiguous.
+    mac.update(b"cascade-url-token-v1\n");
+    mac.update(expiry.to_string().as_bytes());
+    mac.update(b"\n");
+    mac.update(bound.as_bytes());
+    mac.update(b"\n");
+    mac.update(prefix.as_bytes());
+    mac.update(b"\n");
+    if let Some(ip) = client {
+        mac.update(ip.to_string().as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_valid_token_is_stripped() {
+        let key = TokenKey::new(b"secret");
+        let token = key.sign("/live/abc/", NOW + 60, None);
+        let path = format!("/t/{token}/live/abc/720p/12.m4s");
+        assert_eq!(key.verify(&path, NOW, None), Ok("/live/abc/720p/12.m4s"));
+        assert_eq!(
+            key.verify(&path, NOW, ip("10.1.1.1")),
+            Ok("/live/abc/720p/12.m4s"),
+            "an unbound token works from anywhere"
+        );
+    }
+
+    #[test]
+    fn every_failure_has_its_reason() {
+        let key = TokenKey::new(b"secret");
+        let good = key.sign("/live/abc/", NOW + 60, None);
+        assert_eq!(
+            key.verify("/live/abc/1.m4s", NOW, None),
+            Err(TokenError::Missing)
+        );
+        assert_eq!(
+            key.verify(&format!("/t/{good}"), NOW, None),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            key.verify("/t/garbage/live/abc/1.m4s", NOW, None),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            key.verify(&format!("/t/{good}/live/abc/1.m4s"), NOW + 61, None),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            key.verify(&format!("/t/{good}/live/other/1.m4s"), NOW, None),
+            Err(TokenError::WrongPath)
+        );
+        let other_key = TokenKey::new(b"other secret");
+        assert_eq!(
+            other_key.verify(&format!("/t/{good}/live/abc/1.m4s"), NOW, None),
+            Err(TokenError::BadSignature)
+        );
+        // Tampering with the prefix or expiry breaks the signature.
+        let parts: Vec<&str> = good.split('.').collect();
+        let widened = format!(
+            "{}.a.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode("/"),
+            parts[3]
+        );
+        assert_eq!(
+            key.verify(&format!("/t/{widened}/live/other/1.m4s"), NOW, None),
+            Err(TokenError::BadSignature)
+        );
+        let extended = format!("{}.a.{}.{}", NOW + 999_999, parts[2], parts[3]);
+        assert_eq!(
+            key.verify(&format!("/t/{extended}/live/abc/1.m4s"), NOW, None),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn ip_bound_tokens_only_work_from_that_address() {
+        let key = TokenKey::new(b"secret");
+        let token = key.sign("/live/", NOW + 60, ip("192.0.2.7"));
+        let path = format!("/t/{token}/live/x.m3u8");
+        assert_eq!(key.verify(&path, NOW, ip("192.0.2.7")), Ok("/live/x.m3u8"));
+        assert_eq!(
+            key.verify(&path, NOW, ip("192.0.2.8")),
+            Err(TokenError::WrongClient)
+        );
+        assert_eq!(key.verify(&path, NOW, None), Err(TokenError::WrongClient));
+    }
+
+    #[test]
+    fn debug_does_not_show_the_secret() {
+        assert_eq!(
+            format!("{:?}", TokenKey::new(b"hunter2")),
+            "TokenKey(<redacted>)"
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Which upstream fills a miss: shields chosen by consistent hashing (Ketama) on the cache key,
+//! so each object is fetched through one shield and adding or removing a shield moves only its
+//! share of keys; unhealthy shields are skipped in ring order, then the origin (if configured)
+//! is the last resort. Health is kept as flags here; the checker that sets them is in the
+//! server shell.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// Points each node gets on the ring (Ketama uses 160: 40 hashes × 4 points).
+const POINTS_PER_NODE: usize = 160;
+
+/// A consistent-hash ring over named nodes.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    /// (point, node index), sorted by point.
+    points: Vec<(u32, usize)>,
+    nodes: usize,
+}
+
+impl Ring {
+    /// A ring over `names` (e.g. `host:port`); node `i` is `names[i]`.
+    pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
+        let mut points = Vec::with_capacity(names.len() * POINTS_PER_NODE);
+        for (index, name) in names.iter().enumerate() {
+            for block in 0..POINTS_PER_NODE / 4 {
+                let digest = Sha256::digest(format!("{}-{block}", name.as_ref()).as_bytes());
+                for word in digest.chunks_exact(4).take(4) {
+                    points.push((
+                        u32::from_be_bytes([word[0], word[1], word[2], word[3]]),
+                        index,
+                    ));
+                }
+            }
+        }
+        points.sort_unstable();
+        Self {
+            points,
+            nodes: names.len(),
+        }
+    }
+
+    /// Nodes in ring order starting at `key`'s position, each once: the first is the owner,
+    /// the rest the failover order.
+    pub fn candidates(&self, key: &[u8]) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.nodes);
+        if self.points.is_empty() {
+            return out;
+        }
+        let digest = Sha256::digest(key);
+        let h = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+        let start = self.points.partition_point(|&(p, _)| p < h);
+        for i in 0..self.points.len() {
+            let (_, node) = self.points[(start + i) % self.points.len()];
+            if !out.contains(&node) {
+                out.push(node);
+                if out.len() == self.nodes {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The upstreams of a tier with their health.
+#[derive(Debug)]
+pub struct Upstreams {
+    shields: Vec<SocketAddr>,
+    healthy: Vec<AtomicBool>,
+    ring: Ring,
+    origin: Option<SocketAddr>,
+}
+
+impl Upstreams {
+    /// Shields (hashed over) and an optional origin used when no shield is healthy. Every
+    /// upstream starts healthy.
+    pub fn new(shields: Vec<SocketAddr>, origin: Option<SocketAddr>) -> Self {
+        let names: Vec<String> = shields.iter().map(ToString::to_string).collect();
+        let healthy = shields.iter().map(|_| AtomicBool::new(true)).collect();
+        Self {
+            ring: Ring::new(&names),
+            shields,
+            healthy,
+            origin,
+        }
+    }
+
+    /// Every configured shield.
+    pub fn shields(&self) -> &[SocketAddr] {
+        &self.shields
+    }
+
+    /// Records a health verdict for `addr`; returns true when it changed.
+    pub fn set_healthy(&self, addr: SocketAddr, healthy: bool) -> bool {
+        match self.shields.iter().position(|a| *a == addr) {
+            Some(i) => self.healthy[i].swap(healthy, Ordering::Relaxed) != healthy,
+            None => false,
+        }
+    }
+
+    /// Whether `addr` is currently considered healthy.
+    pub fn is_healthy(&self, addr: SocketAddr) -> bool {
+        self.shields
+            .iter()
+            .position(|a| *a == addr)
+            .is_some_and(|i| self.healthy[i].load(Ordering::Relaxed))
+    }
+
+    /// The upstream for the `attempt`-th try (0 first) at `key`: healthy shields in ring order,
+    /// then the origin. With nothing healthy, the key's owner is tried anyway (it may have
+    /// recovered since the last check) unless an origin is configured.
+    pub fn choose(&self, key: &[u8], attempt: usize) -> Option<SocketAddr> {
+        let candidates = self.ring.candidates(key);
+        let mut order: Vec<SocketAddr> = candidates
+            .iter()
+            .filter(|&&i| self.healthy[i].load(Ordering::Relaxed))
+            .map(|&i| self.shields[i])
+            .collect();
+        if let Some(origin) = self.origin {
+            order.push(origin);
+        }
+        if order.is_empty() {
+            order.extend(candidates.first().map(|&i| self.shields[i]));
+        }
+        order.get(attempt).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn keys() -> Vec<Vec<u8>> {
+        (0..10_000)
+            .map(|i| format!("cdn.example.com/live/s/720p/{i}.m4s").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn keys_spread_evenly_over_nodes() {
+        let ring = Ring::new(&["a:1", "b:1", "c:1", "d:1"]);
+        let mut counts = [0usize; 4];
+        for k in keys() {
+            counts[ring.candidates(&k)[0]] += 1;
+        }
+        for c in counts {
+            assert!((1_500..3_500).contains(&c), "uneven spread: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn removing_a_node_moves_only_its_keys() {
+        let before = Ring::new(&["a:1", "b:1", "c:1", "d:1"]);
+        let after = Ring::new(&["a:1", "b:1", "c:1"]);
+        for k in keys() {
+            let owner = before.candidates(&k)[0];
+            if owner != 3 {
+                assert_eq!(
+                    after.candidates(&k)[0],
+                    owner,
+                    "a key of a surviving node moved"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn candidates_list_every_node_once() {
+        let ring = Ring::new(&["a:1", "b:1", "c:1"]);
+        let mut c = ring.candidates(b"key");
+        c.sort_unstable();
+        assert_eq!(c, [0, 1, 2]);
+        assert!(Ring::new::<&str>(&[]).candidates(b"key").is_empty());
+    }
+
+    #[test]
+    fn failover_skips_unhealthy_shields_then_uses_the_origin() {
+        let u = Upstreams::new(vec![addr(1), addr(2)], Some(addr(9)));
+        let owner = u.choose(b"k", 0).unwrap();
+        let second = u.choose(b"k", 1).unwrap();
+        assert_ne!(owner, second);
+        assert_eq!(u.choose(b"k", 2), Some(addr(9)));
+        assert_eq!(u.choose(b"k", 3), None);
+        assert!(u.set_healthy(owner, false));
+        assert!(!u.set_healthy(owner, false), "no change the second time");
+        assert_eq!(u.choose(b"k", 0), Some(second));
+        assert!(u.set_healthy(second, false));
+        assert_eq!(
+            u.choose(b"k", 0),
+            Some(addr(9)),
+            "origin when every shield is down"
+        );
+        let no_origin = Upstreams::new(vec![addr(1)], None);
+        no_origin.set_healthy(addr(1), false);
+        assert_eq!(
+            no_origin.choose(b"k", 0),
+            Some(addr(1)),
+            "with nothing else, try the owner anyway"
+        );
+    }
+}
