@@ -7,6 +7,9 @@
 //! thin shells that move bytes between them.
 
 pub mod key;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
 pub mod storage;
 pub mod token;
 pub mod ttl;

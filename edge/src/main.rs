@@ -1,10 +1,10 @@
-//! `cascade-edge`: Cascade edge: serves viewers HLS and DASH from cache, filling from the shield tier
+//! `cascade-edge`: serves viewers HLS and DASH from cache, filling from the shield tier.
 //!
 //! Run with `--help` for flags; configuration is the `[edge]` section of the Cascade config.
 
 use std::process::ExitCode;
 
-use cascade_service::{ServiceInfo, admin_only, run_server};
+use cascade_service::ServiceInfo;
 
 const INFO: ServiceInfo = ServiceInfo {
     name: "edge",
@@ -14,5 +14,5 @@ const INFO: ServiceInfo = ServiceInfo {
 };
 
 fn main() -> ExitCode {
-    run_server(INFO, |config| &config.edge, admin_only)
+    cascade_edge::server::run(INFO)
 }

@@ -73,19 +73,26 @@ impl TokenKey {
         )
     }
 
-    /// Checks the token at the start of `path` for a request at `now` (unix seconds) from
-    /// `client`, and returns the path without the token.
-    pub fn verify<'p>(
+    /// Splits `/t/<token>/rest` into the token and `/rest`. The caller normalises `/rest`
+    /// and passes it to [`TokenKey::check`]: checking the raw path would let `..` climb out
+    /// of the granted prefix.
+    pub fn split(path: &str) -> Result<(&str, &str), TokenError> {
+        let rest = path.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::Missing)?;
+        match rest.find('/') {
+            Some(i) if i > 0 => Ok((&rest[..i], &rest[i..])),
+            _ => Err(TokenError::Malformed),
+        }
+    }
+
+    /// Checks `token` for a request of the normalised `path` at `now` (unix seconds) from
+    /// `client`.
+    pub fn check(
         &self,
-        path: &'p str,
+        token: &str,
+        path: &str,
         now: u64,
         client: Option<IpAddr>,
-    ) -> Result<&'p str, TokenError> {
-        let rest = path.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::Missing)?;
-        let (token, stripped) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => return Err(TokenError::Malformed),
-        };
+    ) -> Result<(), TokenError> {
         let mut parts = token.split('.');
         let (Some(expiry), Some(bound), Some(prefix), Some(mac), None) = (
             parts.next(),
@@ -122,10 +129,10 @@ impl TokenKey {
         if now > expiry {
             return Err(TokenError::Expired);
         }
-        if !stripped.starts_with(prefix) {
+        if !path.starts_with(prefix) {
             return Err(TokenError::WrongPath);
         }
-        Ok(stripped)
+        Ok(())
     }
 
     fn mac_for(&self, expiry: u64, bound: &str, prefix: &str, client: Option<IpAddr>) -> Vec<u8> {
@@ -160,14 +167,25 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
+    /// What the proxy does: split, (normalise), check.
+    fn verify<'p>(
+        key: &TokenKey,
+        path: &'p str,
+        now: u64,
+        client: Option<IpAddr>,
+    ) -> Result<&'p str, TokenError> {
+        let (token, rest) = TokenKey::split(path)?;
+        key.check(token, rest, now, client).map(|()| rest)
+    }
+
     #[test]
     fn a_valid_token_is_stripped() {
         let key = TokenKey::new(b"secret");
         let token = key.sign("/live/abc/", NOW + 60, None);
         let path = format!("/t/{token}/live/abc/720p/12.m4s");
-        assert_eq!(key.verify(&path, NOW, None), Ok("/live/abc/720p/12.m4s"));
+        assert_eq!(verify(&key, &path, NOW, None), Ok("/live/abc/720p/12.m4s"));
         assert_eq!(
-            key.verify(&path, NOW, ip("10.1.1.1")),
+            verify(&key, &path, NOW, ip("10.1.1.1")),
             Ok("/live/abc/720p/12.m4s"),
             "an unbound token works from anywhere"
         );
@@ -178,28 +196,28 @@ mod tests {
         let key = TokenKey::new(b"secret");
         let good = key.sign("/live/abc/", NOW + 60, None);
         assert_eq!(
-            key.verify("/live/abc/1.m4s", NOW, None),
+            verify(&key, "/live/abc/1.m4s", NOW, None),
             Err(TokenError::Missing)
         );
         assert_eq!(
-            key.verify(&format!("/t/{good}"), NOW, None),
+            verify(&key, &format!("/t/{good}"), NOW, None),
             Err(TokenError::Malformed)
         );
         assert_eq!(
-            key.verify("/t/garbage/live/abc/1.m4s", NOW, None),
+            verify(&key, "/t/garbage/live/abc/1.m4s", NOW, None),
             Err(TokenError::Malformed)
         );
         assert_eq!(
-            key.verify(&format!("/t/{good}/live/abc/1.m4s"), NOW + 61, None),
+            verify(&key, &format!("/t/{good}/live/abc/1.m4s"), NOW + 61, None),
             Err(TokenError::Expired)
         );
         assert_eq!(
-            key.verify(&format!("/t/{good}/live/other/1.m4s"), NOW, None),
+            verify(&key, &format!("/t/{good}/live/other/1.m4s"), NOW, None),
             Err(TokenError::WrongPath)
         );
         let other_key = TokenKey::new(b"other secret");
         assert_eq!(
-            other_key.verify(&format!("/t/{good}/live/abc/1.m4s"), NOW, None),
+            verify(&other_key, &format!("/t/{good}/live/abc/1.m4s"), NOW, None),
             Err(TokenError::BadSignature)
         );
         // Tampering with the prefix or expiry breaks the signature.
@@ -211,12 +229,12 @@ mod tests {
             parts[3]
         );
         assert_eq!(
-            key.verify(&format!("/t/{widened}/live/other/1.m4s"), NOW, None),
+            verify(&key, &format!("/t/{widened}/live/other/1.m4s"), NOW, None),
             Err(TokenError::BadSignature)
         );
         let extended = format!("{}.a.{}.{}", NOW + 999_999, parts[2], parts[3]);
         assert_eq!(
-            key.verify(&format!("/t/{extended}/live/abc/1.m4s"), NOW, None),
+            verify(&key, &format!("/t/{extended}/live/abc/1.m4s"), NOW, None),
             Err(TokenError::BadSignature)
         );
     }
@@ -226,12 +244,15 @@ mod tests {
         let key = TokenKey::new(b"secret");
         let token = key.sign("/live/", NOW + 60, ip("192.0.2.7"));
         let path = format!("/t/{token}/live/x.m3u8");
-        assert_eq!(key.verify(&path, NOW, ip("192.0.2.7")), Ok("/live/x.m3u8"));
         assert_eq!(
-            key.verify(&path, NOW, ip("192.0.2.8")),
+            verify(&key, &path, NOW, ip("192.0.2.7")),
+            Ok("/live/x.m3u8")
+        );
+        assert_eq!(
+            verify(&key, &path, NOW, ip("192.0.2.8")),
             Err(TokenError::WrongClient)
         );
-        assert_eq!(key.verify(&path, NOW, None), Err(TokenError::WrongClient));
+        assert_eq!(verify(&key, &path, NOW, None), Err(TokenError::WrongClient));
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl CascadeProcess {
     /// Starts `binary`, whose config section is `section` (`edge`, `origin`, `shield`,
     /// `purge_bus`). `config_toml` is written as its config file; every listener of the section
     /// is moved to a free loopback port through `CASCADE_<SECTION>__<FIELD>` variables. Returns
-    /// once `/healthz` answers 200.
+    /// once `/readyz` answers 200 (the service says it can take traffic).
     pub fn start(binary: &str, section: &str, config_toml: &str) -> Result<Self> {
         Self::start_with_env(binary, section, config_toml, &[])
     }
@@ -102,11 +102,11 @@ impl CascadeProcess {
             config_path,
             _dir: dir,
         };
-        this.wait_healthy(Duration::from_secs(30))?;
+        this.wait_ready(Duration::from_secs(30))?;
         Ok(this)
     }
 
-    fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let admin = self.addr("admin_listen")?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -167,4 +167,20 @@ fn listener_fields(section: &str) -> Result<Vec<&'static str>> {
         }
     };
     Ok(listeners.into_iter().map(|(field, _)| field).collect())
+}
+
+impl Drop for CascadeProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let state = match self.process.ensure_running() {
+                Ok(()) => "still running".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            eprintln!(
+                "--- {} ({state}); output:\n{}",
+                self.config_path.display(),
+                self.process.log_tail()
+            );
+        }
+    }
 }

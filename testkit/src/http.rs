@@ -42,8 +42,32 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
 
 /// Sends `request` bytes as they are and parses the answer.
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(io_err(format!("connect to {addr}")))?;
+    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        // Retried once, with the sockets on the port printed: a refusal from a port that was
+        // listening (seen rarely under a loaded test run, never reproduced outside one) should
+        // leave evidence, not a flaky failure.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let filter = format!("( sport = :{p} or dport = :{p} )", p = addr.port());
+            let ss = std::process::Command::new("ss")
+                .args(["-tanpi", &filter])
+                .output();
+            eprintln!(
+                "connection to {addr} refused; retrying once. Sockets on that port:\n{}",
+                ss.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .map_err(io_err(format!("connect to {addr} (second try)")))?
+        }
+        Err(e) => {
+            return Err(HarnessError::Io {
+                what: format!("connect to {addr}"),
+                source: e,
+            });
+        }
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(io_err("set read timeout"))?;
@@ -54,10 +78,11 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse> {
     stream
         .read_to_end(&mut raw)
         .map_err(io_err(format!("read from {addr}")))?;
-    parse(&raw)
+    parse_response(&raw)
 }
 
-fn parse(raw: &[u8]) -> Result<HttpResponse> {
+/// Parses a raw HTTP/1.1 response (Content-Length, chunked or read-to-close body).
+pub fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
     let bad = |why: &str| {
         HarnessError::Service(format!(
             "malformed HTTP response ({why}): {:?}",
@@ -114,15 +139,16 @@ mod tests {
 
     #[test]
     fn parses_content_length_and_chunked_bodies() {
-        let r =
-            parse(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc")
-                .unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc",
+        )
+        .unwrap();
         assert_eq!(
             (r.status, r.header("x-a"), r.text().as_str()),
             (503, Some("b"), "abc")
         );
-        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
         assert_eq!(r.text(), "abcde");
-        assert!(parse(b"garbage").is_err());
+        assert!(parse_response(b"garbage").is_err());
     }
 }

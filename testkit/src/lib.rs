@@ -3,7 +3,8 @@
 //!
 //! - [`CascadeProcess`]: one of the project's own server binaries with a generated config;
 //! - [`Tansu`]: a Kafka-protocol broker, plus helpers to create topics;
-//! - [`Garage`]: an S3-compatible object store with a bucket and a key.
+//! - [`Garage`]: an S3-compatible object store with a bucket and a key;
+//! - [`TestUpstream`]: a programmable HTTP upstream for proxy tests.
 //!
 //! External tools are found through `CASCADE_TANSU_BIN` / `CASCADE_GARAGE_BIN` (exported by
 //! `.ci/install-tools`), then the install cache, then `PATH`. A missing tool fails the test
@@ -14,12 +15,14 @@ mod garage;
 mod http;
 mod process;
 mod tansu;
+mod upstream;
 
 pub use cascade::{CascadeProcess, binary_path};
 pub use garage::{Garage, s3_client};
-pub use http::{HttpResponse, http_get};
+pub use http::{HttpResponse, http_get, parse_response, raw_request};
 pub use process::{ChildProcess, free_port, wait_for_tcp};
 pub use tansu::Tansu;
+pub use upstream::{Route, SeenRequest, TestUpstream};
 
 /// Why a service could not be started or used.
 #[derive(Debug, thiserror::Error)]

@@ -8,22 +8,45 @@ use std::time::{Duration, Instant};
 
 use crate::{HarnessError, Result, io_err};
 
-/// A port that was free a moment ago on 127.0.0.1 (the OS picks it; a race with another
-/// process taking it in between is possible but rare).
+/// A free loopback port for a service under test.
+///
+/// Ports come from 20000–32767, below the kernel's ephemeral range (32768+), so they cannot be
+/// taken between this call and the service's bind by the `bind(:0)` or outgoing connections of
+/// concurrently running tests. A process-wide counter (seeded by the pid, so concurrent test
+/// binaries start apart) hands each port out once; each is checked by binding it.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind an ephemeral port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(io_err("read the ephemeral port"))?
-        .port();
-    Ok(port)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % COUNT,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..COUNT {
+        let candidate = FIRST + NEXT.fetch_add(1, Ordering::AcqRel) % COUNT;
+        let port = u16::try_from(candidate)
+            .map_err(|_| HarnessError::Service("port out of range".into()))?;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    Err(HarnessError::Service("no free port in 20000-32767".into()))
 }
 
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        // A connect to an unbound port in the ephemeral range can connect to itself; that is
+        // not a listener.
+        if let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            && stream.local_addr().ok() != Some(addr)
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -32,17 +32,12 @@ impl Tansu {
         )?;
         let dir = tempfile::tempdir().map_err(io_err("create a temp dir for tansu"))?;
         let port = free_port()?;
-        let prometheus_port = free_port()?;
         let url = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(bin);
         command
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
-            .args([
-                "--prometheus-listener-url",
-                &format!("tcp://127.0.0.1:{prometheus_port}"),
-            ])
             .current_dir(dir.path());
         let mut process = ChildProcess::spawn("tansu", command, &dir.path().join("tansu.log"))?;
         if !wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)) {

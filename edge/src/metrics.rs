@@ -1,0 +1,147 @@
+//! Prometheus metrics of the caching proxy, in the process-wide registry that the admin
+//! listener renders. Cache occupancy is read from the storage at scrape time.
+
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+
+use crate::storage::MemoryStorage;
+
+/// Request-path metrics.
+pub struct ProxyMetrics {
+    /// Requests by status, cache state and protocol.
+    pub requests: IntCounterVec,
+    /// Body bytes sent to clients.
+    pub response_bytes: IntCounter,
+    /// Time from choosing an upstream to its response header.
+    pub upstream_latency: Histogram,
+    /// Requests that waited for another request's fetch instead of fetching (collapsed).
+    pub collapsed: IntCounter,
+    /// Upstream health changes observed.
+    pub upstream_health_changes: IntCounter,
+}
+
+fn must<T>(result: prometheus::Result<T>) -> T {
+    result.unwrap_or_else(|e| panic!("static metric definition is invalid: {e}"))
+}
+
+/// The process's proxy metrics, registered on first use.
+pub fn proxy_metrics() -> &'static ProxyMetrics {
+    static METRICS: OnceLock<ProxyMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let m = ProxyMetrics {
+            requests: must(IntCounterVec::new(
+                Opts::new("cascade_proxy_requests_total", "Requests answered, by status, cache state and protocol"),
+                &["status", "cache", "protocol"],
+            )),
+            response_bytes: must(IntCounter::new("cascade_proxy_response_body_bytes_total", "Body bytes sent to clients")),
+            upstream_latency: must(Histogram::with_opts(
+                HistogramOpts::new("cascade_proxy_upstream_latency_seconds", "Time from choosing an upstream to its response header")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )),
+            collapsed: must(IntCounter::new(
+                "cascade_proxy_collapsed_requests_total",
+                "Requests that waited for a concurrent fetch of the same object instead of fetching",
+            )),
+            upstream_health_changes: must(IntCounter::new(
+                "cascade_proxy_upstream_health_changes_total",
+                "Times an upstream was marked healthy or unhealthy",
+            )),
+        };
+        // A name clash would be a programming error caught by the metrics test.
+        let _ = prometheus::register(Box::new(m.requests.clone()));
+        let _ = prometheus::register(Box::new(m.response_bytes.clone()));
+        let _ = prometheus::register(Box::new(m.upstream_latency.clone()));
+        let _ = prometheus::register(Box::new(m.collapsed.clone()));
+        let _ = prometheus::register(Box::new(m.upstream_health_changes.clone()));
+        m
+    })
+}
+
+/// Reads cache occupancy from the storage when Prometheus scrapes.
+pub struct StorageCollector {
+    storage: &'static MemoryStorage,
+    bytes: IntGauge,
+    capacity: IntGauge,
+    objects: IntGauge,
+    fills: IntGauge,
+    evictions: IntGauge,
+    aborted: IntGauge,
+    descs: Vec<Desc>,
+}
+
+impl StorageCollector {
+    /// Registers a collector for `storage`.
+    pub fn register(storage: &'static MemoryStorage) {
+        let gauge = |name: &str, help: &str| must(IntGauge::new(name, help));
+        let bytes = gauge("cascade_cache_bytes", "Bytes held by the memory cache");
+        let capacity = gauge(
+            "cascade_cache_capacity_bytes",
+            "Configured memory cache capacity",
+        );
+        let objects = gauge(
+            "cascade_cache_objects",
+            "Complete objects in the memory cache",
+        );
+        let fills = gauge(
+            "cascade_cache_fills_in_progress",
+            "Objects being filled from upstream",
+        );
+        let evictions = gauge(
+            "cascade_cache_evictions_total",
+            "Objects evicted to make room (counter)",
+        );
+        let aborted = gauge(
+            "cascade_cache_aborted_fills_total",
+            "Fills whose upstream transfer failed (counter)",
+        );
+        let descs = [&bytes, &capacity, &objects, &fills, &evictions, &aborted]
+            .iter()
+            .flat_map(|g| g.desc().into_iter().cloned())
+            .collect();
+        let collector = Self {
+            storage,
+            bytes,
+            capacity,
+            objects,
+            fills,
+            evictions,
+            aborted,
+            descs,
+        };
+        let _ = prometheus::register(Box::new(collector));
+    }
+}
+
+impl Collector for StorageCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = self.storage;
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.bytes.set(as_i64(s.weighted_size()));
+        self.capacity.set(as_i64(s.capacity()));
+        self.objects.set(as_i64(s.entry_count()));
+        self.fills.set(as_i64(s.fills_in_progress() as u64));
+        self.evictions
+            .set(as_i64(s.stats().evictions.load(Ordering::Relaxed)));
+        self.aborted
+            .set(as_i64(s.stats().aborted_fills.load(Ordering::Relaxed)));
+        [
+            &self.bytes,
+            &self.capacity,
+            &self.objects,
+            &self.fills,
+            &self.evictions,
+            &self.aborted,
+        ]
+        .iter()
+        .flat_map(|g| g.collect())
+        .collect()
+    }
+}

@@ -1,0 +1,599 @@
+//! The caching proxy: pingora's `ProxyHttp` over the pure pieces of this crate. Per request it
+//! refuses what it must (method 405, unknown host 421, bad token 403, malformed path 400),
+//! turns the request into its [`RequestKey`], rewrites the upstream request to exactly what
+//! the key names, lets pingora-cache look up, collapse and fill through
+//! [`MemoryStorage`], applies the [`TtlPolicy`] to responses, and picks the upstream by
+//! consistent hashing with failover.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Uri};
+use pingora_cache::lock::CacheKeyLockImpl;
+use pingora_cache::{
+    CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason, RespCacheable,
+};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{ProxyHttp, Session};
+
+use crate::key::{RequestKey, normalise_host};
+use crate::metrics::proxy_metrics;
+use crate::storage::MemoryStorage;
+use crate::token::TokenKey;
+use crate::ttl::{ContentClass, Decision, Directives, TtlPolicy};
+use crate::upstream::Upstreams;
+
+/// Longest request target accepted (414 beyond).
+pub const MAX_URI_LEN: usize = 8 * 1024;
+
+/// Request headers forwarded upstream. Everything else is dropped: a header that is not part
+/// of the cache key must not be able to change the body stored under it.
+const FORWARDED_HEADERS: [HeaderName; 3] = [
+    header::HOST,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+];
+
+/// One configured site.
+#[derive(Debug)]
+pub struct Site {
+    /// Signed-URL key when the site requires tokens.
+    pub token: Option<TokenKey>,
+    /// Whether CORS headers are added.
+    pub cors: bool,
+}
+
+/// Sites by host name.
+#[derive(Debug, Default)]
+pub struct Sites {
+    by_host: HashMap<String, Arc<Site>>,
+}
+
+impl Sites {
+    /// Adds `site` under each of `hosts` (normalised).
+    pub fn insert(&mut self, hosts: &[String], site: Site) {
+        let site = Arc::new(site);
+        for host in hosts {
+            let host = normalise_host(host).unwrap_or_else(|_| host.to_ascii_lowercase());
+            self.by_host.insert(host, Arc::clone(&site));
+        }
+    }
+
+    fn get(&self, host: &str) -> Option<&Arc<Site>> {
+        self.by_host.get(host)
+    }
+}
+
+/// What the cache needs, shared by every tier.
+pub struct CacheCore {
+    /// Object store.
+    pub storage: &'static MemoryStorage,
+    /// Collapses concurrent misses of one key into one fetch.
+    pub lock: &'static CacheKeyLockImpl,
+    /// Freshness rules.
+    pub ttl: TtlPolicy,
+    /// Query parameters that are part of the key.
+    pub keyed_query: Vec<String>,
+    /// Largest cacheable object.
+    pub max_object_size: usize,
+    /// How long a request waits for a concurrent fetch of the same key.
+    pub collapse_timeout: Duration,
+}
+
+/// Upstream connection settings.
+#[derive(Debug, Clone)]
+pub struct UpstreamTimeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// Each read, including the wait for the response header.
+    pub read: Duration,
+}
+
+/// The edge's `ProxyHttp`.
+pub struct EdgeProxy {
+    /// The cache.
+    pub core: CacheCore,
+    /// Served hosts.
+    pub sites: Sites,
+    /// Where misses go.
+    pub upstreams: Arc<Upstreams>,
+    /// Upstream timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// Requests in progress (for draining on shutdown).
+    pub inflight: Arc<AtomicUsize>,
+    /// `Alt-Svc` value to advertise, if any (set by the HTTP/3 listener).
+    pub alt_svc: Option<HeaderValue>,
+    /// This node's `Via` token, e.g. `1.1 cascade-edge`.
+    pub via: HeaderValue,
+}
+
+/// Decrements the in-flight count when the request's context is dropped.
+pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    key: Option<RequestKey>,
+    site: Option<Arc<Site>>,
+    class: ContentClass,
+    attempt: usize,
+    upstream: Option<SocketAddr>,
+    upstream_started: Option<Instant>,
+    started: Instant,
+    body_bytes: u64,
+    _inflight: InflightGuard,
+}
+
+impl EdgeProxy {
+    fn client_ip(session: &Session) -> Option<IpAddr> {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+    }
+
+    /// Checks the request and computes its key; `Err` carries the refusal to send.
+    fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<RequestKey, Refusal> {
+        let req = session.req_header();
+        let method = &req.method;
+        if method != Method::GET && method != Method::HEAD && method != Method::OPTIONS {
+            return Err(
+                Refusal::new(405, format!("{method} is not allowed; use GET or HEAD"))
+                    .header(header::ALLOW, "GET, HEAD, OPTIONS"),
+            );
+        }
+        let target = req
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        if target.len() > MAX_URI_LEN {
+            return Err(Refusal::new(
+                414,
+                format!("the request target is longer than {MAX_URI_LEN} bytes"),
+            ));
+        }
+        let raw_host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .ok_or_else(|| Refusal::new(400, "the request has no Host".into()))?;
+        let host = normalise_host(raw_host).map_err(|e| Refusal::new(400, e.to_string()))?;
+        let site = self
+            .sites
+            .get(&host)
+            .cloned()
+            .ok_or_else(|| Refusal::new(421, format!("this edge does not serve {host}")))?;
+        ctx.site = Some(Arc::clone(&site));
+        if method == Method::OPTIONS {
+            return Err(if site.cors {
+                Refusal::new(204, String::new())
+                    .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+                    .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
+                    .header(
+                        header::ACCESS_CONTROL_ALLOW_HEADERS,
+                        "Range, Origin, Accept",
+                    )
+                    .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
+            } else {
+                Refusal::new(405, "OPTIONS is not allowed on this site".into())
+                    .header(header::ALLOW, "GET, HEAD")
+            });
+        }
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let (token, path) = match &site.token {
+            Some(_) => {
+                let (token, rest) =
+                    TokenKey::split(path).map_err(|e| Refusal::new(403, e.to_string()))?;
+                (Some(token), rest)
+            }
+            None => (None, path),
+        };
+        let target = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let key = RequestKey::new(&host, &target, &self.core.keyed_query)
+            .map_err(|e| Refusal::new(400, e.to_string()))?;
+        if let (Some(token_key), Some(token)) = (&site.token, token) {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            token_key
+                .check(token, key.path(), now, Self::client_ip(session))
+                .map_err(|e| Refusal::new(403, e.to_string()))?;
+        }
+        Ok(key)
+    }
+}
+
+/// A response the proxy sends itself instead of proxying.
+struct Refusal {
+    status: u16,
+    message: String,
+    headers: Vec<(HeaderName, &'static str)>,
+}
+
+impl Refusal {
+    fn new(status: u16, message: String) -> Self {
+        Self {
+            status,
+            message,
+            headers: Vec::new(),
+        }
+    }
+
+    fn header(mut self, name: HeaderName, value: &'static str) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    async fn send(self, session: &mut Session) -> Result<()> {
+        let body = if self.message.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::from(format!("{}\n", self.message))
+        };
+        let mut resp = ResponseHeader::build(self.status, Some(4))?;
+        resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        for (name, value) in self.headers {
+            resp.insert_header(name, value)?;
+        }
+        let head_only = session.req_header().method == Method::HEAD || body.is_empty();
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The `X-Cache` / metrics label for how a request was served.
+pub fn cache_state(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "hit",
+        CachePhase::Miss => "miss",
+        CachePhase::Stale | CachePhase::StaleUpdating => "stale",
+        CachePhase::Expired => "expired",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "revalidated",
+        CachePhase::Disabled(_)
+        | CachePhase::Bypass
+        | CachePhase::Uninit
+        | CachePhase::CacheKey => "pass",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        RequestCtx {
+            key: None,
+            site: None,
+            class: ContentClass::Other,
+            attempt: 0,
+            upstream: None,
+            upstream_started: None,
+            started: Instant::now(),
+            body_bytes: 0,
+            _inflight: InflightGuard(Arc::clone(&self.inflight)),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.admit(session, ctx) {
+            Ok(key) => {
+                let target: Uri = key.upstream_target().parse().map_err(|e| {
+                    Error::because(
+                        ErrorType::InvalidHTTPHeader,
+                        "normalised target is not a URI",
+                        e,
+                    )
+                })?;
+                session.req_header_mut().set_uri(target);
+                ctx.class = ContentClass::of(key.path(), key.query());
+                ctx.key = Some(key);
+                Ok(false)
+            }
+            Err(refusal) => {
+                refusal.send(session).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if ctx.key.is_none() {
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(self.core.collapse_timeout);
+        session.cache.enable(
+            self.core.storage,
+            None,
+            None,
+            Some(self.core.lock),
+            Some(overrides),
+        );
+        session
+            .cache
+            .set_max_file_size_bytes(self.core.max_object_size);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let key = ctx
+            .key
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no cache key computed"))?;
+        // The user tag is not hashed; it carries the readable key for purge indexes.
+        Ok(CacheKey::new(key.primary(), key.to_string()))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        if resp.headers.contains_key(header::SET_COOKIE) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "response sets a cookie",
+            )));
+        }
+        let directives = Directives::parse(
+            resp.headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
+        Ok(
+            match self
+                .core
+                .ttl
+                .decide(ctx.class, resp.status.as_u16(), &directives)
+            {
+                Decision::Uncacheable(why) => {
+                    RespCacheable::Uncacheable(NoCacheReason::Custom(why))
+                }
+                Decision::Cacheable {
+                    fresh,
+                    stale_while_revalidate,
+                    stale_if_error,
+                } => {
+                    let now = SystemTime::now();
+                    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+                    RespCacheable::Cacheable(CacheMeta::new(
+                        now + fresh,
+                        now,
+                        secs(stale_while_revalidate),
+                        secs(stale_if_error),
+                        resp.clone(),
+                    ))
+                }
+            },
+        )
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // No error: stale-while-revalidate (pingora checks the object's window). An upstream
+        // error: stale-if-error (likewise bounded by the object's window).
+        error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let key = ctx
+            .key
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no cache key computed"))?;
+        let addr = self
+            .upstreams
+            .choose(key.primary().as_bytes(), ctx.attempt)
+            .ok_or_else(|| {
+                Error::explain(ErrorType::ConnectNoRoute, "every upstream failed").into_up()
+            })?;
+        ctx.attempt += 1;
+        ctx.upstream = Some(addr);
+        ctx.upstream_started = Some(Instant::now());
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.total_connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.write_timeout = Some(self.timeouts.connect);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(addr) = peer._address.as_inet().copied()
+            && self.upstreams.set_healthy(addr, false)
+        {
+            proxy_metrics().upstream_health_changes.inc();
+            tracing::warn!(upstream = %addr, error = %e, "upstream unreachable; marked unhealthy");
+        }
+        // GET and HEAD are idempotent: try the next upstream in ring order.
+        let key_bytes = ctx
+            .key
+            .as_ref()
+            .map(RequestKey::primary)
+            .unwrap_or_default();
+        e.set_retry(
+            self.upstreams
+                .choose(key_bytes.as_bytes(), ctx.attempt)
+                .is_some(),
+        );
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let drop: Vec<HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|n| !FORWARDED_HEADERS.contains(n))
+            .cloned()
+            .collect();
+        for name in drop {
+            upstream.remove_header(&name);
+        }
+        if let Some(ip) = Self::client_ip(session) {
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        upstream.insert_header(header::VIA, self.via.clone())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started {
+            proxy_metrics()
+                .upstream_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.append_header(header::VIA, self.via.clone())?;
+        resp.insert_header("x-cache", cache_state(session.cache.phase()))?;
+        if ctx.site.as_ref().is_some_and(|s| s.cors) {
+            resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")?;
+            resp.insert_header(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                "Content-Length, Content-Range, Age, Date, X-Cache",
+            )?;
+        }
+        if let Some(alt_svc) = &self.alt_svc {
+            resp.insert_header(header::ALT_SVC, alt_svc.clone())?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let cache = if ctx.key.is_some() {
+            cache_state(session.cache.phase())
+        } else {
+            "refused"
+        };
+        let protocol = if session.is_http2() { "h2" } else { "h1" };
+        let m = proxy_metrics();
+        m.requests
+            .with_label_values(&[status_label(status), cache, protocol])
+            .inc();
+        m.response_bytes.inc_by(ctx.body_bytes);
+        if session.cache.lock_duration().is_some() {
+            m.collapsed.inc();
+        }
+        let req = session.req_header();
+        tracing::info!(
+            target: "cascade::access",
+            client = %Self::client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
+            method = %req.method,
+            key = %ctx.key.as_ref().map(ToString::to_string).unwrap_or_default(),
+            status,
+            cache,
+            protocol,
+            bytes = ctx.body_bytes,
+            upstream = %ctx.upstream.map(|a| a.to_string()).unwrap_or_default(),
+            ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            error = %error.map(|e| e.to_string()).unwrap_or_default(),
+        );
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        206 => "206",
+        304 => "304",
+        400 => "400",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        416 => "416",
+        421 => "421",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "none",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

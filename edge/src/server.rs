@@ -1,0 +1,348 @@
+//! The edge process: a pingora server running the caching proxy on the traffic listener, the
+//! shared admin listener and the shield health checker as background services, and a drain
+//! on SIGINT/SIGTERM that waits for in-flight requests (bounded by `shutdown_grace`) instead of
+//! pingora's fixed grace sleep.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
+use cascade_config::{CascadeConfig, EdgeConfig};
+use cascade_service::admin::{self, AdminState};
+use cascade_service::shutdown::SignalListener;
+use cascade_service::{Gate, Readiness, ServiceInfo, Startup};
+use http::HeaderValue;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::services::background::{BackgroundService, background_service};
+
+use crate::metrics::{StorageCollector, proxy_metrics};
+use crate::proxy::{CacheCore, EdgeProxy, Site, Sites, UpstreamTimeouts};
+use crate::storage::MemoryStorage;
+use crate::token::TokenKey;
+use crate::ttl::TtlPolicy;
+use crate::upstream::Upstreams;
+
+/// Runs `cascade-edge` until it is stopped; returns the process exit code.
+pub fn run(info: ServiceInfo) -> ExitCode {
+    let config = match cascade_service::startup(&info) {
+        Startup::Run(config) => config,
+        Startup::Exit(code) => return code,
+    };
+    match serve(info, &config) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{}: error: {e:#}", info.binary);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn resolve(field: &str, host_port: &str) -> anyhow::Result<SocketAddr> {
+    host_port
+        .to_socket_addrs()
+        .with_context(|| format!("{field}: cannot resolve {host_port:?}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{field}: {host_port:?} has no address"))
+}
+
+/// Builds the proxy from the `[edge]` section.
+pub fn build_proxy(edge: &EdgeConfig, inflight: Arc<AtomicUsize>) -> anyhow::Result<EdgeProxy> {
+    let shields = edge
+        .shields
+        .iter()
+        .enumerate()
+        .map(|(i, s)| resolve(&format!("edge.shields[{i}]"), s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let origin = if edge.origin.is_empty() {
+        None
+    } else {
+        Some(resolve("edge.origin", &edge.origin)?)
+    };
+    let storage = MemoryStorage::leak(edge.cache_capacity.0);
+    StorageCollector::register(storage);
+    // A fill may legitimately wait at the upstream as long as the read timeout (LL-HLS
+    // blocking requests), so the lock must not be considered abandoned before that.
+    let lock_age = edge.upstream_read_timeout.0.max(edge.collapse_timeout.0);
+    let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_age));
+    let mut sites = Sites::default();
+    for site in &edge.sites {
+        let token = (!site.token_secret.is_empty())
+            .then(|| TokenKey::new(site.token_secret.expose().as_bytes()));
+        sites.insert(
+            &site.hosts,
+            Site {
+                token,
+                cors: site.cors,
+            },
+        );
+    }
+    Ok(EdgeProxy {
+        core: CacheCore {
+            storage,
+            lock,
+            ttl: TtlPolicy::default(),
+            keyed_query: edge.keyed_query.clone(),
+            max_object_size: usize::try_from(edge.max_object_size.0).unwrap_or(usize::MAX),
+            collapse_timeout: edge.collapse_timeout.0,
+        },
+        sites,
+        upstreams: Arc::new(Upstreams::new(shields, origin)),
+        timeouts: UpstreamTimeouts {
+            connect: edge.upstream_connect_timeout.0,
+            read: edge.upstream_read_timeout.0,
+        },
+        inflight,
+        alt_svc: None,
+        via: HeaderValue::from_static("1.1 cascade-edge"),
+    })
+}
+
+fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> {
+    let edge = &config.edge;
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let proxy = build_proxy(edge, Arc::clone(&inflight))?;
+    let upstreams = Arc::clone(&proxy.upstreams);
+    proxy_metrics();
+
+    // Bind what we can before pingora starts, so a taken port is a clear error, not a panic.
+    let admin_listener = std::net::TcpListener::bind(edge.admin_listen.0).map_err(|e| {
+        anyhow!(
+            "edge.admin_listen: cannot listen on {}: {e} (is another process using the port?)",
+            edge.admin_listen
+        )
+    })?;
+    admin_listener.set_nonblocking(true)?;
+    drop(std::net::TcpListener::bind(edge.listen.0).map_err(|e| {
+        anyhow!(
+            "edge.listen: cannot listen on {}: {e} (is another process using the port?)",
+            edge.listen
+        )
+    })?);
+
+    let readiness = Readiness::new();
+    let started = readiness.gate("traffic listener starting");
+    // No fixed grace sleep: `Drain` waits for in-flight requests before asking for shutdown.
+    let conf = ServerConf {
+        threads: edge.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        max_retries: upstreams.shields().len() + 2,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
+    server.bootstrap();
+    let mut proxy_service =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge");
+    proxy_service.add_tcp(&edge.listen.to_string());
+    server.add_service(proxy_service);
+    server.add_service(background_service(
+        "admin",
+        AdminTask {
+            listener: Mutex::new(Some(admin_listener)),
+            state: AdminState::new(info.name, readiness.clone()),
+            traffic: edge.listen.0,
+            started: Mutex::new(Some(started)),
+        },
+    ));
+    server.add_service(background_service(
+        "health",
+        HealthCheck {
+            upstreams,
+            interval: edge.health_check_interval.0,
+            timeout: edge.upstream_connect_timeout.0,
+        },
+    ));
+
+    let exit = Arc::new(AtomicU8::new(0));
+    let drain = Drain {
+        readiness,
+        inflight,
+        grace: edge.shutdown_grace.0,
+        exit: Arc::clone(&exit),
+    };
+    tracing::info!(service = info.name, version = info.version, listen = %edge.listen, admin = %edge.admin_listen, "started");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(drain),
+    });
+    tracing::info!(service = info.name, "stopped");
+    Ok(ExitCode::from(exit.load(Ordering::Acquire)))
+}
+
+/// Serves the admin listener and opens the readiness gate once the traffic port accepts.
+struct AdminTask {
+    listener: Mutex<Option<std::net::TcpListener>>,
+    state: AdminState,
+    traffic: SocketAddr,
+    started: Mutex<Option<Gate>>,
+}
+
+#[async_trait]
+impl BackgroundService for AdminTask {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(std_listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the admin listener");
+                return;
+            }
+        };
+        let gate = self
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let traffic = self.traffic;
+        let open_when_listening = async move {
+            while !proxy_answers(traffic).await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Some(gate) = gate {
+                gate.open();
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = admin::serve(listener, self.state.clone()) => {}
+            () = open_when_listening => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// True when something accepts TCP connections on `addr`. A connection to a port in the
+/// ephemeral range that nothing listens on can connect to itself (TCP simultaneous open when
+/// the kernel picks the same port as source): that is not a listener.
+async fn accepts(addr: SocketAddr) -> bool {
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(stream) => stream.local_addr().ok() != Some(addr),
+        Err(_) => false,
+    }
+}
+
+/// True when our own proxy answers HTTP on `addr` (its 421 for the probe's made-up host), not
+/// merely something accepting TCP there.
+async fn proxy_answers(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        if stream.local_addr().ok() == Some(addr) {
+            return None;
+        }
+        stream
+            .write_all(
+                b"OPTIONS * HTTP/1.1\r\nHost: cascade-readiness-probe\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        let signature = b"does not serve cascade-readiness-probe";
+        Some(
+            answer.starts_with(b"HTTP/1.1 421")
+                && answer.windows(signature.len()).any(|w| w == signature),
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Probes every shield with a TCP connect and records the verdict.
+struct HealthCheck {
+    upstreams: Arc<Upstreams>,
+    interval: Duration,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for HealthCheck {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if self.upstreams.shields().is_empty() {
+            return;
+        }
+        loop {
+            for &addr in self.upstreams.shields() {
+                let up = tokio::time::timeout(self.timeout, accepts(addr))
+                    .await
+                    .unwrap_or(false);
+                if self.upstreams.set_healthy(addr, up) {
+                    proxy_metrics().upstream_health_changes.inc();
+                    if up {
+                        tracing::info!(upstream = %addr, "upstream healthy again");
+                    } else {
+                        tracing::warn!(upstream = %addr, "upstream failed its health check");
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Turns the first SIGINT/SIGTERM into a drain: unready at once, then wait for in-flight
+/// requests up to the grace period (a second signal cuts it short), then stop.
+struct Drain {
+    readiness: Readiness,
+    inflight: Arc<AtomicUsize>,
+    grace: Duration,
+    exit: Arc<AtomicU8>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Drain {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut signals = match SignalListener::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers; stopping");
+                self.exit.store(1, Ordering::Release);
+                return ShutdownSignal::FastShutdown;
+            }
+        };
+        let signal = signals.next().await;
+        let grace = cascade_config::HumanDuration(self.grace);
+        tracing::info!(?signal, %grace, "shutting down; a second signal stops at once");
+        self.readiness.start_draining();
+        let deadline = Instant::now() + self.grace;
+        loop {
+            let inflight = self.inflight.load(Ordering::Acquire);
+            if inflight == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(inflight, %grace, "grace period expired; stopping with requests unfinished");
+                self.exit.store(1, Ordering::Release);
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                second = signals.next() => {
+                    tracing::warn!(signal = ?second, inflight, "second signal; stopping at once");
+                    self.exit.store(130, Ordering::Release);
+                    break;
+                }
+            }
+        }
+        ShutdownSignal::FastShutdown
+    }
+}

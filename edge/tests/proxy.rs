@@ -1,0 +1,474 @@
+//! The edge as a real process in front of an upstream the test controls: caching, collapsing,
+//! streaming partial hits, refusals, cache-poisoning resistance, tokens, freshness, failures,
+//! ranges.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cascade_edge::token::TokenKey;
+use cascade_testkit::{
+    CascadeProcess, HttpResponse, Route, TestUpstream, parse_response, raw_request,
+};
+
+fn edge_for(upstream: &TestUpstream, extra: &str) -> CascadeProcess {
+    let config = format!(
+        "[edge]\nshields = []\norigin = \"{}\"\n{extra}",
+        upstream.addr()
+    );
+    CascadeProcess::start("cascade-edge", "edge", &config).unwrap()
+}
+
+fn listen(edge: &CascadeProcess) -> SocketAddr {
+    edge.addr("listen").unwrap()
+}
+
+fn get_with(edge: &CascadeProcess, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut request = format!("GET {target} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str("Host: localhost\r\n");
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    raw_request(listen(edge), request.as_bytes()).unwrap()
+}
+
+fn get(edge: &CascadeProcess, target: &str) -> HttpResponse {
+    get_with(edge, target, &[])
+}
+
+fn body(n: usize) -> Bytes {
+    Bytes::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+#[test]
+fn a_miss_fills_the_cache_and_the_next_request_is_a_hit() {
+    let upstream = TestUpstream::start().unwrap();
+    let segment = body(200_000);
+    upstream.route(
+        "/live/s/720p/1.m4s",
+        Route::ok(segment.clone()).header("content-type", "video/mp4"),
+    );
+    let edge = edge_for(&upstream, "");
+
+    let first = get(&edge, "/live/s/720p/1.m4s");
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("miss")));
+    assert_eq!(first.body, segment);
+    let second = get(&edge, "/live/s/720p/1.m4s");
+    assert_eq!(
+        (second.status, second.header("x-cache")),
+        (200, Some("hit"))
+    );
+    assert_eq!(second.body, segment);
+    assert_eq!(second.header("content-type"), Some("video/mp4"));
+    assert_eq!(
+        second.header("access-control-allow-origin"),
+        Some("*"),
+        "CORS is on by default for players"
+    );
+    assert_eq!(upstream.hits("/live/s/720p/1.m4s"), 1);
+    // The same object under a different spelling of host and path is the same key.
+    let third = get_with(
+        &edge,
+        "//live/s/./720p/1.m4s?utm_source=x",
+        &[("Host", "LOCALHOST:8000")],
+    );
+    assert_eq!((third.status, third.header("x-cache")), (200, Some("hit")));
+}
+
+#[test]
+fn concurrent_misses_collapse_into_one_upstream_request() {
+    let upstream = TestUpstream::start().unwrap();
+    let segment = body(64 * 1024);
+    upstream.route(
+        "/live/s/720p/9.m4s",
+        Route::ok(segment.clone()).delay(Duration::from_millis(300)),
+    );
+    let edge = Arc::new(edge_for(&upstream, ""));
+    let viewers = 200;
+    let barrier = Arc::new(Barrier::new(viewers));
+    let handles: Vec<_> = (0..viewers)
+        .map(|_| {
+            let edge = Arc::clone(&edge);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                get(&edge, "/live/s/720p/9.m4s")
+            })
+        })
+        .collect();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, segment);
+    }
+    assert_eq!(
+        upstream.hits("/live/s/720p/9.m4s"),
+        1,
+        "{viewers} concurrent misses must make one upstream request"
+    );
+    let metrics = cascade_testkit::http_get(edge.addr("admin_listen").unwrap(), "/metrics")
+        .unwrap()
+        .text();
+    let collapsed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cascade_proxy_collapsed_requests_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(collapsed > 0, "waiters are counted as collapsed");
+}
+
+/// Sends a GET and returns (time to first body byte, whole raw response).
+fn timed_get(addr: SocketAddr, target: &str) -> (Duration, Vec<u8>) {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut first_body_byte = None;
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if first_body_byte.is_none()
+            && let Some(end) = raw.windows(4).position(|w| {
+                w == b"
+
+"
+            })
+            && raw.len() > end + 4
+        {
+            first_body_byte = Some(start.elapsed());
+        }
+    }
+    (first_body_byte.unwrap_or(start.elapsed()), raw)
+}
+
+#[test]
+fn a_second_reader_gets_bytes_while_the_object_is_still_arriving() {
+    let upstream = TestUpstream::start().unwrap();
+    let (part1, part2) = (body(1000), Bytes::from(vec![b'z'; 1000]));
+    upstream.route(
+        "/live/s/720p/10.2.m4s",
+        Route::ok(Bytes::new()).chunked(
+            vec![part1.clone(), part2.clone()],
+            Duration::from_millis(1500),
+        ),
+    );
+    let edge = edge_for(&upstream, "");
+    let addr = listen(&edge);
+    let first = std::thread::spawn(move || timed_get(addr, "/live/s/720p/10.2.m4s"));
+    std::thread::sleep(Duration::from_millis(300));
+    let (ttfb, raw) = timed_get(addr, "/live/s/720p/10.2.m4s");
+    assert!(
+        ttfb < Duration::from_millis(800),
+        "the second reader waited {ttfb:?} for its first byte: it must not wait for the fill to end"
+    );
+    let second = parse_response(&raw).unwrap();
+    assert_eq!(second.body, [part1.as_ref(), part2.as_ref()].concat());
+    assert_eq!(
+        parse_response(&first.join().unwrap().1).unwrap().body,
+        second.body
+    );
+    assert_eq!(upstream.hits("/live/s/720p/10.2.m4s"), 1);
+}
+
+#[test]
+fn an_aborted_upstream_body_is_not_cached_and_not_passed_off_as_complete() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route(
+        "/live/s/720p/11.m4s",
+        Route::ok(Bytes::new())
+            .chunked(vec![body(1000), body(1000)], Duration::from_millis(100))
+            .abort_after(1),
+    );
+    let edge = edge_for(&upstream, "");
+    let (_, raw) = timed_get(listen(&edge), "/live/s/720p/11.m4s");
+    assert!(
+        parse_response(&raw).is_err() || !raw.ends_with(b"0\r\n\r\n"),
+        "a cut transfer must not end like a complete chunked body"
+    );
+    let (_, raw) = timed_get(listen(&edge), "/live/s/720p/11.m4s");
+    assert!(!raw.ends_with(b"0\r\n\r\n"));
+    assert_eq!(
+        upstream.hits("/live/s/720p/11.m4s"),
+        2,
+        "the broken object was not cached"
+    );
+}
+
+#[test]
+fn requests_the_edge_must_refuse() {
+    let upstream = TestUpstream::start().unwrap();
+    let edge = edge_for(&upstream, "");
+    let addr = listen(&edge);
+    let unknown = get_with(&edge, "/live/s/master.m3u8", &[("Host", "evil.example")]);
+    assert_eq!(unknown.status, 421, "not an open proxy");
+    let post = raw_request(addr, b"POST /live/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(
+        (post.status, post.header("allow")),
+        (405, Some("GET, HEAD, OPTIONS"))
+    );
+    let traversal = raw_request(
+        addr,
+        b"GET /../../etc/passwd HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(traversal.status, 400);
+    let encoded = raw_request(addr, b"GET /live/%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(encoded.status, 400);
+    let long = get(&edge, &format!("/live/{}", "a".repeat(9000)));
+    assert!(
+        long.status == 414 || long.status == 400,
+        "overlong target: {}",
+        long.status
+    );
+    let preflight = raw_request(
+        addr,
+        b"OPTIONS /live/s/master.m3u8 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            preflight.status,
+            preflight.header("access-control-allow-origin")
+        ),
+        (204, Some("*"))
+    );
+    assert!(
+        upstream.seen().is_empty(),
+        "nothing refused reached the upstream: {:?}",
+        upstream.seen()
+    );
+    // The edge keeps serving after all that.
+    upstream.route("/ok", Route::ok("fine"));
+    assert_eq!(get(&edge, "/ok").status, 200);
+}
+
+#[test]
+fn unkeyed_request_details_cannot_poison_the_cache() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route(
+        "/live/s/720p/playlist.m3u8",
+        Route::ok("#EXTM3U\n").header("cache-control", "max-age=60"),
+    );
+    let edge = edge_for(&upstream, "");
+    let poisoned = get_with(
+        &edge,
+        "/live/s/720p/playlist.m3u8?evil=1&_HLS_skip=YES",
+        &[
+            ("X-Forwarded-Host", "evil.example"),
+            ("Cookie", "a=b"),
+            ("Accept-Encoding", "gzip"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("Authorization", "Bearer x"),
+        ],
+    );
+    assert_eq!(poisoned.status, 200);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let sent = &seen[0];
+    assert_eq!(
+        sent.target, "/live/s/720p/playlist.m3u8?_HLS_skip=YES",
+        "only keyed query parameters go upstream"
+    );
+    for header in [
+        "x-forwarded-host",
+        "cookie",
+        "accept-encoding",
+        "authorization",
+    ] {
+        assert_eq!(sent.header(header), None, "{header} reached the upstream");
+    }
+    assert_eq!(
+        sent.header("x-forwarded-for"),
+        Some("127.0.0.1"),
+        "the client's own XFF is not trusted"
+    );
+    assert_eq!(sent.header("via"), Some("1.1 cascade-edge"));
+    assert_eq!(sent.header("host"), Some("localhost"));
+    let clean = get(&edge, "/live/s/720p/playlist.m3u8?_HLS_skip=YES");
+    assert_eq!(
+        (clean.header("x-cache"), upstream.seen().len()),
+        (Some("hit"), 1)
+    );
+}
+
+#[test]
+fn signed_urls_are_checked_and_stripped() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/live/s/720p/1.m4s", Route::ok("media"));
+    upstream.route("/live/other/1.m4s", Route::ok("other"));
+    let edge = edge_for(
+        &upstream,
+        "[[edge.sites]]\nhosts = [\"localhost\"]\ntoken_secret = \"s3cret\"\n",
+    );
+    let key = TokenKey::new(b"s3cret");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = key.sign("/live/s/", now + 60, None);
+
+    assert_eq!(
+        get(&edge, "/live/s/720p/1.m4s").status,
+        403,
+        "a token is required"
+    );
+    let ok = get(&edge, &format!("/t/{token}/live/s/720p/1.m4s"));
+    assert_eq!((ok.status, ok.text().as_str()), (200, "media"));
+    assert_eq!(
+        upstream.seen()[0].target,
+        "/live/s/720p/1.m4s",
+        "the token is not sent upstream"
+    );
+    let expired = key.sign("/live/s/", now - 1, None);
+    assert_eq!(
+        get(&edge, &format!("/t/{expired}/live/s/720p/1.m4s")).status,
+        403
+    );
+    let forged = TokenKey::new(b"guess").sign("/live/s/", now + 60, None);
+    assert_eq!(
+        get(&edge, &format!("/t/{forged}/live/s/720p/1.m4s")).status,
+        403
+    );
+    let escape = get(&edge, &format!("/t/{token}/live/s/../other/1.m4s"));
+    assert_eq!(escape.status, 403, "`..` cannot leave the granted prefix");
+    let bound_elsewhere = key.sign("/live/s/", now + 60, Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(
+        get(&edge, &format!("/t/{bound_elsewhere}/live/s/720p/1.m4s")).status,
+        403
+    );
+    let bound_here = key.sign("/live/s/", now + 60, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(
+        get(&edge, &format!("/t/{bound_here}/live/s/720p/1.m4s")).header("x-cache"),
+        Some("hit"),
+        "tokens are not in the cache key"
+    );
+    assert_eq!(upstream.hits("/live/other/1.m4s"), 0);
+}
+
+#[test]
+fn freshness_follows_the_upstream_and_the_policy() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route(
+        "/short.m4s",
+        Route::ok("v1").header("cache-control", "max-age=1"),
+    );
+    upstream.route(
+        "/never.m4s",
+        Route::ok("x").header("cache-control", "no-store"),
+    );
+    upstream.route("/cookie.m4s", Route::ok("x").header("set-cookie", "a=b"));
+    upstream.route("/error.m4s", Route::ok("boom").status(500));
+    let edge = edge_for(&upstream, "");
+    for path in [
+        "/short.m4s",
+        "/never.m4s",
+        "/cookie.m4s",
+        "/error.m4s",
+        "/missing.m4s",
+    ] {
+        get(&edge, path);
+        get(&edge, path);
+    }
+    assert_eq!(upstream.hits("/short.m4s"), 1);
+    assert_eq!(upstream.hits("/never.m4s"), 2, "no-store is never cached");
+    assert_eq!(
+        upstream.hits("/cookie.m4s"),
+        2,
+        "responses setting cookies are not shared"
+    );
+    assert_eq!(
+        upstream.hits("/error.m4s"),
+        2,
+        "server errors are not cached"
+    );
+    assert_eq!(upstream.hits("/missing.m4s"), 1, "404s are cached briefly");
+    std::thread::sleep(Duration::from_millis(1500));
+    upstream.route(
+        "/short.m4s",
+        Route::ok("v2").header("cache-control", "max-age=1"),
+    );
+    // Past max-age: served stale while it is refreshed (stale-while-revalidate), then fresh.
+    get(&edge, "/short.m4s");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&edge, "/short.m4s").text() != "v2" {
+        assert!(Instant::now() < deadline, "the object was never refreshed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(upstream.hits("/short.m4s"), 2);
+}
+
+#[test]
+fn a_dead_upstream_is_a_502_and_cached_objects_are_served_stale() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route(
+        "/seg.m4s",
+        Route::ok("kept").header("cache-control", "max-age=1, stale-if-error=60"),
+    );
+    let addr = upstream.addr();
+    let edge = edge_for(&upstream, "");
+    assert_eq!(get(&edge, "/seg.m4s").text(), "kept");
+    drop(upstream);
+    assert!(TcpStream::connect(addr).is_err(), "upstream is down");
+    assert_eq!(get(&edge, "/new.m4s").status, 502);
+    std::thread::sleep(Duration::from_millis(1200));
+    let stale = get(&edge, "/seg.m4s");
+    assert_eq!(
+        (stale.status, stale.text().as_str()),
+        (200, "kept"),
+        "stale-if-error serves the last good copy"
+    );
+}
+
+#[test]
+fn ranges_and_head_on_cached_objects() {
+    let upstream = TestUpstream::start().unwrap();
+    let segment = body(10_000);
+    upstream.route("/r.m4s", Route::ok(segment.clone()));
+    let edge = edge_for(&upstream, "");
+    assert_eq!(get(&edge, "/r.m4s").status, 200);
+    let one = get_with(&edge, "/r.m4s", &[("Range", "bytes=100-199")]);
+    assert_eq!(
+        (one.status, one.header("content-range")),
+        (206, Some("bytes 100-199/10000"))
+    );
+    assert_eq!(one.body, &segment[100..200]);
+    let suffix = get_with(&edge, "/r.m4s", &[("Range", "bytes=-10")]);
+    assert_eq!(suffix.body, &segment[9990..]);
+    let multi = get_with(&edge, "/r.m4s", &[("Range", "bytes=0-1,5-6")]);
+    assert_eq!(multi.status, 206);
+    assert!(
+        multi
+            .header("content-type")
+            .unwrap()
+            .starts_with("multipart/byteranges")
+    );
+    let beyond = get_with(&edge, "/r.m4s", &[("Range", "bytes=20000-")]);
+    assert_eq!(beyond.status, 416);
+    let head = raw_request(
+        listen(&edge),
+        b"HEAD /r.m4s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (head.status, head.header("content-length"), head.body.len()),
+        (200, Some("10000"), 0)
+    );
+    assert_eq!(upstream.hits("/r.m4s"), 1);
+}
