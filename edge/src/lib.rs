@@ -9,6 +9,8 @@
 pub mod key;
 pub mod metrics;
 pub mod proxy;
+pub mod purge;
+pub mod purge_api;
 pub mod server;
 pub mod storage;
 pub mod token;

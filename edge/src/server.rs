@@ -23,6 +23,7 @@ use pingora_core::services::background::{BackgroundService, background_service};
 
 use crate::metrics::{StorageCollector, proxy_metrics};
 use crate::proxy::{CacheCore, EdgeProxy, Site, Sites, UpstreamTimeouts};
+use crate::purge_api::PurgeEndpoint;
 use crate::storage::MemoryStorage;
 use crate::token::TokenKey;
 use crate::ttl::TtlPolicy;
@@ -109,6 +110,11 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
     let inflight = Arc::new(AtomicUsize::new(0));
     let proxy = build_proxy(edge, Arc::clone(&inflight))?;
     let upstreams = Arc::clone(&proxy.upstreams);
+    let purge = PurgeEndpoint::new(
+        proxy.core.storage,
+        &edge.admin_token,
+        edge.keyed_query.clone(),
+    );
     proxy_metrics();
 
     // Bind what we can before pingora starts, so a taken port is a clear error, not a panic.
@@ -146,7 +152,10 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
         "admin",
         AdminTask {
             listener: Mutex::new(Some(admin_listener)),
-            state: AdminState::new(info.name, readiness.clone()),
+            state: AdminState {
+                extension: Some(Arc::new(purge)),
+                ..AdminState::new(info.name, readiness.clone())
+            },
             traffic: edge.listen.0,
             started: Mutex::new(Some(started)),
         },

@@ -8,6 +8,8 @@
 //! - **Aborted fills fail loudly**: a reader of a fill whose writer gave up gets an error, never
 //!   a truncated body that looks complete.
 //! - **Purges stick**: a fill in progress when its key is purged is not stored when it ends.
+//! - **Purge by URL, prefix, host, tag or everything**: objects are indexed by readable key and
+//!   surrogate tags ([`crate::purge`]), kept in step with insertion and eviction.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -27,6 +29,14 @@ use pingora_cache::{
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tokio::sync::watch;
+
+use crate::purge::{PurgeIndex, Selector, surrogate_tags};
+
+pub use pingora_cache::PurgeAction;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Bytes charged per object on top of its body, for its header and bookkeeping.
 const OBJECT_OVERHEAD: usize = 512;
@@ -77,6 +87,12 @@ impl StoredMeta {
 /// A complete object.
 #[derive(Debug)]
 struct CachedObject {
+    /// Readable key (`host/path?query`), for the purge index.
+    key: String,
+    /// `Surrogate-Key` tags.
+    tags: Vec<String>,
+    /// Distinguishes this copy from earlier ones under the same key.
+    generation: u64,
     meta: StoredMeta,
     chunks: Vec<Bytes>,
     /// Offset of each chunk's first byte, for seeks.
@@ -85,7 +101,7 @@ struct CachedObject {
 }
 
 impl CachedObject {
-    fn new(meta: StoredMeta, chunks: Vec<Bytes>) -> Self {
+    fn new(key: String, tags: Vec<String>, meta: StoredMeta, chunks: Vec<Bytes>) -> Self {
         let mut starts = Vec::with_capacity(chunks.len());
         let mut len = 0;
         for c in &chunks {
@@ -93,11 +109,24 @@ impl CachedObject {
             len += c.len();
         }
         Self {
+            key,
+            tags,
+            generation: 0,
             meta,
             chunks,
             starts,
             len,
         }
+    }
+
+    /// The same body under new metadata.
+    fn with_meta(&self, meta: StoredMeta) -> Self {
+        Self::new(
+            self.key.clone(),
+            self.tags.clone(),
+            meta,
+            self.chunks.clone(),
+        )
     }
 }
 
@@ -117,6 +146,8 @@ enum FillState {
 struct Fill {
     id: u64,
     key: HashBinary,
+    key_text: String,
+    tags: Vec<String>,
     meta: StoredMeta,
     chunks: RwLock<Vec<Bytes>>,
     state: watch::Sender<FillState>,
@@ -137,7 +168,9 @@ pub struct StorageStats {
 pub struct MemoryStorage {
     objects: moka::sync::Cache<HashBinary, Arc<CachedObject>>,
     fills: Mutex<HashMap<HashBinary, Arc<Fill>>>,
+    index: Arc<Mutex<PurgeIndex>>,
     next_fill: AtomicU64,
+    next_generation: AtomicU64,
     stats: Arc<StorageStats>,
     capacity: u64,
 }
@@ -147,21 +180,29 @@ impl MemoryStorage {
     pub fn new(capacity: u64) -> Self {
         let stats = Arc::new(StorageStats::default());
         let listener_stats = Arc::clone(&stats);
+        let index = Arc::new(Mutex::new(PurgeIndex::default()));
+        let listener_index = Arc::clone(&index);
         let objects = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .weigher(|_key: &HashBinary, obj: &Arc<CachedObject>| {
                 u32::try_from(obj.len + OBJECT_OVERHEAD).unwrap_or(u32::MAX)
             })
-            .eviction_listener(move |_key, _obj, cause| {
+            .eviction_listener(move |_key, obj: Arc<CachedObject>, cause| {
                 if cause == RemovalCause::Size {
                     listener_stats.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                // A replacement re-indexed itself when it was stored.
+                if cause != RemovalCause::Replaced {
+                    lock(&listener_index).remove(&obj.key, obj.generation);
                 }
             })
             .build();
         Self {
             objects,
             fills: Mutex::new(HashMap::new()),
+            index,
             next_fill: AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
             stats,
             capacity,
         }
@@ -218,8 +259,7 @@ impl MemoryStorage {
             Some(obj) => {
                 let mut meta = obj.meta.clone();
                 meta.fresh_until = meta.fresh_until.min(now);
-                self.objects
-                    .insert(*id, Arc::new(CachedObject::new(meta, obj.chunks.clone())));
+                self.store(*id, obj.with_meta(meta));
                 true
             }
             None => false,
@@ -232,10 +272,58 @@ impl MemoryStorage {
             fill.purged.store(true, Ordering::Release);
         }
         self.objects.invalidate_all();
+        lock(&self.index).clear();
+    }
+
+    /// Applies a purge: removes (`Delete`) or marks stale (`Expire`) every object `selector`
+    /// names, and cancels matching fills in progress. Returns how many objects it hit.
+    pub fn purge_matching(&self, selector: &Selector, action: PurgeAction) -> usize {
+        let now = SystemTime::now();
+        if *selector == Selector::All && action == PurgeAction::Delete {
+            self.objects.run_pending_tasks();
+            let count = usize::try_from(self.objects.entry_count()).unwrap_or(usize::MAX)
+                + self.fills_in_progress();
+            self.clear();
+            return count;
+        }
+        let mut hit = 0;
+        {
+            let mut fills = self.lock_fills();
+            fills.retain(|_, fill| {
+                let selected = selector.matches(&fill.key_text, &fill.tags);
+                if selected {
+                    fill.purged.store(true, Ordering::Release);
+                    hit += 1;
+                }
+                !selected
+            });
+        }
+        let ids = lock(&self.index).select(selector);
+        for id in ids {
+            let found = match action {
+                PurgeAction::Delete => self.objects.remove(&id).is_some(),
+                PurgeAction::Expire => self.expire(&id, now),
+            };
+            hit += usize::from(found);
+        }
+        hit
+    }
+
+    /// Objects in the purge index (equals the complete objects once moka's pending
+    /// maintenance has run).
+    pub fn indexed(&self) -> usize {
+        lock(&self.index).len()
+    }
+
+    /// Inserts `obj` under `id` with a fresh generation and indexes it.
+    fn store(&self, id: HashBinary, mut obj: CachedObject) {
+        obj.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        lock(&self.index).insert(&obj.key, id, obj.generation, &obj.tags);
+        self.objects.insert(id, Arc::new(obj));
     }
 
     fn lock_fills(&self) -> std::sync::MutexGuard<'_, HashMap<HashBinary, Arc<Fill>>> {
-        self.fills.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.fills)
     }
 
     fn end_fill(&self, fill: &Fill) {
@@ -313,9 +401,16 @@ impl Storage for MemoryStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
+        let tags = surrogate_tags(
+            meta.headers()
+                .get("surrogate-key")
+                .and_then(|v| v.to_str().ok()),
+        );
         let fill = Arc::new(Fill {
             id: self.next_fill.fetch_add(1, Ordering::Relaxed),
             key: key.combined_bin(),
+            key_text: key.user_tag.clone(),
+            tags,
             meta: StoredMeta::capture(meta),
             chunks: RwLock::new(Vec::new()),
             state: watch::Sender::new(FillState::Writing(0)),
@@ -367,8 +462,7 @@ impl Storage for MemoryStorage {
         let id = key.combined_bin();
         match self.objects.get(&id) {
             Some(obj) => {
-                let updated = CachedObject::new(StoredMeta::capture(meta), obj.chunks.clone());
-                self.objects.insert(id, Arc::new(updated));
+                self.store(id, obj.with_meta(StoredMeta::capture(meta)));
                 Ok(true)
             }
             None => Ok(false),
@@ -423,8 +517,14 @@ impl HandleMiss for FillWriter {
             .clone();
         let count = chunks.len();
         if !self.fill.purged.load(Ordering::Acquire) {
-            let obj = CachedObject::new(self.fill.meta.clone(), chunks);
-            self.storage.objects.insert(self.fill.key, Arc::new(obj));
+            let fill = &self.fill;
+            let obj = CachedObject::new(
+                fill.key_text.clone(),
+                fill.tags.clone(),
+                fill.meta.clone(),
+                chunks,
+            );
+            self.storage.store(fill.key, obj);
         }
         self.storage.end_fill(&self.fill);
         self.fill.state.send_replace(FillState::Complete(count));
@@ -791,5 +891,153 @@ mod tests {
         );
         assert!(storage.entry_count() < 64);
         assert!(storage.stats().evictions.load(Ordering::Relaxed) > 0);
+    }
+
+    async fn put(storage: &'static MemoryStorage, key: &str, tags: &str, body: &'static [u8]) {
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        if !tags.is_empty() {
+            header.insert_header("surrogate-key", tags).unwrap();
+        }
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let cache_key = CacheKey::new(key, key);
+        let mut writer = storage
+            .get_miss_handler(&cache_key, &meta, &span())
+            .await
+            .unwrap();
+        writer
+            .write_body(Bytes::from_static(body), true)
+            .await
+            .unwrap();
+        writer.finish().await.unwrap();
+    }
+
+    async fn present(storage: &'static MemoryStorage, key: &str) -> bool {
+        storage
+            .lookup(&CacheKey::new(key, key), &span())
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    #[tokio::test]
+    async fn purges_by_url_prefix_host_and_tag() {
+        let storage = MemoryStorage::leak(1 << 20);
+        put(storage, "a.tv/live/s1/1.m4s", "stream/s1", b"1").await;
+        put(storage, "a.tv/live/s1/2.m4s", "stream/s1", b"2").await;
+        put(storage, "a.tv/live/s2/1.m4s", "stream/s2", b"3").await;
+        put(storage, "b.tv/live/s1/1.m4s", "stream/s1", b"4").await;
+        put(storage, "b.tv/vod/x/1.m4s", "vod/x", b"5").await;
+
+        assert_eq!(
+            storage.purge_matching(
+                &Selector::Url("a.tv/live/s1/1.m4s".into()),
+                PurgeAction::Delete
+            ),
+            1
+        );
+        assert!(!present(storage, "a.tv/live/s1/1.m4s").await);
+        assert!(present(storage, "a.tv/live/s1/2.m4s").await);
+
+        assert_eq!(
+            storage.purge_matching(&Selector::Tag("stream/s1".into()), PurgeAction::Delete),
+            2
+        );
+        assert!(!present(storage, "b.tv/live/s1/1.m4s").await);
+        assert!(present(storage, "a.tv/live/s2/1.m4s").await);
+
+        assert_eq!(
+            storage.purge_matching(&Selector::Prefix("a.tv/live/".into()), PurgeAction::Delete),
+            1
+        );
+        assert_eq!(
+            storage.purge_matching(&Selector::Host("b.tv".into()), PurgeAction::Delete),
+            1
+        );
+        assert_eq!(
+            storage.purge_matching(&Selector::Url("a.tv/none".into()), PurgeAction::Delete),
+            0
+        );
+        storage.objects.run_pending_tasks();
+        assert_eq!(
+            (storage.entry_count(), storage.indexed()),
+            (0, 0),
+            "the index follows removals"
+        );
+    }
+
+    #[tokio::test]
+    async fn expire_keeps_the_body_but_makes_it_stale_and_all_clears() {
+        let storage = MemoryStorage::leak(1 << 20);
+        put(storage, "a.tv/p.m3u8", "", b"#EXTM3U").await;
+        put(storage, "a.tv/q.m3u8", "", b"#EXTM3U").await;
+        assert_eq!(
+            storage.purge_matching(&Selector::Url("a.tv/p.m3u8".into()), PurgeAction::Expire),
+            1
+        );
+        let (meta, mut hit) = storage
+            .lookup(&CacheKey::new("a.tv/p.m3u8", "a.tv/p.m3u8"), &span())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!meta.is_fresh(SystemTime::now()));
+        assert_eq!(read_all(&mut hit).await.unwrap(), b"#EXTM3U");
+        assert_eq!(
+            storage.purge_matching(&Selector::Tag("none".into()), PurgeAction::Expire),
+            0
+        );
+        assert_eq!(storage.indexed(), 2, "an expired object stays indexed");
+        assert_eq!(
+            storage.purge_matching(&Selector::All, PurgeAction::Delete),
+            2
+        );
+        assert!(!present(storage, "a.tv/q.m3u8").await);
+        assert_eq!(storage.indexed(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_purge_cancels_a_matching_fill_in_flight() {
+        let storage = MemoryStorage::leak(1 << 20);
+        let key = CacheKey::new("a.tv/live/s1/9.m4s", "a.tv/live/s1/9.m4s");
+        let mut writer = storage
+            .get_miss_handler(&key, &meta(), &span())
+            .await
+            .unwrap();
+        writer
+            .write_body(Bytes::from_static(b"pre-purge"), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            storage.purge_matching(
+                &Selector::Prefix("a.tv/live/s1/".into()),
+                PurgeAction::Delete
+            ),
+            1
+        );
+        writer.finish().await.unwrap();
+        assert!(
+            !present(storage, "a.tv/live/s1/9.m4s").await,
+            "the purged fill was not stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_index_follows_evictions() {
+        let storage = MemoryStorage::leak(64 * 1024);
+        for i in 0..64 {
+            let key = format!("a.tv/{i}.m4s");
+            let mut writer = storage
+                .get_miss_handler(&CacheKey::new(key.clone(), key), &meta(), &span())
+                .await
+                .unwrap();
+            writer
+                .write_body(Bytes::from(vec![0u8; 4096]), true)
+                .await
+                .unwrap();
+            writer.finish().await.unwrap();
+        }
+        storage.objects.run_pending_tasks();
+        assert_eq!(storage.indexed() as u64, storage.entry_count());
+        assert!(storage.entry_count() < 64);
     }
 }

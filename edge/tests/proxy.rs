@@ -470,3 +470,153 @@ fn ranges_and_head_on_cached_objects() {
     );
     assert_eq!(upstream.hits("/r.m4s"), 1);
 }
+
+fn purge(edge: &CascadeProcess, token: Option<&str>, body: &str) -> HttpResponse {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST /purge HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw_request(edge.addr("admin_listen").unwrap(), request.as_bytes()).unwrap()
+}
+
+#[test]
+fn purges_through_the_admin_endpoint_by_each_kind() {
+    let upstream = TestUpstream::start().unwrap();
+    for (path, tags) in [
+        ("/live/s1/720p/1.m4s", "stream/s1 rendition/s1/720p"),
+        ("/live/s1/720p/2.m4s", "stream/s1 rendition/s1/720p"),
+        ("/live/s1/480p/1.m4s", "stream/s1 rendition/s1/480p"),
+        ("/live/s2/720p/1.m4s", "stream/s2"),
+        ("/vod/v/1.m4s", "vod/v"),
+    ] {
+        upstream.route(
+            path,
+            Route::ok(path.to_owned()).header("surrogate-key", tags),
+        );
+    }
+    let edge = edge_for(&upstream, "admin_token = \"purge-secret\"\n");
+    let warm = |path: &str| assert_eq!(get(&edge, path).status, 200);
+    let cached = |path: &str| get(&edge, path).header("x-cache") == Some("hit");
+    for path in [
+        "/live/s1/720p/1.m4s",
+        "/live/s1/720p/2.m4s",
+        "/live/s1/480p/1.m4s",
+        "/live/s2/720p/1.m4s",
+        "/vod/v/1.m4s",
+    ] {
+        warm(path);
+        assert!(cached(path));
+    }
+
+    // Refusals first: nothing may be purged by them.
+    assert_eq!(
+        purge(&edge, None, r#"{"kind":"all","confirm_all":true}"#).status,
+        401
+    );
+    assert_eq!(
+        purge(&edge, Some("guess"), r#"{"kind":"all","confirm_all":true}"#).status,
+        403
+    );
+    let bad_json = purge(&edge, Some("purge-secret"), "{not json");
+    assert_eq!(bad_json.status, 400);
+    assert!(
+        bad_json.text().contains("invalid purge request"),
+        "{}",
+        bad_json.text()
+    );
+    assert_eq!(
+        purge(&edge, Some("purge-secret"), r#"{"kind":"all"}"#).status,
+        400,
+        "all needs confirmation"
+    );
+    assert_eq!(
+        purge(
+            &edge,
+            Some("purge-secret"),
+            r#"{"kind":"url","targets":["ftp://x/y"]}"#
+        )
+        .status,
+        400
+    );
+    assert!(cached("/vod/v/1.m4s"), "refused purges purged nothing");
+
+    let ok = purge(
+        &edge,
+        Some("purge-secret"),
+        r#"{"kind":"url","targets":["http://localhost/live/s1/720p/1.m4s"]}"#,
+    );
+    assert_eq!((ok.status, ok.text().trim()), (200, r#"{"purged":1}"#));
+    assert!(!cached("/live/s1/720p/1.m4s"));
+    assert!(cached("/live/s1/720p/2.m4s"));
+
+    assert_eq!(
+        purge(
+            &edge,
+            Some("purge-secret"),
+            r#"{"kind":"tag","targets":["rendition/s1/720p"]}"#
+        )
+        .status,
+        200
+    );
+    assert!(!cached("/live/s1/720p/2.m4s"));
+    assert!(cached("/live/s1/480p/1.m4s"));
+
+    assert_eq!(
+        purge(
+            &edge,
+            Some("purge-secret"),
+            r#"{"kind":"prefix","targets":["https://localhost/live/s1/"]}"#
+        )
+        .status,
+        200
+    );
+    assert!(!cached("/live/s1/480p/1.m4s"));
+    assert!(
+        cached("/live/s2/720p/1.m4s"),
+        "a prefix purge leaves other streams"
+    );
+
+    // Soft purge: the object stays but is stale, so the next request goes upstream.
+    let hits_before = upstream.hits("/vod/v/1.m4s");
+    assert_eq!(
+        purge(
+            &edge,
+            Some("purge-secret"),
+            r#"{"kind":"host","targets":["localhost"],"action":"expire"}"#
+        )
+        .status,
+        200
+    );
+    get(&edge, "/vod/v/1.m4s");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while upstream.hits("/vod/v/1.m4s") == hits_before {
+        assert!(
+            Instant::now() < deadline,
+            "an expired object was never refreshed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    assert_eq!(
+        purge(
+            &edge,
+            Some("purge-secret"),
+            r#"{"kind":"all","confirm_all":true}"#
+        )
+        .status,
+        200
+    );
+    assert!(!cached("/live/s2/720p/1.m4s"));
+}
+
+#[test]
+fn the_purge_endpoint_is_off_without_a_token() {
+    let upstream = TestUpstream::start().unwrap();
+    let edge = edge_for(&upstream, "");
+    let r = purge(&edge, Some(""), r#"{"kind":"all","confirm_all":true}"#);
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("set edge.admin_token"), "{}", r.text());
+}

@@ -111,12 +111,12 @@ impl CascadeProcess {
         let deadline = Instant::now() + timeout;
         loop {
             self.process.ensure_running()?;
-            if http_get(admin, "/healthz").is_ok_and(|r| r.status == 200) {
+            if http_get(admin, "/readyz").is_ok_and(|r| r.status == 200) {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(HarnessError::Service(format!(
-                    "no healthy /healthz at {admin}; output:\n{}",
+                    "/readyz at {admin} never answered 200; output:\n{}",
                     self.process.log_tail()
                 )));
             }

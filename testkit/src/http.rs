@@ -42,32 +42,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
 
 /// Sends `request` bytes as they are and parses the answer.
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse> {
-    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-        Ok(s) => s,
-        // Retried once, with the sockets on the port printed: a refusal from a port that was
-        // listening (seen rarely under a loaded test run, never reproduced outside one) should
-        // leave evidence, not a flaky failure.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            let filter = format!("( sport = :{p} or dport = :{p} )", p = addr.port());
-            let ss = std::process::Command::new("ss")
-                .args(["-tanpi", &filter])
-                .output();
-            eprintln!(
-                "connection to {addr} refused; retrying once. Sockets on that port:\n{}",
-                ss.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                .map_err(io_err(format!("connect to {addr} (second try)")))?
-        }
-        Err(e) => {
-            return Err(HarnessError::Io {
-                what: format!("connect to {addr}"),
-                source: e,
-            });
-        }
-    };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(io_err(format!("connect to {addr}")))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(io_err("set read timeout"))?;

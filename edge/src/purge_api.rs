@@ -1,0 +1,153 @@
+//! `POST /purge` on the admin listener: applies a purge to this node's cache at once. Same body
+//! as the purge bus (`{"kind": "url|prefix|host|tag|all", "targets": [...], "action":
+//! "delete|expire"}`), so operators and the bus speak one language; bearer-token auth with a
+//! constant-time comparison; disabled while no token is configured.
+
+use bytes::Bytes;
+use cascade_config::Secret;
+use cascade_purge_bus::{PurgeAction as RequestedAction, PurgeKind, PurgeRequest};
+use cascade_service::admin::AdminExtension;
+use http_body_util::Full;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Method, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::key::{RequestKey, normalise_host};
+use crate::purge::Selector;
+use crate::storage::{MemoryStorage, PurgeAction};
+
+/// The purge endpoint of one node.
+pub struct PurgeEndpoint {
+    storage: &'static MemoryStorage,
+    /// SHA-256 of the token, so comparisons take the same time whatever the guess's length.
+    token_hash: Option<[u8; 32]>,
+    keyed_query: Vec<String>,
+}
+
+impl PurgeEndpoint {
+    /// An endpoint purging `storage`, accepting `token` (disabled when empty).
+    pub fn new(storage: &'static MemoryStorage, token: &Secret, keyed_query: Vec<String>) -> Self {
+        let token_hash =
+            (!token.is_empty()).then(|| Sha256::digest(token.expose().as_bytes()).into());
+        Self {
+            storage,
+            token_hash,
+            keyed_query,
+        }
+    }
+
+    /// Turns a validated request's targets into selectors; errors name the bad target.
+    pub fn selectors(&self, request: &PurgeRequest) -> Result<Vec<Selector>, String> {
+        let url_key = |i: usize, url: &str| -> Result<String, String> {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .unwrap_or(url);
+            let (host, target) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let target = if target.is_empty() { "/" } else { target };
+            RequestKey::new(host, target, &self.keyed_query)
+                .map(|k| k.to_string())
+                .map_err(|e| format!("targets[{i}]: {url:?}: {e}"))
+        };
+        request
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match request.kind {
+                PurgeKind::Url => url_key(i, t).map(Selector::Url),
+                PurgeKind::Prefix => url_key(i, t).map(Selector::Prefix),
+                PurgeKind::Host => normalise_host(t)
+                    .map(Selector::Host)
+                    .map_err(|e| format!("targets[{i}]: {t:?}: {e}")),
+                PurgeKind::Tag => Ok(Selector::Tag(t.clone())),
+                PurgeKind::All => Ok(Selector::All),
+            })
+            .chain((request.kind == PurgeKind::All).then_some(Ok(Selector::All)))
+            .collect()
+    }
+
+    fn authorised(&self, parts: &Parts) -> Result<(), (StatusCode, &'static str)> {
+        let Some(expected) = &self.token_hash else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                "the purge endpoint is disabled: set edge.admin_token",
+            ));
+        };
+        let given = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or((
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token (Authorization: Bearer <edge.admin_token>)",
+            ))?;
+        let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        if bool::from(given.ct_eq(expected)) {
+            Ok(())
+        } else {
+            Err((StatusCode::FORBIDDEN, "wrong bearer token"))
+        }
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{value}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+#[async_trait::async_trait]
+impl AdminExtension for PurgeEndpoint {
+    async fn handle(&self, parts: &Parts, body: Bytes) -> Option<Response<Full<Bytes>>> {
+        if parts.uri.path() != "/purge" {
+            return None;
+        }
+        if parts.method != Method::POST {
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            r.headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
+            return Some(r);
+        }
+        if let Err((status, message)) = self.authorised(parts) {
+            return Some(error(status, message));
+        }
+        let request: PurgeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid purge request: {e}"),
+                ));
+            }
+        };
+        if let Err(e) = request.validate() {
+            return Some(error(StatusCode::BAD_REQUEST, &e.to_string()));
+        }
+        let selectors = match self.selectors(&request) {
+            Ok(s) => s,
+            Err(e) => return Some(error(StatusCode::BAD_REQUEST, &e)),
+        };
+        let action = match request.action {
+            RequestedAction::Delete => PurgeAction::Delete,
+            RequestedAction::Expire => PurgeAction::Expire,
+        };
+        let purged: usize = selectors
+            .iter()
+            .map(|s| self.storage.purge_matching(s, action))
+            .sum();
+        tracing::info!(kind = ?request.kind, targets = request.targets.len(), ?action, purged, "purge applied");
+        Some(json(
+            StatusCode::OK,
+            &serde_json::json!({ "purged": purged }),
+        ))
+    }
+}
