@@ -13,6 +13,7 @@ pub mod purge;
 pub mod purge_api;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod token;
 pub mod ttl;
 pub mod upstream;

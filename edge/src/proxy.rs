@@ -486,7 +486,8 @@ impl ProxyHttp for EdgeProxy {
         if let Some(ip) = Self::client_ip(session) {
             upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         upstream.insert_header(header::VIA, self.via.clone())?;
         Ok(())
     }

@@ -17,6 +17,7 @@ use cascade_service::shutdown::SignalListener;
 use cascade_service::{Gate, Readiness, ServiceInfo, Startup};
 use http::HeaderValue;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
@@ -25,6 +26,7 @@ use crate::metrics::{StorageCollector, proxy_metrics};
 use crate::proxy::{CacheCore, EdgeProxy, Site, Sites, UpstreamTimeouts};
 use crate::purge_api::PurgeEndpoint;
 use crate::storage::MemoryStorage;
+use crate::tls::CertStore;
 use crate::token::TokenKey;
 use crate::ttl::TtlPolicy;
 use crate::upstream::Upstreams;
@@ -125,12 +127,25 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
         )
     })?;
     admin_listener.set_nonblocking(true)?;
-    drop(std::net::TcpListener::bind(edge.listen.0).map_err(|e| {
-        anyhow!(
-            "edge.listen: cannot listen on {}: {e} (is another process using the port?)",
-            edge.listen
-        )
-    })?);
+    for (field, addr) in [
+        ("edge.listen", edge.listen),
+        ("edge.tls_listen", edge.tls_listen),
+    ] {
+        drop(std::net::TcpListener::bind(addr.0).map_err(|e| {
+            anyhow!("{field}: cannot listen on {addr}: {e} (is another process using the port?)")
+        })?);
+    }
+    let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);
+    if let Some(pem) = certs.self_signed_pem() {
+        let path =
+            std::env::temp_dir().join(format!("cascade-edge-{}.pem", edge.tls_listen.0.port()));
+        std::fs::write(&path, pem).with_context(|| format!("cannot write {}", path.display()))?;
+        tracing::warn!(
+            certificate = %path.display(),
+            "serving HTTPS with a generated self-signed certificate for localhost; trust it with `curl --cacert {}`",
+            path.display()
+        );
+    }
 
     let readiness = Readiness::new();
     let started = readiness.gate("traffic listener starting");
@@ -147,6 +162,11 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
     let mut proxy_service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge");
     proxy_service.add_tcp(&edge.listen.to_string());
+    // Certificate paths are ignored when a resolver is set: the store picks by SNI.
+    let mut tls = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
+    tls.set_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
+    tls.enable_h2();
+    proxy_service.add_tls_with_settings(&edge.tls_listen.to_string(), None, tls);
     server.add_service(proxy_service);
     server.add_service(background_service(
         "admin",
@@ -166,6 +186,14 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
             upstreams,
             interval: edge.health_check_interval.0,
             timeout: edge.upstream_connect_timeout.0,
+        },
+    ));
+
+    server.add_service(background_service(
+        "tls-reload",
+        CertReloader {
+            certs,
+            interval: Duration::from_secs(5),
         },
     ));
 
@@ -271,6 +299,34 @@ async fn proxy_answers(addr: SocketAddr) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// Re-reads renewed certificate files.
+struct CertReloader {
+    certs: Arc<CertStore>,
+    interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for CertReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if self.certs.files().is_empty() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.certs.reload_if_changed() {
+                Ok(true) => {
+                    tracing::info!(files = ?self.certs.files(), "reloaded renewed TLS certificates")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!("{e}; still serving the previous certificates"),
+            }
+        }
+    }
 }
 
 /// Probes every shield with a TCP connect and records the verdict.
