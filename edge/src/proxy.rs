@@ -129,7 +129,8 @@ pub struct RequestCtx {
     key: Option<RequestKey>,
     site: Option<Arc<Site>>,
     class: ContentClass,
-    attempt: usize,
+    /// Upstreams this request has tried, in order.
+    tried: Vec<SocketAddr>,
     upstream: Option<SocketAddr>,
     upstream_started: Option<Instant>,
     started: Instant,
@@ -299,7 +300,7 @@ impl ProxyHttp for EdgeProxy {
             key: None,
             site: None,
             class: ContentClass::Other,
-            attempt: 0,
+            tried: Vec::new(),
             upstream: None,
             upstream_started: None,
             started: Instant::now(),
@@ -425,11 +426,11 @@ impl ProxyHttp for EdgeProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no cache key computed"))?;
         let addr = self
             .upstreams
-            .choose(key.primary().as_bytes(), ctx.attempt)
+            .choose(key.primary().as_bytes(), &ctx.tried)
             .ok_or_else(|| {
                 Error::explain(ErrorType::ConnectNoRoute, "every upstream failed").into_up()
             })?;
-        ctx.attempt += 1;
+        ctx.tried.push(addr);
         ctx.upstream = Some(addr);
         ctx.upstream_started = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
@@ -462,7 +463,7 @@ impl ProxyHttp for EdgeProxy {
             .unwrap_or_default();
         e.set_retry(
             self.upstreams
-                .choose(key_bytes.as_bytes(), ctx.attempt)
+                .choose(key_bytes.as_bytes(), &ctx.tried)
                 .is_some(),
         );
         e

@@ -109,23 +109,27 @@ impl Upstreams {
             .is_some_and(|i| self.healthy[i].load(Ordering::Relaxed))
     }
 
-    /// The upstream for the `attempt`-th try (0 first) at `key`: healthy shields in ring order,
-    /// then the origin. With nothing healthy, the key's owner is tried anyway (it may have
-    /// recovered since the last check) unless an origin is configured.
-    pub fn choose(&self, key: &[u8], attempt: usize) -> Option<SocketAddr> {
+    /// The upstream to try next for `key`, skipping those already `tried`: healthy shields in
+    /// ring order, then the origin. With no shield healthy and no origin, the key's owner is
+    /// tried anyway (it may have recovered since the last check).
+    pub fn choose(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
         let candidates = self.ring.candidates(key);
-        let mut order: Vec<SocketAddr> = candidates
+        let healthy = candidates
             .iter()
             .filter(|&&i| self.healthy[i].load(Ordering::Relaxed))
             .map(|&i| self.shields[i])
-            .collect();
-        if let Some(origin) = self.origin {
-            order.push(origin);
-        }
-        if order.is_empty() {
-            order.extend(candidates.first().map(|&i| self.shields[i]));
-        }
-        order.get(attempt).copied()
+            .find(|a| !tried.contains(a));
+        let last_resort = match self.origin {
+            Some(origin) => Some(origin),
+            None if candidates
+                .iter()
+                .all(|&i| !self.healthy[i].load(Ordering::Relaxed)) =>
+            {
+                candidates.first().map(|&i| self.shields[i])
+            }
+            None => None,
+        };
+        healthy.or(last_resort.filter(|a| !tried.contains(a)))
     }
 }
 
@@ -181,28 +185,35 @@ mod tests {
     }
 
     #[test]
-    fn failover_skips_unhealthy_shields_then_uses_the_origin() {
+    fn failover_skips_unhealthy_and_tried_shields_then_uses_the_origin() {
         let u = Upstreams::new(vec![addr(1), addr(2)], Some(addr(9)));
-        let owner = u.choose(b"k", 0).unwrap();
-        let second = u.choose(b"k", 1).unwrap();
+        let owner = u.choose(b"k", &[]).unwrap();
+        let second = u.choose(b"k", &[owner]).unwrap();
         assert_ne!(owner, second);
-        assert_eq!(u.choose(b"k", 2), Some(addr(9)));
-        assert_eq!(u.choose(b"k", 3), None);
+        assert_eq!(u.choose(b"k", &[owner, second]), Some(addr(9)));
+        assert_eq!(u.choose(b"k", &[owner, second, addr(9)]), None);
+        // The owner fails and is marked down during the request: the next try is the other.
         assert!(u.set_healthy(owner, false));
         assert!(!u.set_healthy(owner, false), "no change the second time");
-        assert_eq!(u.choose(b"k", 0), Some(second));
+        assert_eq!(u.choose(b"k", &[owner]), Some(second));
+        assert_eq!(
+            u.choose(b"k", &[]),
+            Some(second),
+            "new requests skip the unhealthy owner"
+        );
         assert!(u.set_healthy(second, false));
         assert_eq!(
-            u.choose(b"k", 0),
+            u.choose(b"k", &[]),
             Some(addr(9)),
             "origin when every shield is down"
         );
         let no_origin = Upstreams::new(vec![addr(1)], None);
         no_origin.set_healthy(addr(1), false);
         assert_eq!(
-            no_origin.choose(b"k", 0),
+            no_origin.choose(b"k", &[]),
             Some(addr(1)),
             "with nothing else, try the owner anyway"
         );
+        assert_eq!(no_origin.choose(b"k", &[addr(1)]), None);
     }
 }

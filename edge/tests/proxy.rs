@@ -620,3 +620,89 @@ fn the_purge_endpoint_is_off_without_a_token() {
     assert_eq!(r.status, 404);
     assert!(r.text().contains("set edge.admin_token"), "{}", r.text());
 }
+
+#[test]
+fn misses_spread_over_shields_and_fail_over_when_one_dies() {
+    let (a, b) = (
+        TestUpstream::start().unwrap(),
+        TestUpstream::start().unwrap(),
+    );
+    for shield in [&a, &b] {
+        for i in 0..60 {
+            shield.route(
+                &format!("/live/s/{i}.m4s"),
+                Route::ok(format!("segment {i}")),
+            );
+        }
+    }
+    let config = format!(
+        "[edge]\nshields = [\"{}\", \"{}\"]\norigin = \"\"\nhealth_check_interval = \"200ms\"\n",
+        a.addr(),
+        b.addr()
+    );
+    let edge = CascadeProcess::start("cascade-edge", "edge", &config).unwrap();
+    for i in 0..40 {
+        assert_eq!(
+            get(&edge, &format!("/live/s/{i}.m4s")).text(),
+            format!("segment {i}")
+        );
+    }
+    let (on_a, on_b) = (a.seen().len(), b.seen().len());
+    assert_eq!(on_a + on_b, 40, "each miss went to exactly one shield");
+    assert!(
+        on_a >= 8 && on_b >= 8,
+        "keys are spread by hashing: {on_a} / {on_b}"
+    );
+    for i in 0..40 {
+        get(&edge, &format!("/live/s/{i}.m4s"));
+    }
+    assert_eq!(
+        a.seen().len() + b.seen().len(),
+        40,
+        "hits do not go upstream"
+    );
+
+    drop(a);
+    for i in 40..60 {
+        let r = get(&edge, &format!("/live/s/{i}.m4s"));
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("segment {i}")),
+            "keys of the dead shield fail over"
+        );
+    }
+    assert_eq!(b.seen().len(), on_b + 20);
+}
+
+#[test]
+fn an_upstream_answering_garbage_is_a_502_and_nothing_is_cached() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"THIS IS NOT HTTP\r\n\r\nat all");
+        }
+    });
+    let config = format!("[edge]\nshields = []\norigin = \"{addr}\"\n");
+    let edge = CascadeProcess::start("cascade-edge", "edge", &config).unwrap();
+    assert_eq!(get(&edge, "/live/s/1.m4s").status, 502);
+    let after_first = accepted.load(Ordering::SeqCst);
+    assert_eq!(
+        get(&edge, "/live/s/1.m4s").status,
+        502,
+        "the garbage was not cached"
+    );
+    assert!(
+        accepted.load(Ordering::SeqCst) > after_first,
+        "the second request went upstream again"
+    );
+    let health = cascade_testkit::http_get(edge.addr("admin_listen").unwrap(), "/healthz").unwrap();
+    assert_eq!(health.status, 200, "the edge keeps running");
+}
