@@ -4,6 +4,7 @@
 //! runs closed-loop HTTP/1.1 keep-alive GETs and prints request rate, throughput and latency
 //! percentiles (`--json` for machines). Targets must be on loopback unless `--allow-remote`.
 
+mod collapse;
 mod http_load;
 mod stats;
 
@@ -47,11 +48,42 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
     },
+    /// N viewers request one not-yet-cached object at the same instant; reports the spread
+    /// of their times to first byte (request collapsing).
+    Collapse {
+        /// `http://host:port/path` of an object nobody has fetched yet.
+        #[arg(long)]
+        url: String,
+        /// Simultaneous viewers.
+        #[arg(long, default_value_t = 1000)]
+        viewers: usize,
+        /// Allow a target that is not on loopback.
+        #[arg(long)]
+        allow_remote: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Collapse {
+            url,
+            viewers,
+            allow_remote,
+        } => {
+            let (addr, host, path) = parse_http_url(&url)?;
+            if !addr.ip().is_loopback() && !allow_remote {
+                bail!(
+                    "{url} resolves to {addr}, which is not loopback; pass --allow-remote to load a remote host"
+                );
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(collapse::run(addr, &host, &path, viewers.max(1)));
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::Http {
             url,
             connections,

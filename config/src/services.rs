@@ -105,6 +105,9 @@ pub struct EdgeConfig {
     pub admin_token: Secret,
     /// Sites (host names) this edge serves; requests for any other host get 421.
     pub sites: Vec<SiteConfig>,
+    /// Unix socket through which a new instance started with `--upgrade` receives this one's
+    /// listening sockets; empty: `/tmp/cascade-edge-<listen port>.upgrade.sock`.
+    pub upgrade_socket: String,
 }
 
 /// One `[[edge.sites]]` entry.
@@ -151,6 +154,7 @@ impl Default for EdgeConfig {
                 hosts: vec!["localhost".into(), "127.0.0.1".into()],
                 ..SiteConfig::default()
             }],
+            upgrade_socket: String::new(),
         }
     }
 }

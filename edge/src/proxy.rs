@@ -515,7 +515,9 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         resp.append_header(header::VIA, self.via.clone())?;
         resp.insert_header("x-cache", cache_state(session.cache.phase()))?;
-        if ctx.site.as_ref().is_some_and(|s| s.cors) {
+        // CORS headers only matter to browsers, which send Origin on cross-origin requests.
+        let cross_origin = session.req_header().headers.contains_key(header::ORIGIN);
+        if cross_origin && ctx.site.as_ref().is_some_and(|s| s.cors) {
             resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")?;
             resp.insert_header(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,

@@ -34,10 +34,10 @@ use crate::upstream::Upstreams;
 /// Runs `cascade-edge` until it is stopped; returns the process exit code.
 pub fn run(info: ServiceInfo) -> ExitCode {
     let config = match cascade_service::startup(&info) {
-        Startup::Run(config) => config,
+        Startup::Run(started) => started,
         Startup::Exit(code) => return code,
     };
-    match serve(info, &config) {
+    match serve(info, &config.config, config.upgrade) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -107,7 +107,7 @@ pub fn build_proxy(edge: &EdgeConfig, inflight: Arc<AtomicUsize>) -> anyhow::Res
     })
 }
 
-fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> {
+fn serve(info: ServiceInfo, config: &CascadeConfig, upgrade: bool) -> anyhow::Result<ExitCode> {
     let edge = &config.edge;
     let inflight = Arc::new(AtomicUsize::new(0));
     let proxy = build_proxy(edge, Arc::clone(&inflight))?;
@@ -120,20 +120,31 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
     proxy_metrics();
 
     // Bind what we can before pingora starts, so a taken port is a clear error, not a panic.
-    let admin_listener = std::net::TcpListener::bind(edge.admin_listen.0).map_err(|e| {
-        anyhow!(
-            "edge.admin_listen: cannot listen on {}: {e} (is another process using the port?)",
-            edge.admin_listen
-        )
-    })?;
-    admin_listener.set_nonblocking(true)?;
-    for (field, addr) in [
-        ("edge.listen", edge.listen),
-        ("edge.tls_listen", edge.tls_listen),
-    ] {
-        drop(std::net::TcpListener::bind(addr.0).map_err(|e| {
-            anyhow!("{field}: cannot listen on {addr}: {e} (is another process using the port?)")
-        })?);
+    // When upgrading, the running instance still holds the ports: its traffic sockets arrive
+    // through the upgrade socket, and the admin port is free once it exits.
+    let admin_listener = if upgrade {
+        None
+    } else {
+        let listener = std::net::TcpListener::bind(edge.admin_listen.0).map_err(|e| {
+            anyhow!(
+                "edge.admin_listen: cannot listen on {}: {e} (is another process using the port?)",
+                edge.admin_listen
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        Some(listener)
+    };
+    if !upgrade {
+        for (field, addr) in [
+            ("edge.listen", edge.listen),
+            ("edge.tls_listen", edge.tls_listen),
+        ] {
+            drop(std::net::TcpListener::bind(addr.0).map_err(|e| {
+                anyhow!(
+                    "{field}: cannot listen on {addr}: {e} (is another process using the port?)"
+                )
+            })?);
+        }
     }
     let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);
     if let Some(pem) = certs.self_signed_pem() {
@@ -155,9 +166,17 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         max_retries: upstreams.shields().len() + 2,
+        upgrade_sock: upgrade_socket(edge),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
+    if upgrade {
+        tracing::info!(socket = %conf.upgrade_sock, "waiting for the running instance's sockets; send it SIGQUIT");
+    }
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let mut proxy_service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge");
@@ -171,7 +190,8 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
     server.add_service(background_service(
         "admin",
         AdminTask {
-            listener: Mutex::new(Some(admin_listener)),
+            listener: Mutex::new(admin_listener),
+            admin_addr: edge.admin_listen.0,
             state: AdminState {
                 extension: Some(Arc::new(purge)),
                 ..AdminState::new(info.name, readiness.clone())
@@ -212,9 +232,26 @@ fn serve(info: ServiceInfo, config: &CascadeConfig) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::from(exit.load(Ordering::Acquire)))
 }
 
+/// The hand-over socket for `--upgrade`.
+fn upgrade_socket(edge: &EdgeConfig) -> String {
+    if edge.upgrade_socket.is_empty() {
+        std::env::temp_dir()
+            .join(format!(
+                "cascade-edge-{}.upgrade.sock",
+                edge.listen.0.port()
+            ))
+            .display()
+            .to_string()
+    } else {
+        edge.upgrade_socket.clone()
+    }
+}
+
 /// Serves the admin listener and opens the readiness gate once the traffic port accepts.
 struct AdminTask {
+    /// Bound before start-up; `None` when upgrading, as the old instance still holds the port.
     listener: Mutex<Option<std::net::TcpListener>>,
+    admin_addr: SocketAddr,
     state: AdminState,
     traffic: SocketAddr,
     started: Mutex<Option<Gate>>,
@@ -223,20 +260,29 @@ struct AdminTask {
 #[async_trait]
 impl BackgroundService for AdminTask {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(std_listener) = self
+        let prebound = self
             .listener
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
-            return;
-        };
-        let listener = match tokio::net::TcpListener::from_std(std_listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serve the admin listener");
-                return;
-            }
+            .take();
+        let listener = match prebound {
+            Some(std_listener) => match tokio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serve the admin listener");
+                    return;
+                }
+            },
+            // Upgrading: the port frees up when the old instance exits.
+            None => loop {
+                match tokio::net::TcpListener::bind(self.admin_addr).await {
+                    Ok(l) => break l,
+                    Err(_) => tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = shutdown.changed() => return,
+                    },
+                }
+            },
         };
         let gate = self
             .started
@@ -384,7 +430,24 @@ impl ShutdownSignalWatch for Drain {
                 return ShutdownSignal::FastShutdown;
             }
         };
-        let signal = signals.next().await;
+        let mut quit = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit()) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGQUIT handler; stopping");
+                self.exit.store(1, Ordering::Release);
+                return ShutdownSignal::FastShutdown;
+            }
+        };
+        let signal = tokio::select! {
+            s = signals.next() => s,
+            _ = quit.recv() => {
+                // Pingora hands the listening sockets to the instance started with --upgrade,
+                // keeps serving in-flight requests for a few seconds, then stops.
+                tracing::info!("SIGQUIT: handing the listening sockets to the new instance");
+                self.readiness.start_draining();
+                return ShutdownSignal::GracefulUpgrade;
+            }
+        };
         let grace = cascade_config::HumanDuration(self.grace);
         tracing::info!(?signal, %grace, "shutting down; a second signal stops at once");
         self.readiness.start_draining();

@@ -478,6 +478,38 @@ impl Storage for MemoryStorage {
     }
 }
 
+/// Chunk size a stored body is regrouped into: upstream reads arrive in small pieces, and each
+/// piece costs a write on every hit, so a finished object is copied once into large chunks.
+const STORED_CHUNK: usize = 256 * 1024;
+
+/// Regroups `chunks` into pieces of at least [`STORED_CHUNK`] bytes (the last may be smaller).
+/// Already-large chunks are kept as they are, without copying.
+fn coalesce(chunks: Vec<Bytes>) -> Vec<Bytes> {
+    if chunks.len() <= 1 || chunks.iter().all(|c| c.len() >= STORED_CHUNK) {
+        return chunks;
+    }
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(total / STORED_CHUNK + 1);
+    let mut current = bytes::BytesMut::new();
+    for chunk in chunks {
+        if current.is_empty() && chunk.len() >= STORED_CHUNK {
+            out.push(chunk);
+            continue;
+        }
+        if current.is_empty() {
+            current.reserve(STORED_CHUNK.min(total));
+        }
+        current.extend_from_slice(&chunk);
+        if current.len() >= STORED_CHUNK {
+            out.push(current.split().freeze());
+        }
+    }
+    if !current.is_empty() {
+        out.push(current.freeze());
+    }
+    out
+}
+
 /// Writes one fill; dropping it without `finish` marks the fill failed.
 struct FillWriter {
     storage: &'static MemoryStorage,
@@ -522,7 +554,7 @@ impl HandleMiss for FillWriter {
                 fill.key_text.clone(),
                 fill.tags.clone(),
                 fill.meta.clone(),
-                chunks,
+                coalesce(chunks),
             );
             self.storage.store(fill.key, obj);
         }
@@ -866,6 +898,42 @@ mod tests {
                 .await
                 .unwrap(),
             "no panic on a missing key"
+        );
+    }
+
+    #[test]
+    fn small_chunks_are_regrouped_and_large_ones_kept() {
+        let small: Vec<Bytes> = (0..100)
+            .map(|i| Bytes::from(vec![i as u8; 10_000]))
+            .collect();
+        let joined: Vec<u8> = small.iter().flat_map(|c| c.iter().copied()).collect();
+        let out = coalesce(small);
+        // 10,000-byte pieces reach 256 KiB after 27 of them (270,000 bytes).
+        assert_eq!(
+            out.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [270_000, 270_000, 270_000, 190_000]
+        );
+        assert_eq!(
+            out.iter()
+                .flat_map(|c| c.iter().copied())
+                .collect::<Vec<u8>>(),
+            joined,
+            "same bytes in the same order"
+        );
+        assert!(
+            out[..out.len() - 1].iter().all(|c| c.len() >= STORED_CHUNK),
+            "every chunk but the last is large"
+        );
+        let big = vec![
+            Bytes::from(vec![1u8; STORED_CHUNK]),
+            Bytes::from(vec![2u8; STORED_CHUNK + 1]),
+        ];
+        let ptrs: Vec<*const u8> = big.iter().map(|c| c.as_ptr()).collect();
+        let kept = coalesce(big);
+        assert_eq!(
+            kept.iter().map(|c| c.as_ptr()).collect::<Vec<_>>(),
+            ptrs,
+            "large chunks are not copied"
         );
     }
 

@@ -66,8 +66,13 @@ fn a_miss_fills_the_cache_and_the_next_request_is_a_hit() {
     );
     assert_eq!(second.body, segment);
     assert_eq!(second.header("content-type"), Some("video/mp4"));
+    let from_player = get_with(
+        &edge,
+        "/live/s/720p/1.m4s",
+        &[("Origin", "https://player.example")],
+    );
     assert_eq!(
-        second.header("access-control-allow-origin"),
+        from_player.header("access-control-allow-origin"),
         Some("*"),
         "CORS is on by default for players"
     );

@@ -10,6 +10,7 @@ const INFO: ServiceInfo = ServiceInfo {
     name: "origin",
     binary: "cascade-origin",
     version: env!("CARGO_PKG_VERSION"),
+    upgradable: false,
     about: "Cascade origin: takes RTMP in, serves LL-HLS and DASH out",
 };
 

@@ -10,6 +10,7 @@ const INFO: ServiceInfo = ServiceInfo {
     name: "purge_bus",
     binary: "cascade-purge-bus",
     version: env!("CARGO_PKG_VERSION"),
+    upgradable: false,
     about: "Cascade purge bus: accepts purges from operators and fans them out to every node",
 };
 

@@ -18,6 +18,11 @@ pub struct ServerArgs {
     /// Validate the configuration, print what is wrong (or that it is fine) and exit.
     #[arg(long)]
     pub check: bool,
+
+    /// Take over the listening sockets of the running instance (zero-downtime upgrade or
+    /// config reload); only servers with [`ServiceInfo::upgradable`] offer `--upgrade`.
+    #[arg(skip)]
+    pub upgrade: bool,
 }
 
 impl ServerArgs {
@@ -29,9 +34,22 @@ impl ServerArgs {
                 .about(info.about)
                 .after_help("Environment: CASCADE_<SECTION>__<FIELD>=value overrides one field, e.g. CASCADE_EDGE__LISTEN=0.0.0.0:80"),
         );
+        let command = if info.upgradable {
+            command.arg(
+                clap::Arg::new("upgrade")
+                    .long("upgrade")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("Take over the listening sockets of the running instance, then send it SIGQUIT: a zero-downtime upgrade or config reload"),
+            )
+        } else {
+            command
+        };
         let matches = command.get_matches();
         match Self::from_arg_matches(&matches) {
-            Ok(args) => args,
+            Ok(mut args) => {
+                args.upgrade = info.upgradable && matches.get_flag("upgrade");
+                args
+            }
             Err(e) => e.exit(),
         }
     }

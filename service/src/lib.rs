@@ -17,5 +17,5 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use readiness::{Gate, Readiness};
-pub use run::{Context, ServiceInfo, Startup, admin_only, run_server, startup};
+pub use run::{Context, ServiceInfo, Started, Startup, admin_only, run_server, startup};
 pub use shutdown::ShutdownSignal;

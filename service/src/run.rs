@@ -25,6 +25,8 @@ pub struct ServiceInfo {
     pub version: &'static str,
     /// One line for `--help`.
     pub about: &'static str,
+    /// Whether the server can take over a running instance's sockets (`--upgrade`).
+    pub upgradable: bool,
 }
 
 /// What a service body receives.
@@ -39,10 +41,18 @@ pub struct Context {
     pub started: Gate,
 }
 
+/// A server cleared to run.
+pub struct Started {
+    /// The validated configuration (tracing is initialised).
+    pub config: CascadeConfig,
+    /// `--upgrade`: take over the running instance's sockets.
+    pub upgrade: bool,
+}
+
 /// What start-up decided.
 pub enum Startup {
-    /// Run the server with this configuration (tracing is initialised).
-    Run(Box<CascadeConfig>),
+    /// Run the server.
+    Run(Box<Started>),
     /// Exit now with this code (`--check` done, or the configuration was refused).
     Exit(ExitCode),
 }
@@ -69,7 +79,10 @@ pub fn startup(info: &ServiceInfo) -> Startup {
         return Startup::Exit(ExitCode::from(2));
     }
     metrics::register_service(info.name, info.version);
-    Startup::Run(Box::new(config))
+    Startup::Run(Box::new(Started {
+        config,
+        upgrade: args.upgrade,
+    }))
 }
 
 /// Runs a tokio-based server: [`startup`], then the admin listener and `service`, stopped
@@ -85,7 +98,7 @@ where
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let config = match startup(&info) {
-        Startup::Run(config) => config,
+        Startup::Run(started) => started.config,
         Startup::Exit(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -102,7 +115,7 @@ where
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(supervise(info, Arc::from(config), section, service));
+    let code = runtime.block_on(supervise(info, Arc::new(config), section, service));
     // Tasks still running (connections past the grace period) are dropped, not awaited.
     runtime.shutdown_background();
     code

@@ -10,6 +10,7 @@ const INFO: ServiceInfo = ServiceInfo {
     name: "shield",
     binary: "cascade-shield",
     version: env!("CARGO_PKG_VERSION"),
+    upgradable: false,
     about: "Cascade shield: the parent cache tier between edges and the origin",
 };
 

@@ -46,6 +46,9 @@ pub fn binary_path(name: &str) -> Result<PathBuf> {
 /// A running Cascade server.
 pub struct CascadeProcess {
     process: ChildProcess,
+    binary: String,
+    section: String,
+    env: Vec<(String, String)>,
     /// Every listener of the service by field name (`listen`, `admin_listen`, ...).
     pub listeners: Vec<(&'static str, SocketAddr)>,
     /// The generated config file.
@@ -69,41 +72,79 @@ impl CascadeProcess {
         config_toml: &str,
         env: &[(&str, &str)],
     ) -> Result<Self> {
-        let bin = binary_path(binary)?;
         let dir = tempfile::tempdir().map_err(io_err("create a temp dir"))?;
         let config_path = dir.path().join("cascade.toml");
         std::fs::write(&config_path, config_toml).map_err(io_err("write the config file"))?;
-        let mut command = Command::new(bin);
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG");
+        let mut all_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut listeners = Vec::new();
         for field in listener_fields(section)? {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            command.env(
+            all_env.push((
                 format!(
                     "CASCADE_{}__{}",
                     section.to_ascii_uppercase(),
                     field.to_ascii_uppercase()
                 ),
                 addr.to_string(),
-            );
+            ));
             listeners.push((field, addr));
         }
-        for (key, value) in env {
-            command.env(key, value);
-        }
+        let mut this = Self::spawn(binary, section, config_path, listeners, all_env, &[], dir)?;
+        this.wait_ready(Duration::from_secs(30))?;
+        Ok(this)
+    }
+
+    /// Starts a second instance with this one's config, listeners and environment plus
+    /// `--upgrade`, without waiting: it takes over the listening sockets once this instance
+    /// gets SIGQUIT. Use [`CascadeProcess::wait_until_ready`] afterwards.
+    pub fn spawn_upgrade(&self) -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(io_err("create a temp dir"))?;
+        Self::spawn(
+            &self.binary,
+            &self.section,
+            self.config_path.clone(),
+            self.listeners.clone(),
+            self.env.clone(),
+            &["--upgrade"],
+            dir,
+        )
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_until_ready(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_ready(timeout)
+    }
+
+    fn spawn(
+        binary: &str,
+        section: &str,
+        config_path: PathBuf,
+        listeners: Vec<(&'static str, SocketAddr)>,
+        env: Vec<(String, String)>,
+        args: &[&str],
+        dir: TempDir,
+    ) -> Result<Self> {
+        let mut command = Command::new(binary_path(binary)?);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG");
+        command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let process = ChildProcess::spawn(binary, command, &dir.path().join("service.log"))?;
-        let mut this = Self {
+        Ok(Self {
             process,
+            binary: binary.to_owned(),
+            section: section.to_owned(),
+            env,
             listeners,
             config_path,
             _dir: dir,
-        };
-        this.wait_ready(Duration::from_secs(30))?;
-        Ok(this)
+        })
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
