@@ -26,6 +26,7 @@ use pingora_proxy::{ProxyHttp, Session};
 
 use crate::key::{RequestKey, normalise_host};
 use crate::metrics::proxy_metrics;
+use crate::purge::{FETCHED_HEADER, format_fetched, parse_fetched, surrogate_tags};
 use crate::storage::MemoryStorage;
 use crate::token::TokenKey;
 use crate::ttl::{ContentClass, Decision, Directives, TtlPolicy};
@@ -365,6 +366,30 @@ impl ProxyHttp for EdgeProxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
+        // A parent tier that has not applied a purge yet may hand back the purged copy: its
+        // first-fetch stamp predates the purge, so it is passed on but not stored.
+        let fetched = resp
+            .headers
+            .get(FETCHED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_fetched);
+        if let (Some(fetched), Some(key)) = (fetched, ctx.key.as_ref()) {
+            let tags = surrogate_tags(
+                resp.headers
+                    .get("surrogate-key")
+                    .and_then(|v| v.to_str().ok()),
+            );
+            if self
+                .core
+                .storage
+                .predates_purge(&key.to_string(), &tags, fetched)
+            {
+                tracing::warn!(key = %key, "upstream sent a copy older than a purge applied here; not storing it");
+                return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                    "copy predates a purge applied here",
+                )));
+            }
+        }
         if resp.headers.contains_key(header::SET_COOKIE) {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
                 "response sets a cookie",
@@ -473,7 +498,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         let drop: Vec<HeaderName> = upstream
             .headers
@@ -490,15 +515,27 @@ impl ProxyHttp for EdgeProxy {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         upstream.insert_header(header::VIA, self.via.clone())?;
+        // After a purge, ask the parent to revalidate rather than hand back its own copy.
+        if ctx
+            .key
+            .as_ref()
+            .is_some_and(|k| self.core.storage.recently_purged(&k.to_string()).is_some())
+        {
+            upstream.insert_header(header::CACHE_CONTROL, "no-cache")?;
+        }
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // An unstamped response comes straight from the origin: this node is its first tier.
+        if !resp.headers.contains_key(FETCHED_HEADER) {
+            resp.insert_header(FETCHED_HEADER, format_fetched(SystemTime::now()))?;
+        }
         if let Some(started) = ctx.upstream_started {
             proxy_metrics()
                 .upstream_latency

@@ -3,8 +3,12 @@
 //! purges are range scans, and surrogate tag → keys. The storage updates it as objects enter
 //! and leave; each entry carries the generation of the object it indexes, so a late eviction
 //! notice for an old copy cannot remove the entry of its replacement.
+//!
+//! The [`PurgeLog`] remembers which purges this node applied and when, so that a fill older
+//! than a purge (a lagging parent tier still holding the old copy) is not stored again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pingora_cache::key::HashBinary;
 
@@ -43,6 +47,74 @@ pub fn surrogate_tags(header: Option<&str>) -> Vec<String> {
     header
         .map(|v| v.split_ascii_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
+}
+
+/// Response header carrying when an object was first fetched from the origin (Unix
+/// milliseconds). The first tier that fetches from the origin sets it; later tiers keep it.
+pub const FETCHED_HEADER: &str = "x-cascade-fetched";
+
+/// How long applied purges are remembered; a parent tier lagging longer than this could still
+/// hand back a purged copy.
+pub const PURGE_MEMORY: Duration = Duration::from_secs(3600);
+
+/// Most purges remembered; the oldest are forgotten first.
+const PURGE_LOG_CAPACITY: usize = 100_000;
+
+/// Purges applied by this node, newest last.
+#[derive(Debug, Default)]
+pub struct PurgeLog {
+    applied: VecDeque<(SystemTime, Selector)>,
+}
+
+impl PurgeLog {
+    /// Records that `selector` was applied at `at`, forgetting what is too old.
+    pub fn record(&mut self, selector: Selector, at: SystemTime) {
+        self.applied.push_back((at, selector));
+        while self.applied.len() > PURGE_LOG_CAPACITY {
+            self.applied.pop_front();
+        }
+        let horizon = at.checked_sub(PURGE_MEMORY).unwrap_or(UNIX_EPOCH);
+        while self.applied.front().is_some_and(|(t, _)| *t < horizon) {
+            self.applied.pop_front();
+        }
+    }
+
+    /// When the newest purge matching this object was applied, if any.
+    pub fn newest_matching(&self, key: &str, tags: &[String]) -> Option<SystemTime> {
+        self.applied
+            .iter()
+            .rev()
+            .find(|(_, s)| s.matches(key, tags))
+            .map(|(t, _)| *t)
+    }
+
+    /// True when a copy first fetched at `fetched` predates a purge that names it.
+    pub fn is_stale(&self, key: &str, tags: &[String], fetched: SystemTime) -> bool {
+        self.newest_matching(key, tags)
+            .is_some_and(|purged| fetched < purged)
+    }
+
+    /// True when nothing is remembered (the common case: skip all checks).
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty()
+    }
+}
+
+/// Parses a [`FETCHED_HEADER`] value.
+pub fn parse_fetched(value: &str) -> Option<SystemTime> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// Formats a time for [`FETCHED_HEADER`].
+pub fn format_fetched(at: SystemTime) -> String {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+        .to_string()
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +301,37 @@ mod tests {
         i.remove("cdn.a/live/s1/720p/1.m4s", 2);
         assert!(i.select(&Selector::Tag("stream/new".into())).is_empty());
         assert_eq!(i.len(), 4);
+    }
+
+    #[test]
+    fn the_log_flags_copies_older_than_a_matching_purge() {
+        let t = |s: u64| UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+        let mut log = PurgeLog::default();
+        assert!(log.is_empty());
+        log.record(Selector::Prefix("a.tv/live/s1/".into()), t(100));
+        log.record(Selector::Tag("vod/x".into()), t(200));
+        assert!(
+            log.is_stale("a.tv/live/s1/1.m4s", &[], t(99)),
+            "fetched before the purge"
+        );
+        assert!(
+            !log.is_stale("a.tv/live/s1/1.m4s", &[], t(101)),
+            "fetched after it"
+        );
+        assert!(
+            !log.is_stale("a.tv/live/s2/1.m4s", &[], t(0)),
+            "not named by any purge"
+        );
+        assert!(log.is_stale("b.tv/v/1.m4s", &surrogate_tags(Some("vod/x")), t(150)));
+        assert_eq!(log.newest_matching("a.tv/live/s1/x", &[]), Some(t(100)));
+        log.record(Selector::All, t(100 + PURGE_MEMORY.as_secs() + 1));
+        assert_eq!(
+            log.applied.len(),
+            2,
+            "purges older than the memory are forgotten"
+        );
+        assert_eq!(parse_fetched(&format_fetched(t(5))), Some(t(5)));
+        assert_eq!(parse_fetched("soon"), None);
     }
 
     #[test]

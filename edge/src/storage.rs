@@ -30,7 +30,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tokio::sync::watch;
 
-use crate::purge::{PurgeIndex, Selector, surrogate_tags};
+use crate::purge::{PurgeIndex, PurgeLog, Selector, surrogate_tags};
 
 pub use pingora_cache::PurgeAction;
 
@@ -169,6 +169,7 @@ pub struct MemoryStorage {
     objects: moka::sync::Cache<HashBinary, Arc<CachedObject>>,
     fills: Mutex<HashMap<HashBinary, Arc<Fill>>>,
     index: Arc<Mutex<PurgeIndex>>,
+    purge_log: Mutex<PurgeLog>,
     next_fill: AtomicU64,
     next_generation: AtomicU64,
     stats: Arc<StorageStats>,
@@ -201,6 +202,7 @@ impl MemoryStorage {
             objects,
             fills: Mutex::new(HashMap::new()),
             index,
+            purge_log: Mutex::new(PurgeLog::default()),
             next_fill: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
             stats,
@@ -279,6 +281,7 @@ impl MemoryStorage {
     /// names, and cancels matching fills in progress. Returns how many objects it hit.
     pub fn purge_matching(&self, selector: &Selector, action: PurgeAction) -> usize {
         let now = SystemTime::now();
+        lock(&self.purge_log).record(selector.clone(), now);
         if *selector == Selector::All && action == PurgeAction::Delete {
             self.objects.run_pending_tasks();
             let count = usize::try_from(self.objects.entry_count()).unwrap_or(usize::MAX)
@@ -307,6 +310,23 @@ impl MemoryStorage {
             hit += usize::from(found);
         }
         hit
+    }
+
+    /// True when a copy of `key` (with `tags`) first fetched from the origin at `fetched`
+    /// predates a purge this node applied: storing it would undo the purge.
+    pub fn predates_purge(&self, key: &str, tags: &[String], fetched: SystemTime) -> bool {
+        let log = lock(&self.purge_log);
+        !log.is_empty() && log.is_stale(key, tags, fetched)
+    }
+
+    /// When the newest purge naming `key` was applied, if within the remembered window.
+    pub fn recently_purged(&self, key: &str) -> Option<SystemTime> {
+        let log = lock(&self.purge_log);
+        if log.is_empty() {
+            None
+        } else {
+            log.newest_matching(key, &[])
+        }
     }
 
     /// Objects in the purge index (equals the complete objects once moka's pending

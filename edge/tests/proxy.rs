@@ -711,3 +711,87 @@ fn an_upstream_answering_garbage_is_a_502_and_nothing_is_cached() {
     let health = cascade_testkit::http_get(edge.addr("admin_listen").unwrap(), "/healthz").unwrap();
     assert_eq!(health.status, 200, "the edge keeps running");
 }
+
+#[test]
+fn a_lagging_parent_cannot_undo_a_purge() {
+    let upstream = TestUpstream::start().unwrap();
+    // The parent still holds a copy first fetched from the origin long ago.
+    let before_purge = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 60_000;
+    let stale = |body: &'static str, stamp: u128| {
+        Route::ok(body)
+            .header("x-cascade-fetched", &stamp.to_string())
+            .header("cache-control", "max-age=3600")
+    };
+    upstream.route("/vod/v/1.m4s", stale("old", before_purge));
+    let edge = edge_for(&upstream, "admin_token = \"t\"\n");
+    assert_eq!(get(&edge, "/vod/v/1.m4s").text(), "old");
+    assert_eq!(get(&edge, "/vod/v/1.m4s").header("x-cache"), Some("hit"));
+
+    assert_eq!(
+        purge(
+            &edge,
+            Some("t"),
+            r#"{"kind":"prefix","targets":["http://localhost/vod/v/"]}"#
+        )
+        .status,
+        200
+    );
+    // The parent has not applied the purge: it keeps answering with the old copy.
+    assert_eq!(get(&edge, "/vod/v/1.m4s").text(), "old");
+    let second = get(&edge, "/vod/v/1.m4s");
+    assert_ne!(
+        second.header("x-cache"),
+        Some("hit"),
+        "the pre-purge copy was not stored again"
+    );
+    let last = upstream.seen().into_iter().last().unwrap();
+    assert_eq!(
+        last.header("cache-control"),
+        Some("no-cache"),
+        "the parent is asked to revalidate"
+    );
+
+    // Once the parent has a copy fetched after the purge, it is cached again.
+    let after_purge = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 1;
+    upstream.route("/vod/v/1.m4s", stale("new", after_purge));
+    assert_eq!(get(&edge, "/vod/v/1.m4s").text(), "new");
+    let hit = get(&edge, "/vod/v/1.m4s");
+    assert_eq!(
+        (hit.header("x-cache"), hit.text().as_str()),
+        (Some("hit"), "new")
+    );
+}
+
+#[test]
+fn the_first_tier_stamps_when_it_fetched_from_the_origin() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/a.m4s", Route::ok("x"));
+    let edge = edge_for(&upstream, "");
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let stamp: u128 = get(&edge, "/a.m4s")
+        .header("x-cascade-fetched")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        stamp >= before - 1000 && stamp <= before + 5000,
+        "{stamp} vs {before}"
+    );
+    let again: u128 = get(&edge, "/a.m4s")
+        .header("x-cascade-fetched")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(again, stamp, "a hit keeps the original stamp");
+}
