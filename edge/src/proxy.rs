@@ -35,6 +35,9 @@ use crate::upstream::Upstreams;
 /// Longest request target accepted (414 beyond).
 pub const MAX_URI_LEN: usize = 8 * 1024;
 
+/// Most request header bytes accepted (431 beyond); players send a few hundred.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Request headers forwarded upstream. Everything else is dropped: a header that is not part
 /// of the cache key must not be able to change the body stored under it.
 const FORWARDED_HEADERS: [HeaderName; 3] = [
@@ -170,6 +173,17 @@ impl EdgeProxy {
             return Err(Refusal::new(
                 414,
                 format!("the request target is longer than {MAX_URI_LEN} bytes"),
+            ));
+        }
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(Refusal::new(
+                431,
+                format!("the request headers exceed {MAX_HEADER_BYTES} bytes"),
             ));
         }
         let raw_host = req

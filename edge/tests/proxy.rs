@@ -240,6 +240,12 @@ fn requests_the_edge_must_refuse() {
         "overlong target: {}",
         long.status
     );
+    let big = get_with(
+        &edge,
+        "/live/s/master.m3u8",
+        &[("X-Padding", &"p".repeat(40 * 1024))],
+    );
+    assert_eq!(big.status, 431, "oversized headers");
     let preflight = raw_request(
         addr,
         b"OPTIONS /live/s/master.m3u8 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
