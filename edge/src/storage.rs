@@ -605,6 +605,7 @@ impl Drop for FillWriter {
 struct PartialHit {
     fill: Arc<Fill>,
     state: watch::Receiver<FillState>,
+    /// Next chunk to return.
     next: usize,
 }
 
@@ -923,7 +924,7 @@ mod tests {
 
     #[test]
     fn small_chunks_are_regrouped_and_large_ones_kept() {
-        let small: Vec<Bytes> = (0..100)
+        let small: Vec<Bytes> = (0..300)
             .map(|i| Bytes::from(vec![i as u8; 10_000]))
             .collect();
         let joined: Vec<u8> = small.iter().flat_map(|c| c.iter().copied()).collect();
@@ -931,7 +932,10 @@ mod tests {
         // 10,000-byte pieces reach 256 KiB after 27 of them (270,000 bytes).
         assert_eq!(
             out.iter().map(Bytes::len).collect::<Vec<_>>(),
-            [270_000, 270_000, 270_000, 190_000]
+            [
+                270_000, 270_000, 270_000, 270_000, 270_000, 270_000, 270_000, 270_000, 270_000,
+                270_000, 270_000, 30_000
+            ]
         );
         assert_eq!(
             out.iter()
