@@ -71,16 +71,8 @@ fn main() -> anyhow::Result<()> {
             viewers,
             allow_remote,
         } => {
-            let (addr, host, path) = parse_http_url(&url)?;
-            if !addr.ip().is_loopback() && !allow_remote {
-                bail!(
-                    "{url} resolves to {addr}, which is not loopback; pass --allow-remote to load a remote host"
-                );
-            }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let report = runtime.block_on(collapse::run(addr, &host, &path, viewers.max(1)));
+            let (addr, host, path) = load_target(&url, allow_remote)?;
+            let report = runtime()?.block_on(collapse::run(addr, &host, &path, viewers.max(1)));
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
@@ -92,12 +84,7 @@ fn main() -> anyhow::Result<()> {
             json,
             allow_remote,
         } => {
-            let (addr, host, path) = parse_http_url(&url)?;
-            if !addr.ip().is_loopback() && !allow_remote {
-                bail!(
-                    "{url} resolves to {addr}, which is not loopback; pass --allow-remote to load a remote host"
-                );
-            }
+            let (addr, host, path) = load_target(&url, allow_remote)?;
             if connections == 0 {
                 bail!("--connections must be at least 1");
             }
@@ -109,10 +96,7 @@ fn main() -> anyhow::Result<()> {
                 duration: duration.0,
                 timeout: timeout.0,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let summary = runtime.block_on(http_load::run(plan));
+            let summary = runtime()?.block_on(http_load::run(plan));
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
@@ -139,6 +123,23 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Resolves a load target, refusing anything off loopback unless `allow_remote`.
+fn load_target(url: &str, allow_remote: bool) -> anyhow::Result<(SocketAddr, String, String)> {
+    let (addr, host, path) = parse_http_url(url)?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!(
+            "{url} resolves to {addr}, which is not loopback; pass --allow-remote to load a remote host"
+        );
+    }
+    Ok((addr, host, path))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Splits `http://host[:port]/path` into the address to dial, the Host header and the path.
