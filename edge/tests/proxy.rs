@@ -801,3 +801,39 @@ fn the_first_tier_stamps_when_it_fetched_from_the_origin() {
         .unwrap();
     assert_eq!(again, stamp, "a hit keeps the original stamp");
 }
+
+#[test]
+fn blocking_playlist_requests_that_wait_at_the_upstream_collapse_and_are_not_cut() {
+    let upstream = TestUpstream::start().unwrap();
+    // An LL-HLS origin holds a blocking reload until the part exists (here 3 s).
+    upstream.route(
+        "/live/s/720p/playlist.m3u8",
+        Route::ok("#EXTM3U\n#EXT-X-PART:DURATION=0.5,URI=\"20.3.m4s\"\n")
+            .delay(Duration::from_secs(3)),
+    );
+    let edge = Arc::new(edge_for(&upstream, ""));
+    let viewers: Vec<_> = (0..20)
+        .map(|_| {
+            let edge = Arc::clone(&edge);
+            std::thread::spawn(move || {
+                get(&edge, "/live/s/720p/playlist.m3u8?_HLS_msn=20&_HLS_part=3")
+            })
+        })
+        .collect();
+    for v in viewers {
+        let r = v.join().unwrap();
+        assert_eq!(r.status, 200, "a blocking request was cut: {}", r.text());
+        assert!(r.text().contains("20.3.m4s"));
+    }
+    assert_eq!(
+        upstream.hits("/live/s/720p/playlist.m3u8"),
+        1,
+        "20 blocking requests for the same msn/part make one upstream request"
+    );
+    let again = get(&edge, "/live/s/720p/playlist.m3u8?_HLS_part=3&_HLS_msn=20");
+    assert_eq!(
+        again.header("x-cache"),
+        Some("hit"),
+        "the answer for a given msn/part is cached"
+    );
+}

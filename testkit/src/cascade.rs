@@ -113,6 +113,16 @@ impl CascadeProcess {
         )
     }
 
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.process.wait_timeout(timeout)?.ok_or_else(|| {
+            HarnessError::Service(format!(
+                "did not exit within {timeout:?}; output:\n{}",
+                self.process.log_tail()
+            ))
+        })
+    }
+
     /// Waits until `/readyz` answers 200.
     pub fn wait_until_ready(&mut self, timeout: Duration) -> Result<()> {
         self.wait_ready(timeout)
