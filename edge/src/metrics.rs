@@ -2,11 +2,11 @@
 //! listener renders. Cache occupancy is read from the storage at scrape time.
 
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::storage::MemoryStorage;
 
@@ -22,6 +22,22 @@ pub struct ProxyMetrics {
     pub collapsed: IntCounter,
     /// Upstream health changes observed.
     pub upstream_health_changes: IntCounter,
+    /// Share of requests served from cache (hit, stale or revalidated) since start.
+    pub hit_ratio: Gauge,
+    served_from_cache: AtomicU64,
+    keyed_requests: AtomicU64,
+}
+
+impl ProxyMetrics {
+    /// Records one request that reached the cache, and whether the cache answered it.
+    pub fn record_lookup(&self, from_cache: bool) {
+        let total = self.keyed_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let hits = self
+            .served_from_cache
+            .fetch_add(u64::from(from_cache), Ordering::Relaxed)
+            + u64::from(from_cache);
+        self.hit_ratio.set(hits as f64 / total as f64);
+    }
 }
 
 fn must<T>(result: prometheus::Result<T>) -> T {
@@ -46,11 +62,18 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
                 "cascade_proxy_collapsed_requests_total",
                 "Requests that waited for a concurrent fetch of the same object instead of fetching",
             )),
-            upstream_health_changes: must(IntCounter::new(
+                        upstream_health_changes: must(IntCounter::new(
                 "cascade_proxy_upstream_health_changes_total",
                 "Times an upstream was marked healthy or unhealthy",
             )),
+            hit_ratio: must(Gauge::new(
+                "cascade_proxy_hit_ratio",
+                "Share of keyed requests since start served from cache (hit, stale or revalidated)",
+            )),
+            served_from_cache: AtomicU64::new(0),
+            keyed_requests: AtomicU64::new(0),
         };
+        let _ = prometheus::register(Box::new(m.hit_ratio.clone()));
         // A name clash would be a programming error caught by the metrics test.
         let _ = prometheus::register(Box::new(m.requests.clone()));
         let _ = prometheus::register(Box::new(m.response_bytes.clone()));

@@ -610,6 +610,9 @@ impl ProxyHttp for EdgeProxy {
             .with_label_values(&[status_label(status), cache, protocol])
             .inc();
         m.response_bytes.inc_by(ctx.body_bytes);
+        if ctx.key.is_some() {
+            m.record_lookup(matches!(cache, "hit" | "stale" | "revalidated"));
+        }
         if session.cache.lock_duration().is_some() {
             m.collapsed.inc();
         }

@@ -126,6 +126,15 @@ fn concurrent_misses_collapse_into_one_upstream_request() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(collapsed > 0, "waiters are counted as collapsed");
+    let ratio: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cascade_proxy_hit_ratio "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        ratio > 0.9 && ratio < 1.0,
+        "199 of 200 requests were served from cache: {ratio}"
+    );
 }
 
 /// Sends a GET and returns (time to first body byte, whole raw response).
