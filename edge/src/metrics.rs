@@ -8,6 +8,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
+use cascade_service::metrics::must;
+
 use crate::storage::MemoryStorage;
 
 /// Request-path metrics.
@@ -38,10 +40,6 @@ impl ProxyMetrics {
             + u64::from(from_cache);
         self.hit_ratio.set(hits as f64 / total as f64);
     }
-}
-
-fn must<T>(result: prometheus::Result<T>) -> T {
-    result.unwrap_or_else(|e| panic!("static metric definition is invalid: {e}"))
 }
 
 /// The process's proxy metrics, registered on first use.

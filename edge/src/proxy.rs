@@ -150,19 +150,20 @@ impl EdgeProxy {
             .map(|a| a.ip())
     }
 
-    /// Checks the request and computes its key; `Err` carries the refusal to send.
+    /// Checks the request and computes its key; `Err` carries the local_response to send.
     fn admit(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
-    ) -> std::result::Result<RequestKey, Refusal> {
+    ) -> std::result::Result<RequestKey, LocalResponse> {
         let req = session.req_header();
         let method = &req.method;
         if method != Method::GET && method != Method::HEAD && method != Method::OPTIONS {
-            return Err(
-                Refusal::new(405, format!("{method} is not allowed; use GET or HEAD"))
-                    .header(header::ALLOW, "GET, HEAD, OPTIONS"),
-            );
+            return Err(LocalResponse::new(
+                405,
+                format!("{method} is not allowed; use GET or HEAD"),
+            )
+            .header(header::ALLOW, "GET, HEAD, OPTIONS"));
         }
         let target = req
             .uri
@@ -170,7 +171,7 @@ impl EdgeProxy {
             .map(|pq| pq.as_str())
             .unwrap_or("/");
         if target.len() > MAX_URI_LEN {
-            return Err(Refusal::new(
+            return Err(LocalResponse::new(
                 414,
                 format!("the request target is longer than {MAX_URI_LEN} bytes"),
             ));
@@ -181,7 +182,7 @@ impl EdgeProxy {
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
         if header_bytes > MAX_HEADER_BYTES {
-            return Err(Refusal::new(
+            return Err(LocalResponse::new(
                 431,
                 format!("the request headers exceed {MAX_HEADER_BYTES} bytes"),
             ));
@@ -191,17 +192,16 @@ impl EdgeProxy {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .ok_or_else(|| Refusal::new(400, "the request has no Host".into()))?;
-        let host = normalise_host(raw_host).map_err(|e| Refusal::new(400, e.to_string()))?;
-        let site = self
-            .sites
-            .get(&host)
-            .cloned()
-            .ok_or_else(|| Refusal::new(421, format!("this edge does not serve {host}")))?;
+            .ok_or_else(|| LocalResponse::new(400, "the request has no Host".into()))?;
+        let host = normalise_host(raw_host).map_err(|e| LocalResponse::new(400, e.to_string()))?;
+        let site =
+            self.sites.get(&host).cloned().ok_or_else(|| {
+                LocalResponse::new(421, format!("this edge does not serve {host}"))
+            })?;
         ctx.site = Some(Arc::clone(&site));
         if method == Method::OPTIONS {
             return Err(if site.cors {
-                Refusal::new(204, String::new())
+                LocalResponse::new(204, String::new())
                     .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
                     .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
                     .header(
@@ -210,7 +210,7 @@ impl EdgeProxy {
                     )
                     .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
             } else {
-                Refusal::new(405, "OPTIONS is not allowed on this site".into())
+                LocalResponse::new(405, "OPTIONS is not allowed on this site".into())
                     .header(header::ALLOW, "GET, HEAD")
             });
         }
@@ -221,7 +221,7 @@ impl EdgeProxy {
         let (token, path) = match &site.token {
             Some(_) => {
                 let (token, rest) =
-                    TokenKey::split(path).map_err(|e| Refusal::new(403, e.to_string()))?;
+                    TokenKey::split(path).map_err(|e| LocalResponse::new(403, e.to_string()))?;
                 (Some(token), rest)
             }
             None => (None, path),
@@ -231,7 +231,7 @@ impl EdgeProxy {
             None => path.to_owned(),
         };
         let key = RequestKey::new(&host, &target, &self.core.keyed_query)
-            .map_err(|e| Refusal::new(400, e.to_string()))?;
+            .map_err(|e| LocalResponse::new(400, e.to_string()))?;
         if let (Some(token_key), Some(token)) = (&site.token, token) {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -239,20 +239,20 @@ impl EdgeProxy {
                 .unwrap_or(0);
             token_key
                 .check(token, key.path(), now, Self::client_ip(session))
-                .map_err(|e| Refusal::new(403, e.to_string()))?;
+                .map_err(|e| LocalResponse::new(403, e.to_string()))?;
         }
         Ok(key)
     }
 }
 
-/// A response the proxy sends itself instead of proxying.
-struct Refusal {
+/// A response the proxy sends itself instead of proxying (refusals, CORS preflights).
+struct LocalResponse {
     status: u16,
     message: String,
     headers: Vec<(HeaderName, &'static str)>,
 }
 
-impl Refusal {
+impl LocalResponse {
     fn new(status: u16, message: String) -> Self {
         Self {
             status,
@@ -339,8 +339,8 @@ impl ProxyHttp for EdgeProxy {
                 ctx.key = Some(key);
                 Ok(false)
             }
-            Err(refusal) => {
-                refusal.send(session).await?;
+            Err(local_response) => {
+                local_response.send(session).await?;
                 Ok(true)
             }
         }

@@ -277,10 +277,11 @@ impl BackgroundService for AdminTask {
             None => loop {
                 match tokio::net::TcpListener::bind(self.admin_addr).await {
                     Ok(l) => break l,
-                    Err(_) => tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        _ = shutdown.changed() => return,
-                    },
+                    Err(_) => {
+                        if !pause(Duration::from_millis(100), &mut shutdown).await {
+                            return;
+                        }
+                    }
                 }
             },
         };
@@ -347,6 +348,14 @@ async fn proxy_answers(addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
+/// Sleeps for `period`; false if the server started shutting down meanwhile.
+async fn pause(period: Duration, shutdown: &mut ShutdownWatch) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(period) => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
 /// Re-reads renewed certificate files.
 struct CertReloader {
     certs: Arc<CertStore>,
@@ -360,9 +369,8 @@ impl BackgroundService for CertReloader {
             return;
         }
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.interval) => {}
-                _ = shutdown.changed() => return,
+            if !pause(self.interval, &mut shutdown).await {
+                return;
             }
             match self.certs.reload_if_changed() {
                 Ok(true) => {
@@ -402,9 +410,8 @@ impl BackgroundService for HealthCheck {
                     }
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(self.interval) => {}
-                _ = shutdown.changed() => return,
+            if !pause(self.interval, &mut shutdown).await {
+                return;
             }
         }
     }

@@ -754,6 +754,20 @@ mod tests {
         Span::inactive().handle()
     }
 
+    /// Fills `key` with `parts` and finishes the fill.
+    async fn complete_fill(
+        storage: &'static MemoryStorage,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        parts: Vec<Bytes>,
+    ) {
+        let mut writer = storage.get_miss_handler(key, meta, &span()).await.unwrap();
+        for part in parts {
+            writer.write_body(part, false).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+    }
+
     async fn read_all(hit: &mut HitHandler) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(chunk) = hit.read_body().await? {
@@ -851,14 +865,8 @@ mod tests {
     async fn seeks_serve_byte_ranges_across_chunks_without_copying() {
         let storage = MemoryStorage::leak(1 << 20);
         let key = CacheKey::new("ranges", "");
-        let mut writer = storage
-            .get_miss_handler(&key, &meta(), &span())
-            .await
-            .unwrap();
-        for part in ["0123", "4567", "89"] {
-            writer.write_body(Bytes::from(part), false).await.unwrap();
-        }
-        writer.finish().await.unwrap();
+        let parts = ["0123", "4567", "89"].map(Bytes::from).to_vec();
+        complete_fill(storage, &key, &meta(), parts).await;
         let cases = [
             (0, Some(10), "0123456789"),
             (3, Some(6), "345"),
@@ -889,8 +897,7 @@ mod tests {
         m.response_header_mut()
             .insert_header("x-test", "1")
             .unwrap();
-        let writer = storage.get_miss_handler(&key, &m, &span()).await.unwrap();
-        writer.finish().await.unwrap();
+        complete_fill(storage, &key, &m, Vec::new()).await;
         let (got, _) = storage.lookup(&key, &span()).await.unwrap().unwrap();
         assert_eq!(got.headers().get("x-test").unwrap(), "1");
         assert_eq!(got.fresh_until(), m.fresh_until());
@@ -966,15 +973,7 @@ mod tests {
         let storage = MemoryStorage::leak(64 * 1024);
         for i in 0..64 {
             let key = CacheKey::new(format!("obj-{i}"), "");
-            let mut writer = storage
-                .get_miss_handler(&key, &meta(), &span())
-                .await
-                .unwrap();
-            writer
-                .write_body(Bytes::from(vec![0u8; 4096]), true)
-                .await
-                .unwrap();
-            writer.finish().await.unwrap();
+            complete_fill(storage, &key, &meta(), vec![Bytes::from(vec![0u8; 4096])]).await;
         }
         assert!(
             storage.weighted_size() <= 64 * 1024,
@@ -992,16 +991,13 @@ mod tests {
         }
         let now = SystemTime::now();
         let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
-        let cache_key = CacheKey::new(key, key);
-        let mut writer = storage
-            .get_miss_handler(&cache_key, &meta, &span())
-            .await
-            .unwrap();
-        writer
-            .write_body(Bytes::from_static(body), true)
-            .await
-            .unwrap();
-        writer.finish().await.unwrap();
+        complete_fill(
+            storage,
+            &CacheKey::new(key, key),
+            &meta,
+            vec![Bytes::from_static(body)],
+        )
+        .await;
     }
 
     async fn present(storage: &'static MemoryStorage, key: &str) -> bool {
@@ -1118,15 +1114,13 @@ mod tests {
         let storage = MemoryStorage::leak(64 * 1024);
         for i in 0..64 {
             let key = format!("a.tv/{i}.m4s");
-            let mut writer = storage
-                .get_miss_handler(&CacheKey::new(key.clone(), key), &meta(), &span())
-                .await
-                .unwrap();
-            writer
-                .write_body(Bytes::from(vec![0u8; 4096]), true)
-                .await
-                .unwrap();
-            writer.finish().await.unwrap();
+            complete_fill(
+                storage,
+                &CacheKey::new(key.clone(), key),
+                &meta(),
+                vec![Bytes::from(vec![0u8; 4096])],
+            )
+            .await;
         }
         storage.objects.run_pending_tasks();
         assert_eq!(storage.indexed() as u64, storage.entry_count());

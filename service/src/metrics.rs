@@ -5,6 +5,12 @@ use std::sync::OnceLock;
 
 use prometheus::{IntGaugeVec, Opts, TextEncoder};
 
+/// Unwraps the result of defining a metric from constant names and help texts; an error is a
+/// programming mistake, not something input can cause.
+pub fn must<T>(result: prometheus::Result<T>) -> T {
+    result.unwrap_or_else(|e| panic!("static metric definition is invalid: {e}"))
+}
+
 /// `cascade_build_info{service, version} 1` and `cascade_ready{service}`.
 struct ServiceMetrics {
     build_info: IntGaugeVec,
@@ -14,19 +20,17 @@ struct ServiceMetrics {
 fn service_metrics() -> &'static ServiceMetrics {
     static METRICS: OnceLock<ServiceMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let build_info = IntGaugeVec::new(
+        let build_info = must(IntGaugeVec::new(
             Opts::new(
                 "cascade_build_info",
                 "Always 1; labels name the running service and its version",
             ),
             &["service", "version"],
-        )
-        .unwrap_or_else(|e| panic!("static metric definition is invalid: {e}"));
-        let ready = IntGaugeVec::new(
+        ));
+        let ready = must(IntGaugeVec::new(
             Opts::new("cascade_ready", "1 when /readyz answers 200"),
             &["service"],
-        )
-        .unwrap_or_else(|e| panic!("static metric definition is invalid: {e}"));
+        ));
         // Registration fails only if the names are taken, which would be a programming error
         // caught by the first test; keep serving without them rather than abort.
         let _ = prometheus::register(Box::new(build_info.clone()));
