@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
 pub use services::{
-    EdgeConfig, MAX_SHUTDOWN_GRACE, OriginConfig, PurgeBusConfig, ServiceSection, ShieldConfig,
-    SiteConfig,
+    CacheConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE, OriginConfig, PurgeBusConfig,
+    ServiceSection, ShieldConfig, SiteConfig,
 };
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use tls::{CertificateConfig, TlsConfig};
@@ -153,7 +153,7 @@ impl CascadeConfig {
         let mut p = validate::Problems::default();
         self.log.validate(&mut p);
         services::validate_service(&self.origin, &mut p);
-        services::validate_service(&self.shield, &mut p);
+        self.shield.validate(&mut p);
         self.edge.validate(&mut p);
         services::validate_service(&self.purge_bus, &mut p);
         self.kafka.validate(&mut p);

@@ -47,16 +47,125 @@ impl Default for OriginConfig {
     }
 }
 
+/// `[edge.cache]` and `[shield.cache]`: the caching core both tiers share.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory cache size (bodies plus a small per-object overhead).
+    pub capacity: ByteSize,
+    /// Largest object that is cached; larger ones are passed through.
+    pub max_object_size: ByteSize,
+    /// Query parameters that are part of the cache key; all others are dropped.
+    pub keyed_query: Vec<String>,
+    /// Timeout for connecting to an upstream.
+    pub upstream_connect_timeout: HumanDuration,
+    /// Timeout for each read from an upstream; longer than an LL-HLS blocking request.
+    pub upstream_read_timeout: HumanDuration,
+    /// How long requests for an object being fetched wait for it before fetching themselves.
+    pub collapse_timeout: HumanDuration,
+    /// How often upstreams are probed.
+    pub health_check_interval: HumanDuration,
+    /// How long a stale copy is served while every upstream fails (unless the upstream said).
+    pub stale_if_error: HumanDuration,
+    /// The same for live playlists and MPDs: short, so players see the outage instead of
+    /// freezing on a live edge that no longer moves.
+    pub live_stale_if_error: HumanDuration,
+}
+
+impl CacheConfig {
+    fn with_capacity(capacity: ByteSize) -> Self {
+        Self {
+            capacity,
+            max_object_size: ByteSize(64 << 20),
+            keyed_query: vec!["_HLS_msn".into(), "_HLS_part".into(), "_HLS_skip".into()],
+            upstream_connect_timeout: HumanDuration::secs(2),
+            upstream_read_timeout: HumanDuration::secs(30),
+            collapse_timeout: HumanDuration::secs(30),
+            health_check_interval: HumanDuration::secs(2),
+            stale_if_error: HumanDuration::secs(300),
+            live_stale_if_error: HumanDuration::secs(6),
+        }
+    }
+
+    fn validate(&self, section: &str, p: &mut Problems) {
+        if self.capacity.0 < 1 << 20 {
+            p.push(
+                format!("{section}.cache.capacity"),
+                format!("{} is below the 1MiB minimum", self.capacity),
+            );
+        }
+        if self.max_object_size.0 == 0 || self.max_object_size > self.capacity {
+            p.push(
+                format!("{section}.cache.max_object_size"),
+                format!(
+                    "{} must be above 0 and at most {section}.cache.capacity",
+                    self.max_object_size
+                ),
+            );
+        }
+        for (field, d) in [
+            ("upstream_connect_timeout", self.upstream_connect_timeout),
+            ("upstream_read_timeout", self.upstream_read_timeout),
+            ("collapse_timeout", self.collapse_timeout),
+            ("health_check_interval", self.health_check_interval),
+        ] {
+            if d.0.is_zero() {
+                p.push(format!("{section}.cache.{field}"), "must be longer than 0s");
+            }
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self::with_capacity(ByteSize(512 << 20))
+    }
+}
+
+/// `[shield.disk]`: the shield's disk tier.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskCacheConfig {
+    /// Directory holding the disk tier; empty disables it.
+    pub dir: String,
+    /// Most bytes the disk tier keeps (least recently used objects go first).
+    pub capacity: ByteSize,
+}
+
+impl Default for DiskCacheConfig {
+    fn default() -> Self {
+        Self {
+            dir: "data/shield-cache".into(),
+            capacity: ByteSize(10 << 30),
+        }
+    }
+}
+
 /// `[shield]`: the parent cache tier between edges and the origin.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShieldConfig {
     /// HTTP listener that edges fill from.
     pub listen: ListenAddr,
-    /// Admin listener.
+    /// Admin listener (also serves the authenticated purge endpoint).
     pub admin_listen: ListenAddr,
     /// Graceful shutdown bound.
     pub shutdown_grace: HumanDuration,
+    /// Worker threads for the proxy.
+    pub threads: usize,
+    /// Origins (`host:port`): the first is the primary, the rest are backups in order.
+    pub origins: Vec<String>,
+    /// When set, only requests carrying it in `X-Cascade-Fill-Secret` are served (edges send
+    /// their `edge.fill_secret`).
+    pub fill_secret: Secret,
+    /// Bearer token for the admin purge endpoint; empty disables the endpoint.
+    pub admin_token: Secret,
+    /// Memory tier and fill behaviour.
+    pub cache: CacheConfig,
+    /// Disk tier.
+    pub disk: DiskCacheConfig,
+    /// Unix socket for `--upgrade` hand-over; empty: `/tmp/cascade-shield-<listen port>.upgrade.sock`.
+    pub upgrade_socket: String,
 }
 
 impl Default for ShieldConfig {
@@ -65,6 +174,54 @@ impl Default for ShieldConfig {
             listen: ListenAddr::loopback(8081),
             admin_listen: ListenAddr::loopback(9081),
             shutdown_grace: HumanDuration::secs(10),
+            threads: 2,
+            origins: vec!["127.0.0.1:8080".into()],
+            fill_secret: Secret::default(),
+            admin_token: Secret::default(),
+            cache: CacheConfig::with_capacity(ByteSize(1 << 30)),
+            disk: DiskCacheConfig::default(),
+            upgrade_socket: String::new(),
+        }
+    }
+}
+
+impl ShieldConfig {
+    pub(crate) fn validate(&self, p: &mut Problems) {
+        validate_service(self, p);
+        validate_threads("shield", self.threads, p);
+        if self.origins.is_empty() {
+            p.push(
+                "shield.origins",
+                "is empty: the shield needs at least one origin to fill from",
+            );
+        }
+        validate_upstreams("shield.origins", &self.origins, p);
+        self.cache.validate("shield", p);
+        if !self.disk.dir.is_empty() && self.disk.capacity.0 < 1 << 20 {
+            p.push(
+                "shield.disk.capacity",
+                format!("{} is below the 1MiB minimum", self.disk.capacity),
+            );
+        }
+    }
+}
+
+fn validate_threads(section: &str, threads: usize, p: &mut Problems) {
+    if threads == 0 || threads > 1024 {
+        p.push(
+            format!("{section}.threads"),
+            format!("{threads} is not between 1 and 1024"),
+        );
+    }
+}
+
+fn validate_upstreams(field: &str, upstreams: &[String], p: &mut Problems) {
+    for (i, upstream) in upstreams.iter().enumerate() {
+        if !is_host_port(upstream) {
+            p.push(
+                format!("{field}[{i}]"),
+                format!("{upstream:?} is not host:port (e.g. \"10.0.0.5:8081\")"),
+            );
         }
     }
 }
@@ -87,20 +244,10 @@ pub struct EdgeConfig {
     pub shields: Vec<String>,
     /// Origin (`host:port`) to fill from when no shield is healthy; empty for none.
     pub origin: String,
-    /// Memory cache size (bodies plus a small per-object overhead).
-    pub cache_capacity: ByteSize,
-    /// Largest object that is cached; larger ones are passed through.
-    pub max_object_size: ByteSize,
-    /// Query parameters that are part of the cache key; all others are dropped.
-    pub keyed_query: Vec<String>,
-    /// Timeout for connecting to an upstream.
-    pub upstream_connect_timeout: HumanDuration,
-    /// Timeout for each read from an upstream; longer than an LL-HLS blocking request.
-    pub upstream_read_timeout: HumanDuration,
-    /// How long requests for an object being fetched wait for it before fetching themselves.
-    pub collapse_timeout: HumanDuration,
-    /// How often unhealthy shields are probed.
-    pub health_check_interval: HumanDuration,
+    /// Sent to shields in `X-Cascade-Fill-Secret` (their `shield.fill_secret`); empty: none.
+    pub fill_secret: Secret,
+    /// Memory cache and fill behaviour.
+    pub cache: CacheConfig,
     /// Bearer token for the admin purge endpoint; empty disables the endpoint.
     pub admin_token: Secret,
     /// Sites (host names) this edge serves; requests for any other host get 421.
@@ -142,13 +289,8 @@ impl Default for EdgeConfig {
             threads: 2,
             shields: vec!["127.0.0.1:8081".into()],
             origin: String::new(),
-            cache_capacity: ByteSize(512 << 20),
-            max_object_size: ByteSize(64 << 20),
-            keyed_query: vec!["_HLS_msn".into(), "_HLS_part".into(), "_HLS_skip".into()],
-            upstream_connect_timeout: HumanDuration::secs(2),
-            upstream_read_timeout: HumanDuration::secs(30),
-            collapse_timeout: HumanDuration::secs(30),
-            health_check_interval: HumanDuration::secs(2),
+            fill_secret: Secret::default(),
+            cache: CacheConfig::default(),
             admin_token: Secret::default(),
             sites: vec![SiteConfig {
                 hosts: vec!["localhost".into(), "127.0.0.1".into()],
@@ -162,20 +304,8 @@ impl Default for EdgeConfig {
 impl EdgeConfig {
     pub(crate) fn validate(&self, p: &mut Problems) {
         validate_service(self, p);
-        if self.threads == 0 || self.threads > 1024 {
-            p.push(
-                "edge.threads",
-                format!("{} is not between 1 and 1024", self.threads),
-            );
-        }
-        for (i, shield) in self.shields.iter().enumerate() {
-            if !is_host_port(shield) {
-                p.push(
-                    format!("edge.shields[{i}]"),
-                    format!("{shield:?} is not host:port (e.g. \"10.0.0.5:8081\")"),
-                );
-            }
-        }
+        validate_threads("edge", self.threads, p);
+        validate_upstreams("edge.shields", &self.shields, p);
         if !self.origin.is_empty() && !is_host_port(&self.origin) {
             p.push(
                 "edge.origin",
@@ -188,31 +318,7 @@ impl EdgeConfig {
                 "is empty and edge.origin is empty: the edge needs an upstream to fill from",
             );
         }
-        if self.cache_capacity.0 < 1 << 20 {
-            p.push(
-                "edge.cache_capacity",
-                format!("{} is below the 1MiB minimum", self.cache_capacity),
-            );
-        }
-        if self.max_object_size.0 == 0 || self.max_object_size > self.cache_capacity {
-            p.push(
-                "edge.max_object_size",
-                format!(
-                    "{} must be above 0 and at most edge.cache_capacity",
-                    self.max_object_size
-                ),
-            );
-        }
-        for (field, d) in [
-            ("upstream_connect_timeout", self.upstream_connect_timeout),
-            ("upstream_read_timeout", self.upstream_read_timeout),
-            ("collapse_timeout", self.collapse_timeout),
-            ("health_check_interval", self.health_check_interval),
-        ] {
-            if d.0.is_zero() {
-                p.push(format!("edge.{field}"), "must be longer than 0s");
-            }
-        }
+        self.cache.validate("edge", p);
         if self.sites.is_empty() {
             p.push(
                 "edge.sites",

@@ -1,7 +1,7 @@
 //! The edge tier and the caching core that the shield reuses.
 //!
 //! Viewers land here over HTTP/1.1 and HTTP/2 (HTTP/3 arrives with its own issue). The
-//! caching core is a Pingora proxy over [`storage::MemoryStorage`], with cache keys
+//! caching core is a Pingora proxy over [`storage::TieredStorage`], with cache keys
 //! ([`key`]), the TTL policy ([`ttl`]), request collapsing through pingora's cache lock, and
 //! signed URLs ([`token`]). The pure pieces have no IO; the proxy and server modules are the
 //! thin shells that move bytes between them.
@@ -13,6 +13,7 @@ pub mod purge;
 pub mod purge_api;
 pub mod server;
 pub mod storage;
+pub mod tier;
 pub mod tls;
 pub mod token;
 pub mod ttl;

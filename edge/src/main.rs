@@ -20,5 +20,7 @@ const INFO: ServiceInfo = ServiceInfo {
 };
 
 fn main() -> ExitCode {
-    cascade_edge::server::run(INFO)
+    cascade_edge::server::run(INFO, |config| {
+        cascade_edge::tier::TierSettings::edge(&config.edge)
+    })
 }

@@ -10,7 +10,7 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Int
 
 use cascade_service::metrics::must;
 
-use crate::storage::MemoryStorage;
+use crate::storage::TieredStorage;
 
 /// Request-path metrics.
 pub struct ProxyMetrics {
@@ -84,7 +84,7 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
 
 /// Reads cache occupancy from the storage when Prometheus scrapes.
 pub struct StorageCollector {
-    storage: &'static MemoryStorage,
+    storage: &'static TieredStorage,
     bytes: IntGauge,
     capacity: IntGauge,
     objects: IntGauge,
@@ -96,7 +96,7 @@ pub struct StorageCollector {
 
 impl StorageCollector {
     /// Registers a collector for `storage`.
-    pub fn register(storage: &'static MemoryStorage) {
+    pub fn register(storage: &'static TieredStorage) {
         let gauge = |name: &str, help: &str| must(IntGauge::new(name, help));
         let bytes = gauge("cascade_cache_bytes", "Bytes held by the memory cache");
         let capacity = gauge(

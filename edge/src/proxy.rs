@@ -2,7 +2,7 @@
 //! refuses what it must (method 405, unknown host 421, bad token 403, malformed path 400),
 //! turns the request into its [`RequestKey`], rewrites the upstream request to exactly what
 //! the key names, lets pingora-cache look up, collapse and fill through
-//! [`MemoryStorage`], applies the [`TtlPolicy`] to responses, and picks the upstream by
+//! [`TieredStorage`], applies the [`TtlPolicy`] to responses, and picks the upstream by
 //! consistent hashing with failover.
 
 use std::collections::HashMap;
@@ -24,10 +24,16 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
+use pingora_cache::ForcedFreshness;
+use pingora_cache::HitHandler;
+use pingora_proxy::FailToProxy;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
 use crate::key::{RequestKey, normalise_host};
 use crate::metrics::proxy_metrics;
 use crate::purge::{FETCHED_HEADER, format_fetched, parse_fetched, surrogate_tags};
-use crate::storage::MemoryStorage;
+use crate::storage::TieredStorage;
 use crate::token::TokenKey;
 use crate::ttl::{ContentClass, Decision, Directives, TtlPolicy};
 use crate::upstream::Upstreams;
@@ -59,9 +65,19 @@ pub struct Site {
 #[derive(Debug, Default)]
 pub struct Sites {
     by_host: HashMap<String, Arc<Site>>,
+    /// Answers every host not listed (a shield, whose upstreams are fixed).
+    any_host: Option<Arc<Site>>,
 }
 
 impl Sites {
+    /// Every host, with one site's settings.
+    pub fn any_host(site: Site) -> Self {
+        Self {
+            by_host: HashMap::new(),
+            any_host: Some(Arc::new(site)),
+        }
+    }
+
     /// Adds `site` under each of `hosts` (normalised).
     pub fn insert(&mut self, hosts: &[String], site: Site) {
         let site = Arc::new(site);
@@ -72,14 +88,14 @@ impl Sites {
     }
 
     fn get(&self, host: &str) -> Option<&Arc<Site>> {
-        self.by_host.get(host)
+        self.by_host.get(host).or(self.any_host.as_ref())
     }
 }
 
 /// What the cache needs, shared by every tier.
 pub struct CacheCore {
     /// Object store.
-    pub storage: &'static MemoryStorage,
+    pub storage: &'static TieredStorage,
     /// Collapses concurrent misses of one key into one fetch.
     pub lock: &'static CacheKeyLockImpl,
     /// Freshness rules.
@@ -101,8 +117,16 @@ pub struct UpstreamTimeouts {
     pub read: Duration,
 }
 
-/// The edge's `ProxyHttp`.
-pub struct EdgeProxy {
+/// Header carrying the shared secret that lets an edge fill from a shield.
+pub const FILL_SECRET_HEADER: &str = "x-cascade-fill-secret";
+
+/// Header naming the tier that answered a server-wide `OPTIONS *` (the readiness probe).
+pub const TIER_HEADER: &str = "x-cascade-tier";
+
+/// The caching proxy of a tier (edge or shield), pingora's `ProxyHttp`.
+pub struct CachingProxy {
+    /// `edge` or `shield`.
+    pub tier: &'static str,
     /// The cache.
     pub core: CacheCore,
     /// Served hosts.
@@ -117,6 +141,14 @@ pub struct EdgeProxy {
     pub alt_svc: Option<HeaderValue>,
     /// This node's `Via` token, e.g. `1.1 cascade-edge`.
     pub via: HeaderValue,
+    /// SHA-256 of the fill secret requests must carry, if any.
+    pub required_fill_secret: Option<[u8; 32]>,
+    /// Fill secret sent upstream, if any.
+    pub sent_fill_secret: Option<HeaderValue>,
+    /// A request's `Cache-Control: no-cache` makes a cached copy revalidate.
+    pub honour_request_no_cache: bool,
+    /// Connect errors, timeouts and 5xx answers move an idempotent request to the next upstream.
+    pub failover_on_error: bool,
 }
 
 /// Decrements the in-flight count when the request's context is dropped.
@@ -142,7 +174,13 @@ pub struct RequestCtx {
     _inflight: InflightGuard,
 }
 
-impl EdgeProxy {
+impl CachingProxy {
+    /// The upstream a retry of this request would go to, if any is left.
+    fn next_upstream(&self, ctx: &RequestCtx) -> Option<SocketAddr> {
+        let key = ctx.key.as_ref()?;
+        self.upstreams.choose(key.primary().as_bytes(), &ctx.tried)
+    }
+
     fn client_ip(session: &Session) -> Option<IpAddr> {
         session
             .client_addr()
@@ -187,6 +225,11 @@ impl EdgeProxy {
                 format!("the request headers exceed {MAX_HEADER_BYTES} bytes"),
             ));
         }
+        if method == Method::OPTIONS && target == "*" {
+            return Err(LocalResponse::new(204, String::new())
+                .header(header::ALLOW, "GET, HEAD, OPTIONS")
+                .header(HeaderName::from_static(TIER_HEADER), self.tier));
+        }
         let raw_host = req
             .headers
             .get(header::HOST)
@@ -199,6 +242,19 @@ impl EdgeProxy {
                 LocalResponse::new(421, format!("this edge does not serve {host}"))
             })?;
         ctx.site = Some(Arc::clone(&site));
+        if let Some(expected) = &self.required_fill_secret {
+            let presented = req
+                .headers
+                .get(FILL_SECRET_HEADER)
+                .map(|v| Sha256::digest(v.as_bytes()));
+            let valid = presented.is_some_and(|p| bool::from(p.as_slice().ct_eq(expected)));
+            if !valid {
+                return Err(LocalResponse::new(
+                    403,
+                    format!("this {} fills only edges that present the fill secret", self.tier),
+                ));
+            }
+        }
         if method == Method::OPTIONS {
             return Err(if site.cors {
                 LocalResponse::new(204, String::new())
@@ -306,7 +362,7 @@ pub fn cache_state(phase: CachePhase) -> &'static str {
 }
 
 #[async_trait]
-impl ProxyHttp for EdgeProxy {
+impl ProxyHttp for CachingProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
@@ -363,6 +419,28 @@ impl ProxyHttp for EdgeProxy {
             .cache
             .set_max_file_size_bytes(self.core.max_object_size);
         Ok(())
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        _meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        is_fresh: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        // An edge that applied a purge the shield has not yet seen asks with no-cache; the
+        // shield must go back to the origin rather than hand over its own (purged) copy.
+        let no_cache = self.honour_request_no_cache
+            && is_fresh
+            && session
+                .req_header()
+                .headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| Directives::parse([v]).no_cache);
+        Ok(no_cache.then_some(ForcedFreshness::ForceExpired))
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
@@ -508,6 +586,50 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("upstream {peer}"));
+        let method = &session.req_header().method;
+        let idempotent = method == Method::GET || method == Method::HEAD;
+        if !idempotent {
+            e.set_retry(false);
+        } else if self.failover_on_error
+            && e.esource() == &ErrorSource::Upstream
+            && session.response_written().is_none()
+            && self.next_upstream(ctx).is_some()
+        {
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, message) = failure_response(e);
+        if code > 0 && session.response_written().is_none() {
+            let body = Bytes::from(format!("{message}\n"));
+            if let Err(write_error) = session.respond_error_with_body(code, body).await {
+                tracing::debug!(error = %write_error, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -529,6 +651,9 @@ impl ProxyHttp for EdgeProxy {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         upstream.insert_header(header::VIA, self.via.clone())?;
+        if let Some(secret) = &self.sent_fill_secret {
+            upstream.insert_header(FILL_SECRET_HEADER, secret.clone())?;
+        }
         // After a purge, ask the parent to revalidate rather than hand back its own copy.
         if ctx
             .key
@@ -546,6 +671,17 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if self.failover_on_error && status >= 500 && self.next_upstream(ctx).is_some() {
+            // Nothing has reached the client or the cache yet: try the next upstream instead.
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("upstream answered {status}"),
+            )
+            .into_up();
+            e.set_retry(true);
+            return Err(e);
+        }
         // An unstamped response comes straight from the origin: this node is its first tier.
         if !resp.headers.contains_key(FETCHED_HEADER) {
             resp.insert_header(FETCHED_HEADER, format_fetched(SystemTime::now()))?;
@@ -630,6 +766,28 @@ impl ProxyHttp for EdgeProxy {
             ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = %error.map(|e| e.to_string()).unwrap_or_default(),
         );
+    }
+}
+
+/// The status and message a client gets when a request fails: 504 when no upstream answered
+/// (unreachable or too slow), 502 when one answered with something unusable, the upstream's
+/// own 5xx when every upstream answered one, 400 for a request that could not be read.
+/// Status 0 means the client is gone and nothing is sent.
+pub fn failure_response(e: &Error) -> (u16, &'static str) {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(code)) => (*code, "every upstream answered with a server error"),
+        (ErrorSource::Upstream, ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
+            | ConnectProxyFailure | SocketError | BindError) => {
+            (504, "no upstream could be reached")
+        }
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => {
+            (504, "the upstream did not answer in time")
+        }
+        (ErrorSource::Upstream, _) => (502, "the upstream sent an invalid or incomplete response"),
+        (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => (0, ""),
+        (ErrorSource::Downstream, _) => (400, "the request could not be read"),
+        _ => (500, "internal error"),
     }
 }
 

@@ -16,11 +16,11 @@ use subtle::ConstantTimeEq;
 
 use crate::key::{RequestKey, normalise_host};
 use crate::purge::Selector;
-use crate::storage::{MemoryStorage, PurgeAction};
+use crate::storage::{TieredStorage, PurgeAction};
 
 /// The purge endpoint of one node.
 pub struct PurgeEndpoint {
-    storage: &'static MemoryStorage,
+    storage: &'static TieredStorage,
     /// SHA-256 of the token, so comparisons take the same time whatever the guess's length.
     token_hash: Option<[u8; 32]>,
     keyed_query: Vec<String>,
@@ -28,7 +28,7 @@ pub struct PurgeEndpoint {
 
 impl PurgeEndpoint {
     /// An endpoint purging `storage`, accepting `token` (disabled when empty).
-    pub fn new(storage: &'static MemoryStorage, token: &Secret, keyed_query: Vec<String>) -> Self {
+    pub fn new(storage: &'static TieredStorage, token: &Secret, keyed_query: Vec<String>) -> Self {
         let token_hash =
             (!token.is_empty()).then(|| Sha256::digest(token.expose().as_bytes()).into());
         Self {

@@ -1,5 +1,5 @@
-//! The edge process: a pingora server running the caching proxy on the traffic listener, the
-//! shared admin listener and the shield health checker as background services, and a drain
+//! A tier's process (edge or shield): a pingora server running the caching proxy on the traffic
+//! listeners, the shared admin listener and the upstream health checker as background services, and a drain
 //! on SIGINT/SIGTERM that waits for in-flight requests (bounded by `shutdown_grace`) instead of
 //! pingora's fixed grace sleep.
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
-use cascade_config::{CascadeConfig, EdgeConfig};
+use cascade_config::CascadeConfig;
 use cascade_service::admin::{self, AdminState};
 use cascade_service::shutdown::SignalListener;
 use cascade_service::{Gate, Readiness, ServiceInfo, Startup};
@@ -23,21 +23,25 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch,
 use pingora_core::services::background::{BackgroundService, background_service};
 
 use crate::metrics::{StorageCollector, proxy_metrics};
-use crate::proxy::{CacheCore, EdgeProxy, Site, Sites, UpstreamTimeouts};
+use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
 use crate::purge_api::PurgeEndpoint;
-use crate::storage::MemoryStorage;
+use crate::storage::TieredStorage;
 use crate::tls::CertStore;
 use crate::token::TokenKey;
 use crate::ttl::TtlPolicy;
+use crate::tier::{HostPolicy, TierSettings, UpstreamPlan};
 use crate::upstream::Upstreams;
+use sha2::{Digest, Sha256};
 
-/// Runs `cascade-edge` until it is stopped; returns the process exit code.
-pub fn run(info: ServiceInfo) -> ExitCode {
+/// Runs a tier (`cascade-edge`, `cascade-shield`) until it is stopped; `tier` picks its
+/// settings out of the loaded configuration. Returns the process exit code.
+pub fn run(info: ServiceInfo, tier: fn(&CascadeConfig) -> TierSettings) -> ExitCode {
     let config = match cascade_service::startup(&info) {
         Startup::Run(started) => started,
         Startup::Exit(code) => return code,
     };
-    match serve(info, &config.config, config.upgrade) {
+    let settings = tier(&config.config);
+    match serve(info, &settings, &config.config, config.upgrade) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -55,118 +59,156 @@ fn resolve(field: &str, host_port: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{field}: {host_port:?} has no address"))
 }
 
-/// Builds the proxy from the `[edge]` section.
-pub fn build_proxy(edge: &EdgeConfig, inflight: Arc<AtomicUsize>) -> anyhow::Result<EdgeProxy> {
-    let shields = edge
-        .shields
+fn resolve_all(field: &str, host_ports: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    host_ports
         .iter()
         .enumerate()
-        .map(|(i, s)| resolve(&format!("edge.shields[{i}]"), s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let origin = if edge.origin.is_empty() {
-        None
-    } else {
-        Some(resolve("edge.origin", &edge.origin)?)
-    };
-    let storage = MemoryStorage::leak(edge.cache_capacity.0);
-    StorageCollector::register(storage);
-    // A fill may legitimately wait at the upstream as long as the read timeout (LL-HLS
-    // blocking requests), so the lock must not be considered abandoned before that.
-    let lock_age = edge.upstream_read_timeout.0.max(edge.collapse_timeout.0);
-    let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_age));
-    let mut sites = Sites::default();
-    for site in &edge.sites {
-        let token = (!site.token_secret.is_empty())
-            .then(|| TokenKey::new(site.token_secret.expose().as_bytes()));
-        sites.insert(
-            &site.hosts,
-            Site {
-                token,
-                cors: site.cors,
-            },
-        );
-    }
-    Ok(EdgeProxy {
-        core: CacheCore {
-            storage,
-            lock,
-            ttl: TtlPolicy::default(),
-            keyed_query: edge.keyed_query.clone(),
-            max_object_size: usize::try_from(edge.max_object_size.0).unwrap_or(usize::MAX),
-            collapse_timeout: edge.collapse_timeout.0,
-        },
-        sites,
-        upstreams: Arc::new(Upstreams::new(shields, origin)),
-        timeouts: UpstreamTimeouts {
-            connect: edge.upstream_connect_timeout.0,
-            read: edge.upstream_read_timeout.0,
-        },
-        inflight,
-        alt_svc: None,
-        via: HeaderValue::from_static("1.1 cascade-edge"),
+        .map(|(i, s)| resolve(&format!("{field}[{i}]"), s))
+        .collect()
+}
+
+/// Resolves the tier's upstreams.
+pub fn build_upstreams(tier: &TierSettings) -> anyhow::Result<Upstreams> {
+    Ok(match &tier.upstreams {
+        UpstreamPlan::Hashed { shields, origin } => {
+            let shields = resolve_all(&format!("{}.shields", tier.name), shields)?;
+            let origin = if origin.is_empty() {
+                None
+            } else {
+                Some(resolve(&format!("{}.origin", tier.name), origin)?)
+            };
+            Upstreams::new(shields, origin)
+        }
+        UpstreamPlan::Ordered { origins } => {
+            Upstreams::ordered(resolve_all(&format!("{}.origins", tier.name), origins)?)
+        }
     })
 }
 
-fn serve(info: ServiceInfo, config: &CascadeConfig, upgrade: bool) -> anyhow::Result<ExitCode> {
-    let edge = &config.edge;
+/// Builds the proxy of a tier over `storage`.
+pub fn build_proxy(
+    tier: &TierSettings,
+    storage: &'static TieredStorage,
+    inflight: Arc<AtomicUsize>,
+) -> anyhow::Result<CachingProxy> {
+    let cache = &tier.cache;
+    // A fill may legitimately wait at the upstream as long as the read timeout (LL-HLS
+    // blocking requests), so the lock must not be considered abandoned before that.
+    let lock_age = cache.upstream_read_timeout.0.max(cache.collapse_timeout.0);
+    let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_age));
+    let sites = match &tier.hosts {
+        HostPolicy::Any => Sites::any_host(Site {
+            token: None,
+            cors: false,
+        }),
+        HostPolicy::Sites(configured) => {
+            let mut sites = Sites::default();
+            for site in configured {
+                let token = (!site.token_secret.is_empty())
+                    .then(|| TokenKey::new(site.token_secret.expose().as_bytes()));
+                sites.insert(
+                    &site.hosts,
+                    Site {
+                        token,
+                        cors: site.cors,
+                    },
+                );
+            }
+            sites
+        }
+    };
+    let sent_fill_secret = match &tier.send_fill_secret {
+        Some(secret) => {
+            let mut value = HeaderValue::from_str(secret.expose())
+                .map_err(|_| anyhow!("{}.fill_secret: must be visible ASCII", tier.name))?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        None => None,
+    };
+    let ttl = TtlPolicy {
+        stale_if_error: cache.stale_if_error.0,
+        playlist_stale_if_error: cache.live_stale_if_error.0,
+        ..TtlPolicy::default()
+    };
+    Ok(CachingProxy {
+        tier: tier.name,
+        core: CacheCore {
+            storage,
+            lock,
+            ttl,
+            keyed_query: cache.keyed_query.clone(),
+            max_object_size: usize::try_from(cache.max_object_size.0).unwrap_or(usize::MAX),
+            collapse_timeout: cache.collapse_timeout.0,
+        },
+        sites,
+        upstreams: Arc::new(build_upstreams(tier)?),
+        timeouts: UpstreamTimeouts {
+            connect: cache.upstream_connect_timeout.0,
+            read: cache.upstream_read_timeout.0,
+        },
+        inflight,
+        alt_svc: None,
+        via: HeaderValue::from_str(&format!("1.1 cascade-{}", tier.name))?,
+        required_fill_secret: tier
+            .require_fill_secret
+            .as_ref()
+            .map(|s| Sha256::digest(s.expose().as_bytes()).into()),
+        sent_fill_secret,
+        honour_request_no_cache: tier.honour_request_no_cache,
+        failover_on_error: tier.failover_on_error,
+    })
+}
+
+fn serve(
+    info: ServiceInfo,
+    tier: &TierSettings,
+    config: &CascadeConfig,
+    upgrade: bool,
+) -> anyhow::Result<ExitCode> {
     let inflight = Arc::new(AtomicUsize::new(0));
-    let proxy = build_proxy(edge, Arc::clone(&inflight))?;
+    let storage = TieredStorage::leak(tier.cache.capacity.0);
+    StorageCollector::register(storage);
+    let proxy = build_proxy(tier, storage, Arc::clone(&inflight))?;
     let upstreams = Arc::clone(&proxy.upstreams);
-    let purge = PurgeEndpoint::new(
-        proxy.core.storage,
-        &edge.admin_token,
-        edge.keyed_query.clone(),
-    );
+    let purge = PurgeEndpoint::new(storage, &tier.admin_token, tier.cache.keyed_query.clone());
     proxy_metrics();
 
     // Bind what we can before pingora starts, so a taken port is a clear error, not a panic.
     // When upgrading, the running instance still holds the ports: its traffic sockets arrive
     // through the upgrade socket, and the admin port is free once it exits.
+    let admin_field = format!("{}.admin_listen", tier.name);
     let admin_listener = if upgrade {
         None
     } else {
-        let listener = std::net::TcpListener::bind(edge.admin_listen.0).map_err(|e| {
+        let listener = std::net::TcpListener::bind(tier.admin_listen.0).map_err(|e| {
             anyhow!(
-                "edge.admin_listen: cannot listen on {}: {e} (is another process using the port?)",
-                edge.admin_listen
+                "{admin_field}: cannot listen on {}: {e} (is another process using the port?)",
+                tier.admin_listen
             )
         })?;
         listener.set_nonblocking(true)?;
         Some(listener)
     };
     if !upgrade {
-        for (field, addr) in [
-            ("edge.listen", edge.listen),
-            ("edge.tls_listen", edge.tls_listen),
-        ] {
-            drop(std::net::TcpListener::bind(addr.0).map_err(|e| {
+        for (field, addr) in tier.traffic_listeners() {
+            drop(std::net::TcpListener::bind(addr).map_err(|e| {
                 anyhow!(
                     "{field}: cannot listen on {addr}: {e} (is another process using the port?)"
                 )
             })?);
         }
     }
-    let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);
-    if let Some(pem) = certs.self_signed_pem() {
-        let path =
-            std::env::temp_dir().join(format!("cascade-edge-{}.pem", edge.tls_listen.0.port()));
-        std::fs::write(&path, pem).with_context(|| format!("cannot write {}", path.display()))?;
-        tracing::warn!(
-            certificate = %path.display(),
-            "serving HTTPS with a generated self-signed certificate for localhost; trust it with `curl --cacert {}`",
-            path.display()
-        );
-    }
 
     let readiness = Readiness::new();
     let started = readiness.gate("traffic listener starting");
     // No fixed grace sleep: `Drain` waits for in-flight requests before asking for shutdown.
     let conf = ServerConf {
-        threads: edge.threads,
+        threads: tier.threads,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
-        max_retries: upstreams.shields().len() + 2,
-        upgrade_sock: upgrade_socket(edge),
+        max_retries: tier.upstream_count() + 2,
+        upgrade_sock: upgrade_socket(tier),
         ..ServerConf::default()
     };
     if upgrade {
@@ -179,24 +221,49 @@ fn serve(info: ServiceInfo, config: &CascadeConfig, upgrade: bool) -> anyhow::Re
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let mut proxy_service =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge");
-    proxy_service.add_tcp(&edge.listen.to_string());
-    // Certificate paths are ignored when a resolver is set: the store picks by SNI.
-    let mut tls = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
-    tls.set_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
-    tls.enable_h2();
-    proxy_service.add_tls_with_settings(&edge.tls_listen.to_string(), None, tls);
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, tier.name);
+    proxy_service.add_tcp(&tier.listen.to_string());
+    if let Some(tls_listen) = tier.tls_listen {
+        let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);
+        if let Some(pem) = certs.self_signed_pem() {
+            let path = std::env::temp_dir().join(format!(
+                "cascade-{}-{}.pem",
+                tier.name,
+                tls_listen.0.port()
+            ));
+            std::fs::write(&path, pem)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::warn!(
+                certificate = %path.display(),
+                "serving HTTPS with a generated self-signed certificate for localhost; trust it with `curl --cacert {}`",
+                path.display()
+            );
+        }
+        // Certificate paths are ignored when a resolver is set: the store picks by SNI.
+        let mut tls = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
+        tls.set_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
+        tls.enable_h2();
+        proxy_service.add_tls_with_settings(&tls_listen.to_string(), None, tls);
+        server.add_service(background_service(
+            "tls-reload",
+            CertReloader {
+                certs,
+                interval: Duration::from_secs(5),
+            },
+        ));
+    }
     server.add_service(proxy_service);
     server.add_service(background_service(
         "admin",
         AdminTask {
             listener: Mutex::new(admin_listener),
-            admin_addr: edge.admin_listen.0,
+            admin_addr: tier.admin_listen.0,
             state: AdminState {
                 extension: Some(Arc::new(purge)),
                 ..AdminState::new(info.name, readiness.clone())
             },
-            traffic: edge.listen.0,
+            traffic: tier.listen.0,
+            tier: tier.name,
             started: Mutex::new(Some(started)),
         },
     ));
@@ -204,16 +271,8 @@ fn serve(info: ServiceInfo, config: &CascadeConfig, upgrade: bool) -> anyhow::Re
         "health",
         HealthCheck {
             upstreams,
-            interval: edge.health_check_interval.0,
-            timeout: edge.upstream_connect_timeout.0,
-        },
-    ));
-
-    server.add_service(background_service(
-        "tls-reload",
-        CertReloader {
-            certs,
-            interval: Duration::from_secs(5),
+            interval: tier.cache.health_check_interval.0,
+            timeout: tier.cache.upstream_connect_timeout.0,
         },
     ));
 
@@ -221,10 +280,10 @@ fn serve(info: ServiceInfo, config: &CascadeConfig, upgrade: bool) -> anyhow::Re
     let drain = Drain {
         readiness,
         inflight,
-        grace: edge.shutdown_grace.0,
+        grace: tier.shutdown_grace,
         exit: Arc::clone(&exit),
     };
-    tracing::info!(service = info.name, version = info.version, listen = %edge.listen, admin = %edge.admin_listen, "started");
+    tracing::info!(service = info.name, version = info.version, listen = %tier.listen, admin = %tier.admin_listen, "started");
     server.run(RunArgs {
         shutdown_signal: Box::new(drain),
     });
@@ -233,17 +292,18 @@ fn serve(info: ServiceInfo, config: &CascadeConfig, upgrade: bool) -> anyhow::Re
 }
 
 /// The hand-over socket for `--upgrade`.
-fn upgrade_socket(edge: &EdgeConfig) -> String {
-    if edge.upgrade_socket.is_empty() {
+fn upgrade_socket(tier: &TierSettings) -> String {
+    if tier.upgrade_socket.is_empty() {
         std::env::temp_dir()
             .join(format!(
-                "cascade-edge-{}.upgrade.sock",
-                edge.listen.0.port()
+                "cascade-{}-{}.upgrade.sock",
+                tier.name,
+                tier.listen.0.port()
             ))
             .display()
             .to_string()
     } else {
-        edge.upgrade_socket.clone()
+        tier.upgrade_socket.clone()
     }
 }
 
@@ -254,6 +314,7 @@ struct AdminTask {
     admin_addr: SocketAddr,
     state: AdminState,
     traffic: SocketAddr,
+    tier: &'static str,
     started: Mutex<Option<Gate>>,
 }
 
@@ -290,9 +351,9 @@ impl BackgroundService for AdminTask {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let traffic = self.traffic;
+        let (traffic, tier) = (self.traffic, self.tier);
         let open_when_listening = async move {
-            while !proxy_answers(traffic).await {
+            while !proxy_answers(traffic, tier).await {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             if let Some(gate) = gate {
@@ -318,9 +379,9 @@ async fn accepts(addr: SocketAddr) -> bool {
     }
 }
 
-/// True when our own proxy answers HTTP on `addr` (its 421 for the probe's made-up host), not
-/// merely something accepting TCP there.
-async fn proxy_answers(addr: SocketAddr) -> bool {
+/// True when our own proxy answers HTTP on `addr` (its 204 to `OPTIONS *`, naming the tier),
+/// not merely something accepting TCP there.
+async fn proxy_answers(addr: SocketAddr, tier: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -335,11 +396,9 @@ async fn proxy_answers(addr: SocketAddr) -> bool {
             .ok()?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.ok()?;
-        let signature = b"does not serve cascade-readiness-probe";
-        Some(
-            answer.starts_with(b"HTTP/1.1 421")
-                && answer.windows(signature.len()).any(|w| w == signature),
-        )
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        let signature = format!("{TIER_HEADER}: {tier}\r\n");
+        Some(answer.starts_with("http/1.1 204") && answer.contains(&signature))
     };
     tokio::time::timeout(Duration::from_secs(2), probe)
         .await
@@ -393,11 +452,11 @@ struct HealthCheck {
 #[async_trait]
 impl BackgroundService for HealthCheck {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        if self.upstreams.shields().is_empty() {
+        if self.upstreams.nodes().is_empty() {
             return;
         }
         loop {
-            for &addr in self.upstreams.shields() {
+            for &addr in self.upstreams.nodes() {
                 let up = tokio::time::timeout(self.timeout, accepts(addr))
                     .await
                     .unwrap_or(false);

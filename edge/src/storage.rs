@@ -163,9 +163,9 @@ pub struct StorageStats {
     pub aborted_fills: AtomicU64,
 }
 
-/// The memory store. Create one per process with [`MemoryStorage::leak`]: pingora-cache needs
+/// The memory store. Create one per process with [`TieredStorage::leak`]: pingora-cache needs
 /// `&'static` storage.
-pub struct MemoryStorage {
+pub struct TieredStorage {
     objects: moka::sync::Cache<HashBinary, Arc<CachedObject>>,
     fills: Mutex<HashMap<HashBinary, Arc<Fill>>>,
     index: Arc<Mutex<PurgeIndex>>,
@@ -176,7 +176,7 @@ pub struct MemoryStorage {
     capacity: u64,
 }
 
-impl MemoryStorage {
+impl TieredStorage {
     /// A store holding at most `capacity` bytes (bodies plus a fixed per-object overhead).
     pub fn new(capacity: u64) -> Self {
         let stats = Arc::new(StorageStats::default());
@@ -382,7 +382,7 @@ impl MemoryStorage {
 }
 
 #[async_trait]
-impl Storage for MemoryStorage {
+impl Storage for TieredStorage {
     async fn lookup(
         &'static self,
         key: &CacheKey,
@@ -532,7 +532,7 @@ fn coalesce(chunks: Vec<Bytes>) -> Vec<Bytes> {
 
 /// Writes one fill; dropping it without `finish` marks the fill failed.
 struct FillWriter {
-    storage: &'static MemoryStorage,
+    storage: &'static TieredStorage,
     fill: Arc<Fill>,
     tag: [u8; 8],
     len: usize,
@@ -756,7 +756,7 @@ mod tests {
 
     /// Fills `key` with `parts` and finishes the fill.
     async fn complete_fill(
-        storage: &'static MemoryStorage,
+        storage: &'static TieredStorage,
         key: &CacheKey,
         meta: &CacheMeta,
         parts: Vec<Bytes>,
@@ -778,7 +778,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_gets_chunks_while_the_fill_is_arriving() {
-        let storage = MemoryStorage::leak(1 << 20);
+        let storage = TieredStorage::leak(1 << 20);
         let key = CacheKey::new("streaming", "");
         let mut writer = storage
             .get_miss_handler(&key, &meta(), &span())
@@ -822,7 +822,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_aborted_fill_is_an_error_for_readers_and_is_not_stored() {
-        let storage = MemoryStorage::leak(1 << 20);
+        let storage = TieredStorage::leak(1 << 20);
         let key = CacheKey::new("aborted", "");
         let mut writer = storage
             .get_miss_handler(&key, &meta(), &span())
@@ -846,7 +846,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_purge_during_a_fill_is_not_undone_when_the_fill_ends() {
-        let storage = MemoryStorage::leak(1 << 20);
+        let storage = TieredStorage::leak(1 << 20);
         let key = CacheKey::new("purged-mid-fill", "");
         let mut writer = storage
             .get_miss_handler(&key, &meta(), &span())
@@ -863,7 +863,7 @@ mod tests {
 
     #[tokio::test]
     async fn seeks_serve_byte_ranges_across_chunks_without_copying() {
-        let storage = MemoryStorage::leak(1 << 20);
+        let storage = TieredStorage::leak(1 << 20);
         let key = CacheKey::new("ranges", "");
         let parts = ["0123", "4567", "89"].map(Bytes::from).to_vec();
         complete_fill(storage, &key, &meta(), parts).await;
@@ -891,7 +891,7 @@ mod tests {
 
     #[tokio::test]
     async fn metadata_survives_the_round_trip_and_expiry() {
-        let storage = MemoryStorage::leak(1 << 20);
+        let storage = TieredStorage::leak(1 << 20);
         let key = CacheKey::new("meta", "");
         let mut m = meta();
         m.response_header_mut()
@@ -970,7 +970,7 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_is_enforced_by_size() {
-        let storage = MemoryStorage::leak(64 * 1024);
+        let storage = TieredStorage::leak(64 * 1024);
         for i in 0..64 {
             let key = CacheKey::new(format!("obj-{i}"), "");
             complete_fill(storage, &key, &meta(), vec![Bytes::from(vec![0u8; 4096])]).await;
@@ -984,7 +984,7 @@ mod tests {
         assert!(storage.stats().evictions.load(Ordering::Relaxed) > 0);
     }
 
-    async fn put(storage: &'static MemoryStorage, key: &str, tags: &str, body: &'static [u8]) {
+    async fn put(storage: &'static TieredStorage, key: &str, tags: &str, body: &'static [u8]) {
         let mut header = ResponseHeader::build(200, None).unwrap();
         if !tags.is_empty() {
             header.insert_header("surrogate-key", tags).unwrap();
@@ -1000,7 +1000,7 @@ mod tests {
         .await;
     }
 
-    async fn present(storage: &'static MemoryStorage, key: &str) -> bool {
+    async fn present(storage: &'static TieredStorage, key: &str) -> bool {
         storage
             .lookup(&CacheKey::new(key, key), &span())
             .await
@@ -1010,7 +1010,7 @@ mod tests {
 
     #[tokio::test]
     async fn purges_by_url_prefix_host_and_tag() {
-        let storage = MemoryStorage::leak(1 << 20);
+        let storage = TieredStorage::leak(1 << 20);
         put(storage, "a.tv/live/s1/1.m4s", "stream/s1", b"1").await;
         put(storage, "a.tv/live/s1/2.m4s", "stream/s1", b"2").await;
         put(storage, "a.tv/live/s2/1.m4s", "stream/s2", b"3").await;
@@ -1056,7 +1056,7 @@ mod tests {
 
     #[tokio::test]
     async fn expire_keeps_the_body_but_makes_it_stale_and_all_clears() {
-        let storage = MemoryStorage::leak(1 << 20);
+        let storage = TieredStorage::leak(1 << 20);
         put(storage, "a.tv/p.m3u8", "", b"#EXTM3U").await;
         put(storage, "a.tv/q.m3u8", "", b"#EXTM3U").await;
         assert_eq!(
@@ -1085,7 +1085,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefix_purge_cancels_a_matching_fill_in_flight() {
-        let storage = MemoryStorage::leak(1 << 20);
+        let storage = TieredStorage::leak(1 << 20);
         let key = CacheKey::new("a.tv/live/s1/9.m4s", "a.tv/live/s1/9.m4s");
         let mut writer = storage
             .get_miss_handler(&key, &meta(), &span())
@@ -1111,7 +1111,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_index_follows_evictions() {
-        let storage = MemoryStorage::leak(64 * 1024);
+        let storage = TieredStorage::leak(64 * 1024);
         for i in 0..64 {
             let key = format!("a.tv/{i}.m4s");
             complete_fill(

@@ -1,7 +1,8 @@
-//! Which upstream fills a miss: shields chosen by consistent hashing (Ketama) on the cache key,
-//! so each object is fetched through one shield and adding or removing a shield moves only its
-//! share of keys; unhealthy shields are skipped in ring order, then the origin (if configured)
-//! is the last resort. Health is kept as flags here; the checker that sets them is in the
+//! Which upstream fills a miss. An edge picks shields by consistent hashing (Ketama) on the
+//! cache key, so each object is fetched through one shield and adding or removing a shield
+//! moves only its share of keys; unhealthy shields are skipped in ring order, then the origin
+//! (if configured) is the last resort. A shield tries its origins in configured order: the
+//! primary, then backups. Health is kept as flags here; the checker that sets them is in the
 //! server shell.
 
 use std::net::SocketAddr;
@@ -65,13 +66,22 @@ impl Ring {
     }
 }
 
+/// How candidates are ordered for a key.
+#[derive(Debug)]
+enum Order {
+    /// Ring order from the key's position: each key has its own owner.
+    Hashed(Ring),
+    /// Configuration order for every key: a primary and its backups.
+    Fixed,
+}
+
 /// The upstreams of a tier with their health.
 #[derive(Debug)]
 pub struct Upstreams {
-    shields: Vec<SocketAddr>,
+    nodes: Vec<SocketAddr>,
     healthy: Vec<AtomicBool>,
-    ring: Ring,
-    origin: Option<SocketAddr>,
+    order: Order,
+    last_resort: Option<SocketAddr>,
 }
 
 impl Upstreams {
@@ -79,23 +89,32 @@ impl Upstreams {
     /// upstream starts healthy.
     pub fn new(shields: Vec<SocketAddr>, origin: Option<SocketAddr>) -> Self {
         let names: Vec<String> = shields.iter().map(ToString::to_string).collect();
-        let healthy = shields.iter().map(|_| AtomicBool::new(true)).collect();
+        Self::build(shields, Order::Hashed(Ring::new(&names)), origin)
+    }
+
+    /// Origins tried in the given order for every key: the primary, then the backups.
+    pub fn ordered(origins: Vec<SocketAddr>) -> Self {
+        Self::build(origins, Order::Fixed, None)
+    }
+
+    fn build(nodes: Vec<SocketAddr>, order: Order, last_resort: Option<SocketAddr>) -> Self {
+        let healthy = nodes.iter().map(|_| AtomicBool::new(true)).collect();
         Self {
-            ring: Ring::new(&names),
-            shields,
+            nodes,
             healthy,
-            origin,
+            order,
+            last_resort,
         }
     }
 
-    /// Every configured shield.
-    pub fn shields(&self) -> &[SocketAddr] {
-        &self.shields
+    /// Every health-checked upstream (shields, or origins).
+    pub fn nodes(&self) -> &[SocketAddr] {
+        &self.nodes
     }
 
     /// Records a health verdict for `addr`; returns true when it changed.
     pub fn set_healthy(&self, addr: SocketAddr, healthy: bool) -> bool {
-        match self.shields.iter().position(|a| *a == addr) {
+        match self.nodes.iter().position(|a| *a == addr) {
             Some(i) => self.healthy[i].swap(healthy, Ordering::Relaxed) != healthy,
             None => false,
         }
@@ -103,33 +122,42 @@ impl Upstreams {
 
     /// Whether `addr` is currently considered healthy.
     pub fn is_healthy(&self, addr: SocketAddr) -> bool {
-        self.shields
+        self.nodes
             .iter()
             .position(|a| *a == addr)
             .is_some_and(|i| self.healthy[i].load(Ordering::Relaxed))
     }
 
-    /// The upstream to try next for `key`, skipping those already `tried`: healthy shields in
-    /// ring order, then the origin. With no shield healthy and no origin, the key's owner is
-    /// tried anyway (it may have recovered since the last check).
+    fn candidates(&self, key: &[u8]) -> Vec<usize> {
+        match &self.order {
+            Order::Hashed(ring) => ring.candidates(key),
+            Order::Fixed => (0..self.nodes.len()).collect(),
+        }
+    }
+
+    /// The upstream to try next for `key`, skipping those already `tried`: healthy nodes in
+    /// order, then the last resort (the edge's origin). With no node healthy and no last
+    /// resort, the nodes are tried anyway in order (they may have recovered since the last
+    /// check).
     pub fn choose(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
-        let candidates = self.ring.candidates(key);
+        let candidates = self.candidates(key);
+        let is_healthy = |i: usize| self.healthy[i].load(Ordering::Relaxed);
         let healthy = candidates
             .iter()
-            .filter(|&&i| self.healthy[i].load(Ordering::Relaxed))
-            .map(|&i| self.shields[i])
+            .filter(|&&i| is_healthy(i))
+            .map(|&i| self.nodes[i])
             .find(|a| !tried.contains(a));
-        let last_resort = match self.origin {
-            Some(origin) => Some(origin),
-            None if candidates
+        if healthy.is_some() {
+            return healthy;
+        }
+        match self.last_resort {
+            Some(last) => Some(last).filter(|a| !tried.contains(a)),
+            None if candidates.iter().all(|&i| !is_healthy(i)) => candidates
                 .iter()
-                .all(|&i| !self.healthy[i].load(Ordering::Relaxed)) =>
-            {
-                candidates.first().map(|&i| self.shields[i])
-            }
+                .map(|&i| self.nodes[i])
+                .find(|a| !tried.contains(a)),
             None => None,
-        };
-        healthy.or(last_resort.filter(|a| !tried.contains(a)))
+        }
     }
 }
 
@@ -215,5 +243,26 @@ mod tests {
             "with nothing else, try the owner anyway"
         );
         assert_eq!(no_origin.choose(b"k", &[addr(1)]), None);
+    }
+
+    #[test]
+    fn ordered_origins_fail_over_from_the_primary_to_backups_in_order() {
+        let u = Upstreams::ordered(vec![addr(1), addr(2), addr(3)]);
+        for key in [b"a".as_slice(), b"b", b"c"] {
+            assert_eq!(u.choose(key, &[]), Some(addr(1)), "the primary for every key");
+        }
+        assert_eq!(u.choose(b"a", &[addr(1)]), Some(addr(2)));
+        assert_eq!(u.choose(b"a", &[addr(1), addr(2)]), Some(addr(3)));
+        assert_eq!(u.choose(b"a", &[addr(1), addr(2), addr(3)]), None);
+        u.set_healthy(addr(1), false);
+        assert_eq!(u.choose(b"a", &[]), Some(addr(2)), "a down primary is skipped");
+        u.set_healthy(addr(2), false);
+        u.set_healthy(addr(3), false);
+        assert_eq!(
+            u.choose(b"a", &[]),
+            Some(addr(1)),
+            "all down: try them in order anyway"
+        );
+        assert_eq!(u.choose(b"a", &[addr(1)]), Some(addr(2)));
     }
 }

@@ -433,7 +433,7 @@ fn freshness_follows_the_upstream_and_the_policy() {
 }
 
 #[test]
-fn a_dead_upstream_is_a_502_and_cached_objects_are_served_stale() {
+fn a_dead_upstream_is_a_504_and_cached_objects_are_served_stale() {
     let upstream = TestUpstream::start().unwrap();
     upstream.route(
         "/seg.m4s",
@@ -444,7 +444,9 @@ fn a_dead_upstream_is_a_502_and_cached_objects_are_served_stale() {
     assert_eq!(get(&edge, "/seg.m4s").text(), "kept");
     drop(upstream);
     assert!(TcpStream::connect(addr).is_err(), "upstream is down");
-    assert_eq!(get(&edge, "/new.m4s").status, 502);
+    let unreachable = get(&edge, "/new.m4s");
+    assert_eq!(unreachable.status, 504, "no upstream could be reached");
+    assert!(unreachable.text().contains("no upstream could be reached"));
     std::thread::sleep(Duration::from_millis(1200));
     let stale = get(&edge, "/seg.m4s");
     assert_eq!(
@@ -656,7 +658,7 @@ fn misses_spread_over_shields_and_fail_over_when_one_dies() {
         }
     }
     let config = format!(
-        "[edge]\nshields = [\"{}\", \"{}\"]\norigin = \"\"\nhealth_check_interval = \"200ms\"\n",
+        "[edge]\nshields = [\"{}\", \"{}\"]\norigin = \"\"\n[edge.cache]\nhealth_check_interval = \"200ms\"\n",
         a.addr(),
         b.addr()
     );
