@@ -10,6 +10,7 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Int
 
 use cascade_service::metrics::must;
 
+use crate::disk::{DiskStats, DiskTier};
 use crate::storage::TieredStorage;
 
 /// Request-path metrics.
@@ -82,55 +83,80 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
     })
 }
 
+/// How one storage gauge is read.
+type Reading = fn(&TieredStorage) -> u64;
+
 /// Reads cache occupancy from the storage when Prometheus scrapes.
 pub struct StorageCollector {
     storage: &'static TieredStorage,
-    bytes: IntGauge,
-    capacity: IntGauge,
-    objects: IntGauge,
-    fills: IntGauge,
-    evictions: IntGauge,
-    aborted: IntGauge,
+    gauges: Vec<(IntGauge, Reading)>,
     descs: Vec<Desc>,
 }
 
+fn disk_stat(s: &TieredStorage, read: fn(&DiskStats) -> &AtomicU64) -> u64 {
+    s.disk()
+        .map_or(0, |d| read(d.stats()).load(Ordering::Relaxed))
+}
+
 impl StorageCollector {
-    /// Registers a collector for `storage`.
+    /// Registers a collector for `storage` (with disk-tier gauges when it has a disk tier).
     pub fn register(storage: &'static TieredStorage) {
-        let gauge = |name: &str, help: &str| must(IntGauge::new(name, help));
-        let bytes = gauge("cascade_cache_bytes", "Bytes held by the memory cache");
-        let capacity = gauge(
-            "cascade_cache_capacity_bytes",
-            "Configured memory cache capacity",
-        );
-        let objects = gauge(
-            "cascade_cache_objects",
-            "Complete objects in the memory cache",
-        );
-        let fills = gauge(
-            "cascade_cache_fills_in_progress",
-            "Objects being filled from upstream",
-        );
-        let evictions = gauge(
-            "cascade_cache_evictions_total",
-            "Objects evicted to make room (counter)",
-        );
-        let aborted = gauge(
-            "cascade_cache_aborted_fills_total",
-            "Fills whose upstream transfer failed (counter)",
-        );
-        let descs = [&bytes, &capacity, &objects, &fills, &evictions, &aborted]
+        let mut readings: Vec<(&str, &str, Reading)> = vec![
+            (
+                "cascade_cache_bytes",
+                "Bytes held by the memory cache",
+                |s| s.weighted_size(),
+            ),
+            (
+                "cascade_cache_capacity_bytes",
+                "Configured memory cache capacity",
+                |s| s.capacity(),
+            ),
+            (
+                "cascade_cache_objects",
+                "Complete objects in the memory cache",
+                |s| s.entry_count(),
+            ),
+            (
+                "cascade_cache_fills_in_progress",
+                "Objects being filled from upstream",
+                |s| s.fills_in_progress() as u64,
+            ),
+            (
+                "cascade_cache_evictions_total",
+                "Objects evicted from memory to make room (counter)",
+                |s| s.stats().evictions.load(Ordering::Relaxed),
+            ),
+            (
+                "cascade_cache_aborted_fills_total",
+                "Fills whose upstream transfer failed (counter)",
+                |s| s.stats().aborted_fills.load(Ordering::Relaxed),
+            ),
+        ];
+        if storage.disk().is_some() {
+            readings.extend([
+                ("cascade_disk_cache_bytes", "Bytes held by the disk tier", (|s| s.disk().map_or(0, DiskTier::weighted_size)) as Reading),
+                ("cascade_disk_cache_capacity_bytes", "Configured disk tier capacity", |s| s.disk().map_or(0, DiskTier::capacity)),
+                ("cascade_disk_cache_objects", "Objects in the disk tier", |s| s.disk().map_or(0, DiskTier::entry_count)),
+                ("cascade_disk_cache_hits_total", "Lookups answered from the disk tier (counter)", |s| disk_stat(s, |d| &d.hits)),
+                ("cascade_disk_cache_writes_total", "Objects written to the disk tier (counter)", |s| disk_stat(s, |d| &d.writes)),
+                ("cascade_disk_cache_write_errors_total", "Disk tier writes that failed, e.g. a full disk (counter)", |s| disk_stat(s, |d| &d.write_errors)),
+                ("cascade_disk_cache_skipped_writes_total", "Objects not written because the writer was behind or admission was paused (counter)", |s| disk_stat(s, |d| &d.skipped_writes)),
+                ("cascade_disk_cache_corrupt_total", "Disk tier files found damaged and dropped (counter)", |s| disk_stat(s, |d| &d.corrupt)),
+                ("cascade_disk_cache_evictions_total", "Objects evicted from the disk tier to stay within capacity (counter)", |s| disk_stat(s, |d| &d.evictions)),
+            ]);
+        }
+        let gauges: Vec<(IntGauge, Reading)> = readings
+            .into_iter()
+            .map(|(name, help, read)| (must(IntGauge::new(name, help)), read))
+            .collect();
+        let descs = gauges
             .iter()
-            .flat_map(|g| g.desc().into_iter().cloned())
+            .flat_map(|(g, _)| g.desc().into_iter().cloned())
             .collect();
         let collector = Self {
             storage,
-            bytes,
-            capacity,
-            objects,
-            fills,
-            evictions,
-            aborted,
+            gauges,
             descs,
         };
         let _ = prometheus::register(Box::new(collector));
@@ -143,26 +169,12 @@ impl Collector for StorageCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let s = self.storage;
-        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.bytes.set(as_i64(s.weighted_size()));
-        self.capacity.set(as_i64(s.capacity()));
-        self.objects.set(as_i64(s.entry_count()));
-        self.fills.set(as_i64(s.fills_in_progress() as u64));
-        self.evictions
-            .set(as_i64(s.stats().evictions.load(Ordering::Relaxed)));
-        self.aborted
-            .set(as_i64(s.stats().aborted_fills.load(Ordering::Relaxed)));
-        [
-            &self.bytes,
-            &self.capacity,
-            &self.objects,
-            &self.fills,
-            &self.evictions,
-            &self.aborted,
-        ]
-        .iter()
-        .flat_map(|g| g.collect())
-        .collect()
+        self.gauges
+            .iter()
+            .flat_map(|(gauge, read)| {
+                gauge.set(i64::try_from(read(self.storage)).unwrap_or(i64::MAX));
+                gauge.collect()
+            })
+            .collect()
     }
 }

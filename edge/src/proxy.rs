@@ -251,7 +251,10 @@ impl CachingProxy {
             if !valid {
                 return Err(LocalResponse::new(
                     403,
-                    format!("this {} fills only edges that present the fill secret", self.tier),
+                    format!(
+                        "this {} fills only edges that present the fill secret",
+                        self.tier
+                    ),
                 ));
             }
         }
@@ -777,10 +780,11 @@ pub fn failure_response(e: &Error) -> (u16, &'static str) {
     use ErrorType::*;
     match (e.esource(), e.etype()) {
         (_, HTTPStatus(code)) => (*code, "every upstream answered with a server error"),
-        (ErrorSource::Upstream, ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
-            | ConnectProxyFailure | SocketError | BindError) => {
-            (504, "no upstream could be reached")
-        }
+        (
+            ErrorSource::Upstream,
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+            | SocketError | BindError,
+        ) => (504, "no upstream could be reached"),
         (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => {
             (504, "the upstream did not answer in time")
         }

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::key::{RequestKey, normalise_host};
 use crate::purge::Selector;
-use crate::storage::{TieredStorage, PurgeAction};
+use crate::storage::{PurgeAction, TieredStorage};
 
 /// The purge endpoint of one node.
 pub struct PurgeEndpoint {

@@ -4,6 +4,7 @@
 //! pingora's fixed grace sleep.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,14 +23,15 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
 
+use crate::disk::DiskTier;
 use crate::metrics::{StorageCollector, proxy_metrics};
 use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
 use crate::purge_api::PurgeEndpoint;
 use crate::storage::TieredStorage;
+use crate::tier::{HostPolicy, TierSettings, UpstreamPlan};
 use crate::tls::CertStore;
 use crate::token::TokenKey;
 use crate::ttl::TtlPolicy;
-use crate::tier::{HostPolicy, TierSettings, UpstreamPlan};
 use crate::upstream::Upstreams;
 use sha2::{Digest, Sha256};
 
@@ -167,7 +169,24 @@ fn serve(
     upgrade: bool,
 ) -> anyhow::Result<ExitCode> {
     let inflight = Arc::new(AtomicUsize::new(0));
-    let storage = TieredStorage::leak(tier.cache.capacity.0);
+    let storage = match &tier.disk {
+        None => TieredStorage::leak(tier.cache.capacity.0),
+        Some(disk) => {
+            let field = format!("{}.disk.dir", tier.name);
+            let opened = Instant::now();
+            let disk_tier = DiskTier::open(Path::new(&disk.dir), disk.capacity.0).map_err(|e| {
+                anyhow!("{field}: cannot use {:?} as the disk cache: {e}", disk.dir)
+            })?;
+            tracing::info!(
+                dir = %disk.dir,
+                objects = disk_tier.entry_count(),
+                bytes = disk_tier.weighted_size(),
+                ms = opened.elapsed().as_millis() as u64,
+                "disk tier indexed"
+            );
+            TieredStorage::leak_with_disk(tier.cache.capacity.0, disk_tier)?
+        }
+    };
     StorageCollector::register(storage);
     let proxy = build_proxy(tier, storage, Arc::clone(&inflight))?;
     let upstreams = Arc::clone(&proxy.upstreams);

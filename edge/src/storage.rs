@@ -1,5 +1,7 @@
-//! The memory object store behind pingora-cache: a size-weighted moka cache of complete
-//! objects plus a table of fills in progress.
+//! The object store behind pingora-cache: a size-weighted moka cache of complete objects in
+//! memory, a table of fills in progress, and optionally a [`DiskTier`] below (the shield's):
+//! finished fills that stay fresh a while are also queued to disk, and a memory miss looks
+//! there before going upstream.
 //!
 //! - **Zero-copy hits**: bodies are kept as the `Bytes` chunks they arrived in and handed out by
 //!   reference count; metadata is kept decoded and rebuilt without parsing.
@@ -14,8 +16,9 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,6 +33,8 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tokio::sync::watch;
 
+use crate::disk::{DiskEntry, DiskTier, read_block};
+use crate::disk_format::DiskHeader;
 use crate::purge::{PurgeIndex, PurgeLog, Selector, surrogate_tags};
 
 pub use pingora_cache::PurgeAction;
@@ -163,7 +168,33 @@ pub struct StorageStats {
     pub aborted_fills: AtomicU64,
 }
 
-/// The memory store. Create one per process with [`TieredStorage::leak`]: pingora-cache needs
+/// Objects fresh for less than this are not written to disk: live playlists and parts churn
+/// far faster than a disk write pays off.
+const DISK_MIN_FRESH: Duration = Duration::from_secs(10);
+
+/// Finished fills waiting for the disk writer; beyond this, new ones skip the disk.
+const DISK_QUEUE: usize = 256;
+
+/// A finished fill on its way to disk.
+struct DiskJob {
+    id: HashBinary,
+    key: String,
+    tags: Vec<String>,
+    meta: StoredMeta,
+    chunks: Vec<Bytes>,
+    queued_at: SystemTime,
+}
+
+/// The disk tier with its writer queue.
+struct DiskLayer {
+    tier: Arc<DiskTier>,
+    queue: SyncSender<DiskJob>,
+    /// Held by purges while they remove from disk and by the writer while it decides to
+    /// index a file, so a purge cannot be undone by a write already under way.
+    purge_lock: Mutex<()>,
+}
+
+/// The store. Create one per process with [`TieredStorage::leak`]: pingora-cache needs
 /// `&'static` storage.
 pub struct TieredStorage {
     objects: moka::sync::Cache<HashBinary, Arc<CachedObject>>,
@@ -174,6 +205,7 @@ pub struct TieredStorage {
     next_generation: AtomicU64,
     stats: Arc<StorageStats>,
     capacity: u64,
+    disk: Option<DiskLayer>,
 }
 
 impl TieredStorage {
@@ -207,12 +239,132 @@ impl TieredStorage {
             next_generation: AtomicU64::new(1),
             stats,
             capacity,
+            disk: None,
         }
     }
 
-    /// A `'static` store, as pingora-cache requires. Call once per process.
+    /// A `'static` memory-only store, as pingora-cache requires. Call once per process.
     pub fn leak(capacity: u64) -> &'static Self {
         Box::leak(Box::new(Self::new(capacity)))
+    }
+
+    /// A `'static` store with `disk` below the memory tier, and the thread that writes to it.
+    pub fn leak_with_disk(capacity: u64, disk: DiskTier) -> std::io::Result<&'static Self> {
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<DiskJob>(DISK_QUEUE);
+        let storage: &'static Self = Box::leak(Box::new(Self {
+            disk: Some(DiskLayer {
+                tier: Arc::new(disk),
+                queue,
+                purge_lock: Mutex::new(()),
+            }),
+            ..Self::new(capacity)
+        }));
+        std::thread::Builder::new()
+            .name("disk-writer".into())
+            .spawn(move || {
+                for job in jobs {
+                    storage.write_to_disk(job);
+                }
+            })?;
+        Ok(storage)
+    }
+
+    /// The disk tier, if this store has one.
+    pub fn disk(&self) -> Option<&DiskTier> {
+        self.disk.as_ref().map(|d| &*d.tier)
+    }
+
+    fn queue_for_disk(&self, id: HashBinary, obj: &CachedObject) {
+        let Some(disk) = &self.disk else { return };
+        let fresh_for = obj
+            .meta
+            .fresh_until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if fresh_for < DISK_MIN_FRESH || obj.meta.header.status.as_u16() != 200 {
+            return;
+        }
+        let skipped = &disk.tier.stats().skipped_writes;
+        if !disk.tier.admitting() {
+            skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let job = DiskJob {
+            id,
+            key: obj.key.clone(),
+            tags: obj.tags.clone(),
+            meta: obj.meta.clone(),
+            chunks: obj.chunks.clone(),
+            queued_at: SystemTime::now(),
+        };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = disk.queue.try_send(job)
+        {
+            skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn write_to_disk(&self, job: DiskJob) {
+        let Some(disk) = &self.disk else { return };
+        let (internal, header) = match job.meta.to_meta().serialize() {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(key = %job.key, error = %e, "cannot serialise metadata; not writing to disk");
+                return;
+            }
+        };
+        let header = DiskHeader::for_body(job.key, job.tags, internal, header, &job.chunks);
+        let (key, tags) = (header.key.clone(), header.tags.clone());
+        disk.tier
+            .write(job.id, header, &job.chunks, &disk.purge_lock, || {
+                !self.predates_purge(&key, &tags, job.queued_at)
+            });
+    }
+
+    async fn disk_lookup(&self, id: HashBinary) -> Option<(CacheMeta, HitHandler)> {
+        let disk = self.disk.as_ref()?;
+        let entry = disk.tier.get(&id)?;
+        let tier = Arc::clone(&disk.tier);
+        let opened_entry = Arc::clone(&entry);
+        let (file, first) =
+            tokio::task::spawn_blocking(move || tier.open_entry(&id, &opened_entry))
+                .await
+                .ok()
+                .flatten()?;
+        let meta =
+            match CacheMeta::deserialize(&entry.header.meta_internal, &entry.header.meta_header) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    disk.tier
+                        .drop_damaged(&id, &entry, &format!("metadata: {e}"));
+                    return None;
+                }
+            };
+        disk.tier.stats().hits.fetch_add(1, Ordering::Relaxed);
+        let end = entry.header.body_len;
+        Some((
+            meta,
+            Box::new(DiskHit {
+                tier: Arc::clone(&disk.tier),
+                id,
+                entry,
+                file: Arc::new(file),
+                first,
+                pos: 0,
+                end,
+            }),
+        ))
+    }
+
+    /// Removes the objects `select` picks from disk, holding the purge lock; returns those
+    /// that were there.
+    fn purge_disk(&self, select: impl FnOnce(&DiskTier) -> Vec<HashBinary>) -> Vec<HashBinary> {
+        let Some(disk) = &self.disk else {
+            return Vec::new();
+        };
+        let _writer_waits = lock(&disk.purge_lock);
+        let mut ids = select(&disk.tier);
+        ids.retain(|id| disk.tier.remove(id));
+        ids
     }
 
     /// Configured capacity in bytes.
@@ -248,7 +400,8 @@ impl TieredStorage {
         if let Some(fill) = &fill {
             fill.purged.store(true, Ordering::Release);
         }
-        self.objects.remove(id).is_some() || fill.is_some()
+        let on_disk = !self.purge_disk(|_| vec![*id]).is_empty();
+        self.objects.remove(id).is_some() || fill.is_some() || on_disk
     }
 
     /// Marks the object with hash `id` stale, keeping its body for revalidation. True if found.
@@ -257,6 +410,9 @@ impl TieredStorage {
         if let Some(fill) = self.lock_fills().remove(id) {
             fill.purged.store(true, Ordering::Release);
         }
+        // The disk copy is dropped rather than rewritten: a refetch is as correct as a
+        // revalidation, and a file cannot come back fresh after a restart.
+        let on_disk = !self.purge_disk(|_| vec![*id]).is_empty();
         match self.objects.get(id) {
             Some(obj) => {
                 let mut meta = obj.meta.clone();
@@ -264,7 +420,7 @@ impl TieredStorage {
                 self.store(*id, obj.with_meta(meta));
                 true
             }
-            None => false,
+            None => on_disk,
         }
     }
 
@@ -275,6 +431,10 @@ impl TieredStorage {
         }
         self.objects.invalidate_all();
         lock(&self.index).clear();
+        if let Some(disk) = &self.disk {
+            let _writer_waits = lock(&disk.purge_lock);
+            disk.tier.clear();
+        }
     }
 
     /// Applies a purge: removes (`Delete`) or marks stale (`Expire`) every object `selector`
@@ -284,7 +444,9 @@ impl TieredStorage {
         lock(&self.purge_log).record(selector.clone(), now);
         if *selector == Selector::All && action == PurgeAction::Delete {
             self.objects.run_pending_tasks();
-            let count = usize::try_from(self.objects.entry_count()).unwrap_or(usize::MAX)
+            let on_disk = self.disk().map_or(0, DiskTier::entry_count);
+            let count = usize::try_from(self.objects.entry_count().max(on_disk))
+                .unwrap_or(usize::MAX)
                 + self.fills_in_progress();
             self.clear();
             return count;
@@ -302,13 +464,16 @@ impl TieredStorage {
             });
         }
         let ids = lock(&self.index).select(selector);
-        for id in ids {
+        for id in &ids {
             let found = match action {
-                PurgeAction::Delete => self.objects.remove(&id).is_some(),
-                PurgeAction::Expire => self.expire(&id, now),
+                PurgeAction::Delete => self.objects.remove(id).is_some(),
+                PurgeAction::Expire => self.expire(id, now),
             };
             hit += usize::from(found);
         }
+        // Disk copies go whatever the action (see `expire`); count those not in memory.
+        let removed = self.purge_disk(|disk| disk.select(selector));
+        hit += removed.iter().filter(|id| !ids.contains(id)).count();
         hit
     }
 
@@ -394,7 +559,10 @@ impl Storage for TieredStorage {
         if let Some(fill) = self.lock_fills().get(&id).cloned() {
             return Ok(Some(Self::partial_hit(fill)));
         }
-        Ok(self.objects.get(&id).map(Self::complete_hit))
+        if let Some(obj) = self.objects.get(&id) {
+            return Ok(Some(Self::complete_hit(obj)));
+        }
+        Ok(self.disk_lookup(id).await)
     }
 
     async fn lookup_streaming_write(
@@ -480,12 +648,16 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let id = key.combined_bin();
+        let on_disk = match (&self.disk, meta.serialize()) {
+            (Some(disk), Ok((internal, header))) => disk.tier.update_meta(&id, internal, header),
+            _ => false,
+        };
         match self.objects.get(&id) {
             Some(obj) => {
                 self.store(id, obj.with_meta(StoredMeta::capture(meta)));
                 Ok(true)
             }
-            None => Ok(false),
+            None => Ok(on_disk),
         }
     }
 
@@ -576,6 +748,7 @@ impl HandleMiss for FillWriter {
                 fill.meta.clone(),
                 coalesce(chunks),
             );
+            self.storage.queue_for_disk(fill.key, &obj);
             self.storage.store(fill.key, obj);
         }
         self.storage.end_fill(&self.fill);
@@ -726,6 +899,91 @@ impl HandleHit for CompleteHit {
         self.chunk = chunk;
         self.offset = start - self.obj.starts.get(chunk).copied().unwrap_or(0);
         self.remaining = end - start;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Reads an object from the disk tier block by block, each verified before it is returned.
+struct DiskHit {
+    tier: Arc<DiskTier>,
+    id: HashBinary,
+    entry: Arc<DiskEntry>,
+    file: Arc<std::fs::File>,
+    /// Block 0, read and verified by the lookup.
+    first: Bytes,
+    pos: u64,
+    end: u64,
+}
+
+#[async_trait]
+impl HandleHit for DiskHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let block_size = u64::from(self.entry.header.block_size);
+        let index = usize::try_from(self.pos / block_size).unwrap_or(usize::MAX);
+        let block = if index == 0 {
+            self.first.clone()
+        } else {
+            let (file, entry) = (Arc::clone(&self.file), Arc::clone(&self.entry));
+            let read = tokio::task::spawn_blocking(move || read_block(&file, &entry, index))
+                .await
+                .unwrap_or_else(|e| Err(format!("reader task failed: {e}")));
+            match read {
+                Ok(block) => block,
+                Err(why) => {
+                    self.tier.drop_damaged(&self.id, &self.entry, &why);
+                    return Error::e_explain(
+                        ErrorType::Custom("DiskCorrupt"),
+                        format!("disk copy damaged: {why}"),
+                    );
+                }
+            }
+        };
+        let block_start = index as u64 * block_size;
+        let from = usize::try_from(self.pos - block_start).unwrap_or(usize::MAX);
+        let to =
+            usize::try_from((self.end - block_start).min(block.len() as u64)).unwrap_or(usize::MAX);
+        if from >= to {
+            return Ok(None);
+        }
+        self.pos = block_start + to as u64;
+        Ok(Some(block.slice(from..to)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.entry.header.body_len;
+        let end = end.map_or(len, |e| e as u64);
+        if start as u64 > end || end > len {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek {start}..{end} outside 0..{len}"),
+            );
+        }
+        self.pos = start as u64;
+        self.end = end;
         Ok(())
     }
 

@@ -146,7 +146,9 @@ impl TierSettings {
     /// How many upstreams a request may try in all.
     pub fn upstream_count(&self) -> usize {
         match &self.upstreams {
-            UpstreamPlan::Hashed { shields, origin } => shields.len() + usize::from(!origin.is_empty()),
+            UpstreamPlan::Hashed { shields, origin } => {
+                shields.len() + usize::from(!origin.is_empty())
+            }
             UpstreamPlan::Ordered { origins } => origins.len(),
         }
     }

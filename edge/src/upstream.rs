@@ -249,13 +249,21 @@ mod tests {
     fn ordered_origins_fail_over_from_the_primary_to_backups_in_order() {
         let u = Upstreams::ordered(vec![addr(1), addr(2), addr(3)]);
         for key in [b"a".as_slice(), b"b", b"c"] {
-            assert_eq!(u.choose(key, &[]), Some(addr(1)), "the primary for every key");
+            assert_eq!(
+                u.choose(key, &[]),
+                Some(addr(1)),
+                "the primary for every key"
+            );
         }
         assert_eq!(u.choose(b"a", &[addr(1)]), Some(addr(2)));
         assert_eq!(u.choose(b"a", &[addr(1), addr(2)]), Some(addr(3)));
         assert_eq!(u.choose(b"a", &[addr(1), addr(2), addr(3)]), None);
         u.set_healthy(addr(1), false);
-        assert_eq!(u.choose(b"a", &[]), Some(addr(2)), "a down primary is skipped");
+        assert_eq!(
+            u.choose(b"a", &[]),
+            Some(addr(2)),
+            "a down primary is skipped"
+        );
         u.set_healthy(addr(2), false);
         u.set_healthy(addr(3), false);
         assert_eq!(
