@@ -44,6 +44,10 @@ pub const MAX_URI_LEN: usize = 8 * 1024;
 /// Most request header bytes accepted (431 beyond); players send a few hundred.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+/// Most response header bytes accepted from an upstream (502 beyond): a media response has a
+/// few hundred, and a cached header is kept and sent with every hit.
+pub const MAX_UPSTREAM_HEADER_BYTES: usize = 64 * 1024;
+
 /// Request headers forwarded upstream. Everything else is dropped: a header that is not part
 /// of the cache key must not be able to change the body stored under it.
 const FORWARDED_HEADERS: [HeaderName; 3] = [
@@ -674,6 +678,20 @@ impl ProxyHttp for CachingProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let header_bytes: usize = resp
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > MAX_UPSTREAM_HEADER_BYTES {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                format!(
+                    "upstream response headers are {header_bytes} bytes, over the {MAX_UPSTREAM_HEADER_BYTES} limit"
+                ),
+            )
+            .into_up());
+        }
         let status = resp.status.as_u16();
         if self.failover_on_error && status >= 500 && self.next_upstream(ctx).is_some() {
             // Nothing has reached the client or the cache yet: try the next upstream instead.
