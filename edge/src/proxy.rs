@@ -626,7 +626,8 @@ impl ProxyHttp for CachingProxy {
     ) -> FailToProxy {
         let (code, message) = failure_response(e);
         if code > 0 && session.response_written().is_none() {
-            let body = Bytes::from(format!("{message}\n"));
+            // Naming the tier tells an operator which hop failed (edge → shield → origin).
+            let body = Bytes::from(format!("cascade-{}: {message}\n", self.tier));
             if let Err(write_error) = session.respond_error_with_body(code, body).await {
                 tracing::debug!(error = %write_error, "could not send the error response");
             }
