@@ -6,6 +6,7 @@
 
 mod collapse;
 mod http_load;
+mod live;
 mod stats;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -61,6 +62,28 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
     },
+    /// Runs a synthetic live origin and simulated viewers spread over edges (which must fill,
+    /// through their shields, from this origin); reports origin offload and edge hit ratio.
+    Live {
+        /// Where the synthetic origin listens (loopback).
+        #[arg(long, default_value = "127.0.0.1:18960")]
+        origin_listen: SocketAddr,
+        /// Edge addresses (`host:port`, comma-separated, loopback).
+        #[arg(long, value_delimiter = ',', required = true)]
+        edges: Vec<SocketAddr>,
+        /// Viewers per edge.
+        #[arg(long, default_value_t = 500)]
+        viewers_per_edge: usize,
+        /// How long viewers watch.
+        #[arg(long, default_value = "20s")]
+        duration: HumanDuration,
+        /// Segment duration.
+        #[arg(long, default_value = "1s")]
+        segment_duration: HumanDuration,
+        /// Bytes per segment.
+        #[arg(long, default_value_t = 64 * 1024)]
+        segment_bytes: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +96,33 @@ fn main() -> anyhow::Result<()> {
         } => {
             let (addr, host, path) = load_target(&url, allow_remote)?;
             let report = runtime()?.block_on(collapse::run(addr, &host, &path, viewers.max(1)));
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Live {
+            origin_listen,
+            edges,
+            viewers_per_edge,
+            duration,
+            segment_duration,
+            segment_bytes,
+        } => {
+            if let Some(remote) = edges
+                .iter()
+                .chain([&origin_listen])
+                .find(|a| !a.ip().is_loopback())
+            {
+                bail!("{remote} is not loopback: the live benchmark runs on this machine only");
+            }
+            let plan = live::LivePlan {
+                origin_listen,
+                edges,
+                viewers_per_edge,
+                duration: duration.0,
+                segment_duration: segment_duration.0,
+                segment_bytes,
+            };
+            let report = runtime()?.block_on(live::run(plan))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
