@@ -124,9 +124,7 @@ impl LiveOrigin {
             .and_then(|p| p.strip_suffix(".m4s"))
             .and_then(|n| n.parse::<u64>().ok());
         match number {
-            Some(n) if n <= self.live_edge() => {
-                respond(200, "max-age=3600", self.segment.clone())
-            }
+            Some(n) if n <= self.live_edge() => respond(200, "max-age=3600", self.segment.clone()),
             _ => respond(404, "max-age=1", Bytes::new()),
         }
     }

@@ -78,6 +78,30 @@ fn bad_configs_are_refused_with_a_line_naming_origin_field_and_fix() {
             ],
         ),
         (
+            "shield without origins",
+            "[shield]\norigins = []\n",
+            &[],
+            &["shield.origins: is empty: the shield needs at least one origin to fill from"],
+        ),
+        (
+            "shield origin not host:port",
+            "[shield]\norigins = [\"127.0.0.1:8080\", \"http://backup\"]\n",
+            &[],
+            &["shield.origins[1]: \"http://backup\" is not host:port"],
+        ),
+        (
+            "zero duration in a tier's cache section",
+            "[edge.cache]\ncollapse_timeout = \"0s\"\n",
+            &[],
+            &["cascade.toml: edge.cache.collapse_timeout: must be longer than 0s"],
+        ),
+        (
+            "env override of a nested cache field",
+            "",
+            &[("CASCADE_SHIELD__DISK__CAPACITY", "1KiB")],
+            &["shield.disk.capacity: 1KiB is below the 1MiB minimum"],
+        ),
+        (
             "grace too long",
             "[edge]\nshutdown_grace = \"2h\"\n",
             &[],
