@@ -432,3 +432,75 @@ fn misbehaving_origins_are_502_or_504_and_nothing_is_cached() {
         }
     }
 }
+
+/// A 1 MiB filesystem for the disk tier: a tmpfs when this process may mount one (root, as on
+/// the CI machine), else a directory whose `tmp` is replaced by a file once the shield runs,
+/// so every disk write fails (ENOTDIR instead of ENOSPC, the same path in the shield).
+struct TinyDisk {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl TinyDisk {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        Self { dir, mounted }
+    }
+
+    fn break_if_not_mounted(&self) {
+        if !self.mounted {
+            let tmp = self.dir.path().join("tmp");
+            std::fs::remove_dir_all(&tmp).unwrap();
+            std::fs::write(&tmp, b"not a directory").unwrap();
+        }
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_stops_disk_admission_and_the_memory_tier_carries_on() {
+    let origin = TestUpstream::start().unwrap();
+    let paths: Vec<String> = (1..=5).map(|i| format!("/vod/{i}.m4s")).collect();
+    for (i, path) in paths.iter().enumerate() {
+        origin.route(path, Route::ok(body(400_000, i as u8)));
+    }
+    let disk = TinyDisk::new();
+    let shield = shield_with(&[origin.addr()], disk.dir.path(), "", "");
+    disk.break_if_not_mounted();
+    for path in &paths {
+        assert_eq!(get(&shield, path).status, 200);
+        // Let each write land (or fail) before the next fill.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for("a disk write error", Duration::from_secs(10), || {
+        metric(&shield, "cascade_disk_cache_write_errors_total") >= 1.0
+    });
+    for (i, path) in paths.iter().enumerate() {
+        let again = get(&shield, path);
+        assert_eq!(again.header("x-cache"), Some("hit"), "{path} from memory");
+        assert_eq!(again.body, body(400_000, i as u8));
+        assert_eq!(origin.hits(path), 1);
+    }
+    assert!(
+        metric(&shield, "cascade_disk_cache_objects") < 5.0,
+        "not everything fitted on a 1 MiB disk"
+    );
+    // Still serving new fills while the disk is full.
+    origin.route("/vod/6.m4s", Route::ok("after"));
+    assert_eq!(get(&shield, "/vod/6.m4s").text(), "after");
+}
