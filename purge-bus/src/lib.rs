@@ -2,9 +2,14 @@
 //! the consumer that edges and shields embed, and completion tracking from their acks.
 //!
 //! So far: the purge request type shared by the API and the `cascade-purge` CLI, with its
-//! validation, and the `cascade-purge-bus` server with the shared service conventions. The API
-//! listener, Kafka transport and consumer are built by the purge-bus issue.
+//! validation, and the pure cores of the API: scoped API tokens kept as digests ([`auth`]),
+//! per-token rate limiting ([`rate`]) and completion tracking from acks ([`tracker`]). The
+//! `cascade-purge-bus` server runs the shared service conventions; its API listener, the
+//! Kafka transport and the node consumer are still to come.
 
+pub mod auth;
+pub mod rate;
 pub mod request;
+pub mod tracker;
 
 pub use request::{PurgeAction, PurgeKind, PurgeRequest, RequestError};
