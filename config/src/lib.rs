@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
 pub use services::{
-    CacheConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE, OriginConfig, PurgeBusConfig,
-    ServiceSection, ShieldConfig, SiteConfig,
+    ApiTokenConfig, CacheConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE, OriginConfig,
+    PurgeBusConfig, ServiceSection, ShieldConfig, SiteConfig, TokenScope,
 };
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use tls::{CertificateConfig, TlsConfig};
@@ -155,7 +155,7 @@ impl CascadeConfig {
         services::validate_service(&self.origin, &mut p);
         self.shield.validate(&mut p);
         self.edge.validate(&mut p);
-        services::validate_service(&self.purge_bus, &mut p);
+        self.purge_bus.validate(&mut p);
         self.kafka.validate(&mut p);
         self.storage.validate(&mut p);
         self.tls.validate(&mut p);

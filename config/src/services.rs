@@ -352,6 +352,28 @@ impl EdgeConfig {
     }
 }
 
+/// What a purge-bus API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// Read purge status.
+    Read,
+    /// Submit purges and read.
+    Write,
+}
+
+/// One `[[purge_bus.tokens]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// Who holds it (logs, rate-limit key).
+    pub name: String,
+    /// The bearer token.
+    pub token: Secret,
+    /// What it may do.
+    pub scope: TokenScope,
+}
+
 /// `[purge_bus]`: the operators' purge API.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -362,6 +384,14 @@ pub struct PurgeBusConfig {
     pub admin_listen: ListenAddr,
     /// Graceful shutdown bound.
     pub shutdown_grace: HumanDuration,
+    /// API tokens; with none, the API refuses every request.
+    pub tokens: Vec<ApiTokenConfig>,
+    /// Requests a second each token may make on average.
+    pub rate_limit_per_second: u32,
+    /// Requests a token may make in a burst.
+    pub rate_limit_burst: u32,
+    /// Node ids expected to apply every purge (edges and shields).
+    pub nodes: Vec<String>,
 }
 
 impl Default for PurgeBusConfig {
@@ -370,6 +400,33 @@ impl Default for PurgeBusConfig {
             listen: ListenAddr::loopback(8090),
             admin_listen: ListenAddr::loopback(9090),
             shutdown_grace: HumanDuration::secs(10),
+            tokens: Vec::new(),
+            rate_limit_per_second: 100,
+            rate_limit_burst: 1000,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+impl PurgeBusConfig {
+    pub(crate) fn validate(&self, p: &mut Problems) {
+        validate_service(self, p);
+        if self.rate_limit_per_second == 0 {
+            p.push("purge_bus.rate_limit_per_second", "must be at least 1");
+        }
+        if self.rate_limit_burst == 0 {
+            p.push("purge_bus.rate_limit_burst", "must be at least 1");
+        }
+        for (i, token) in self.tokens.iter().enumerate() {
+            if token.name.is_empty() {
+                p.push(format!("purge_bus.tokens[{i}].name"), "must not be empty");
+            }
+            if token.token.expose().len() < 16 {
+                p.push(
+                    format!("purge_bus.tokens[{i}].token"),
+                    "is shorter than 16 characters; use a long random string",
+                );
+            }
         }
     }
 }

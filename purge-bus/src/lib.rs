@@ -7,9 +7,11 @@
 //! `cascade-purge-bus` server runs the shared service conventions; its API listener, the
 //! Kafka transport and the node consumer are still to come.
 
+pub mod api;
 pub mod auth;
 pub mod rate;
 pub mod request;
 pub mod tracker;
+pub mod transport;
 
 pub use request::{PurgeAction, PurgeKind, PurgeRequest, RequestError};

@@ -1,0 +1,101 @@
+//! How accepted purges reach the nodes: a [`PurgeTransport`] the API publishes to. A purge is
+//! acknowledged to the operator (202) only once `publish` returned `Ok`, so nothing is
+//! acknowledged that was not written. [`EmbeddedLog`] is the in-process transport used when no
+//! broker is configured (one machine, the local stack); the Kafka transport implements the
+//! same trait.
+
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::request::PurgeRequest;
+
+/// One purge on the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeMessage {
+    /// Purge id, as the API returned it.
+    pub id: String,
+    /// What to purge.
+    pub request: PurgeRequest,
+    /// When the API accepted it (ms since the Unix epoch).
+    pub issued_ms: u64,
+}
+
+impl PurgeMessage {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads the wire form; a garbled message is an error to log and skip.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let message: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        message.request.validate().map_err(|e| e.to_string())?;
+        Ok(message)
+    }
+}
+
+/// Why a purge could not be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(pub String);
+
+/// Where the API writes purges.
+#[async_trait]
+pub trait PurgeTransport: Send + Sync {
+    /// Writes `message` durably enough that every node will see it.
+    async fn publish(&self, message: &PurgeMessage) -> Result<(), TransportError>;
+}
+
+/// The in-process log: purges in order, each at an offset.
+#[derive(Debug, Default)]
+pub struct EmbeddedLog {
+    entries: Mutex<Vec<PurgeMessage>>,
+}
+
+impl EmbeddedLog {
+    /// Messages from `offset` on, with the offset after the last.
+    pub fn read_from(&self, offset: usize) -> (Vec<PurgeMessage>, usize) {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let from = offset.min(entries.len());
+        (entries[from..].to_vec(), entries.len())
+    }
+}
+
+#[async_trait]
+impl PurgeTransport for EmbeddedLog {
+    async fn publish(&self, message: &PurgeMessage) -> Result<(), TransportError> {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(message.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{PurgeAction, PurgeKind};
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_an_error() {
+        let message = PurgeMessage {
+            id: "p1".into(),
+            request: PurgeRequest {
+                kind: PurgeKind::Prefix,
+                targets: vec!["https://cdn.example/live/a/".into()],
+                action: PurgeAction::Expire,
+                confirm_all: false,
+            },
+            issued_ms: 42,
+        };
+        assert_eq!(PurgeMessage::decode(&message.encode()), Ok(message));
+        assert!(PurgeMessage::decode(b"\x00garbled").is_err());
+        assert!(
+            PurgeMessage::decode(br#"{"id":"x","request":{"kind":"all"},"issued_ms":1}"#).is_err(),
+            "an unconfirmed all purge on the topic is refused too"
+        );
+    }
+}
