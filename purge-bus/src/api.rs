@@ -85,31 +85,32 @@ impl PurgeApi {
         &self.tracker
     }
 
-    fn admit(&self, req: &Request<Incoming>, needs: Scope) -> Result<(), Response<Full<Bytes>>> {
+    /// Checks the token and its rate limit; `Some` is the refusal to send.
+    fn refuse(&self, req: &Request<Incoming>, needs: Scope) -> Option<Response<Full<Bytes>>> {
         let header = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let name = self.tokens.authorise(header, needs).map_err(|e| match e {
-            AuthError::Forbidden { .. } => error(StatusCode::FORBIDDEN, e),
-            AuthError::Missing | AuthError::Unknown => error(StatusCode::UNAUTHORIZED, e),
-        })?;
+        let name = match self.tokens.authorise(header, needs) {
+            Ok(name) => name,
+            Err(e @ AuthError::Forbidden { .. }) => return Some(error(StatusCode::FORBIDDEN, e)),
+            Err(e) => return Some(error(StatusCode::UNAUTHORIZED, e)),
+        };
         let verdict = self
             .limiter
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .check(name, Instant::now());
-        verdict.map_err(|wait| {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("token {name:?} is over its rate limit; retry in {secs}s"),
-            );
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, hyper::header::HeaderValue::from(secs));
-            response
-        })
+        let wait = verdict.err()?;
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("token {name:?} is over its rate limit; retry in {secs}s"),
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, hyper::header::HeaderValue::from(secs));
+        Some(response)
     }
 
     /// Answers one request.
@@ -118,13 +119,13 @@ impl PurgeApi {
         let method = req.method().clone();
         match (method, path.as_str()) {
             (Method::POST, "/v1/purge") => {
-                if let Err(refused) = self.admit(&req, Scope::Write) {
+                if let Some(refused) = self.refuse(&req, Scope::Write) {
                     return refused;
                 }
                 self.submit(req).await
             }
             (Method::GET, "/v1/purge") => {
-                if let Err(refused) = self.admit(&req, Scope::Read) {
+                if let Some(refused) = self.refuse(&req, Scope::Read) {
                     return refused;
                 }
                 let limit = req
@@ -138,7 +139,7 @@ impl PurgeApi {
                 json_response(StatusCode::OK, &json!({ "purges": tracker.recent(limit) }))
             }
             (Method::GET, p) if p.starts_with("/v1/purge/") => {
-                if let Err(refused) = self.admit(&req, Scope::Read) {
+                if let Some(refused) = self.refuse(&req, Scope::Read) {
                     return refused;
                 }
                 let id = &p["/v1/purge/".len()..];
