@@ -56,6 +56,14 @@ const FORWARDED_HEADERS: [HeaderName; 3] = [
     header::IF_MODIFIED_SINCE,
 ];
 
+/// Size of a header block as sent (`name: value\r\n` per field).
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
 /// One configured site.
 #[derive(Debug)]
 pub struct Site {
@@ -218,12 +226,7 @@ impl CachingProxy {
                 format!("the request target is longer than {MAX_URI_LEN} bytes"),
             ));
         }
-        let header_bytes: usize = req
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
-        if header_bytes > MAX_HEADER_BYTES {
+        if header_bytes(&req.headers) > MAX_HEADER_BYTES {
             return Err(LocalResponse::new(
                 431,
                 format!("the request headers exceed {MAX_HEADER_BYTES} bytes"),
@@ -679,11 +682,7 @@ impl ProxyHttp for CachingProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let header_bytes: usize = resp
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum();
+        let header_bytes = header_bytes(&resp.headers);
         if header_bytes > MAX_UPSTREAM_HEADER_BYTES {
             return Err(Error::explain(
                 ErrorType::InvalidHTTPHeader,

@@ -2,10 +2,8 @@
 //!
 //! Run with `--help` for flags; configuration is the `[purge_bus]` section of the Cascade config.
 
-use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cascade_config::TokenScope;
 use cascade_purge_bus::api::PurgeApi;
@@ -14,8 +12,6 @@ use cascade_purge_bus::rate::RateLimiter;
 use cascade_purge_bus::transport::EmbeddedLog;
 use cascade_service::admin;
 use cascade_service::{Context, ServiceInfo, run_server};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 
 const INFO: ServiceInfo = ServiceInfo {
     name: "purge_bus",
@@ -56,32 +52,10 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     ctx.started.open();
     tracing::info!(listen = %section.listen, "purge API listening");
-    let accept = async {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "purge API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let api = Arc::clone(&api);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let api = Arc::clone(&api);
-                    async move { Ok::<_, Infallible>(api.handle(req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "purge API connection ended with an error");
-                }
-            });
-        }
-    };
+    let accept = admin::serve_http(listener, "purge API", move |req| {
+        let api = Arc::clone(&api);
+        async move { api.handle(req).await }
+    });
     tokio::select! {
         () = accept => {}
         () = ctx.shutdown.wait() => {}

@@ -3,7 +3,7 @@
 //! times passed in; the API and the ack consumer feed it.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -102,17 +102,13 @@ impl PurgeTracker {
     pub fn recent(&self, limit: usize) -> Vec<&PurgeStatus> {
         self.purges.iter().rev().take(limit).collect()
     }
-
-    /// Latency of a completed purge as a duration.
-    pub fn latency(&self, id: &str) -> Option<Duration> {
-        self.get(id)?.latency_ms.map(Duration::from_millis)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::request::{PurgeAction, PurgeKind};
+    use std::time::Duration;
 
     fn request() -> PurgeRequest {
         PurgeRequest {
@@ -145,7 +141,6 @@ mod tests {
         assert!(status.complete);
         assert_eq!(status.latency_ms, Some(30));
         assert_eq!(status.applied["shield-1"], 1_700_000_000_030);
-        assert_eq!(tracker.latency("p1"), Some(Duration::from_millis(30)));
         assert!(!tracker.applied("unknown", "edge-1", t0));
     }
 

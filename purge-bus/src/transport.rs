@@ -79,6 +79,40 @@ mod tests {
     use super::*;
     use crate::request::{PurgeAction, PurgeKind};
 
+    fn message(id: &str) -> PurgeMessage {
+        PurgeMessage {
+            id: id.into(),
+            request: PurgeRequest {
+                kind: PurgeKind::Tag,
+                targets: vec!["stream/abc".into()],
+                action: PurgeAction::Delete,
+                confirm_all: false,
+            },
+            issued_ms: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_embedded_log_reads_from_any_offset_in_order() {
+        let log = EmbeddedLog::default();
+        for id in ["a", "b", "c"] {
+            log.publish(&message(id)).await.unwrap();
+        }
+        let (all, next) = log.read_from(0);
+        assert_eq!(
+            all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(next, 3);
+        let (rest, next) = log.read_from(2);
+        assert_eq!((rest, next), (vec![message("c")], 3));
+        assert_eq!(
+            log.read_from(99),
+            (vec![], 3),
+            "past the end is empty, not an error"
+        );
+    }
+
     #[test]
     fn messages_round_trip_and_garbage_is_an_error() {
         let message = PurgeMessage {

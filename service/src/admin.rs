@@ -60,28 +60,43 @@ impl AdminState {
 /// Serves admin requests on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: AdminState) {
     let state = Arc::new(state);
+    serve_http(listener, "admin", move |req| {
+        let state = Arc::clone(&state);
+        async move { dispatch(req, &state).await }
+    })
+    .await;
+}
+
+/// Serves HTTP/1.1 on `listener` with `handler` until the future is dropped: one task per
+/// connection, a 10 s header read timeout, accept errors (out of descriptors) backed off.
+/// `label` names the listener in logs.
+pub async fn serve_http<H, F>(listener: TcpListener, label: &'static str, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "admin listener accept failed");
+                tracing::warn!(listener = label, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let state = Arc::clone(&state);
+        let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(dispatch(req, &state).await) }
+                let answer = handler(req);
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+                tracing::debug!(listener = label, %peer, error = %e, "connection ended with an error");
             }
         });
     }
