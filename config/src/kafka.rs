@@ -1,10 +1,12 @@
 //! `[kafka]`: the broker the purge bus publishes to and every edge and shield consumes from.
 //! With no brokers configured the services use the embedded in-process transport.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::validate::Problems;
-use crate::values::Secret;
+use crate::values::{HumanDuration, Secret};
 
 /// Connection to a Kafka-protocol cluster.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -28,6 +30,12 @@ pub struct KafkaConfig {
     pub sasl_username: String,
     /// SASL password.
     pub sasl_password: Secret,
+    /// Longest a consumer fetch waits at the broker for new purges (`fetch.wait.max.ms`).
+    /// Kafka answers as soon as data arrives; some Kafka-protocol brokers hold every fetch for
+    /// the whole wait, so keep it short where purge latency matters.
+    pub fetch_wait: HumanDuration,
+    /// How long the purge API waits for the brokers to take a purge before answering 503.
+    pub publish_timeout: HumanDuration,
 }
 
 /// Kafka `security.protocol`.
@@ -70,6 +78,8 @@ impl Default for KafkaConfig {
             sasl_mechanism: "PLAIN".into(),
             sasl_username: String::new(),
             sasl_password: Secret::default(),
+            fetch_wait: HumanDuration(Duration::from_millis(10)),
+            publish_timeout: HumanDuration::secs(5),
         }
     }
 }
@@ -117,6 +127,20 @@ impl KafkaConfig {
         }
         if self.purge_topic == self.ack_topic {
             p.push("kafka.ack_topic", "must differ from kafka.purge_topic");
+        }
+        if self.fetch_wait.0 < Duration::from_millis(1)
+            || self.fetch_wait.0 > Duration::from_secs(10)
+        {
+            p.push(
+                "kafka.fetch_wait",
+                format!("{} is not between 1ms and 10s", self.fetch_wait),
+            );
+        }
+        if self.publish_timeout.0 < Duration::from_millis(100) {
+            p.push(
+                "kafka.publish_timeout",
+                format!("{} is below the 100ms minimum", self.publish_timeout),
+            );
         }
         if self.partitions == 0 {
             p.push("kafka.partitions", "must be at least 1");

@@ -141,6 +141,71 @@ impl Default for DiskCacheConfig {
     }
 }
 
+/// `[edge.purge]` / `[shield.purge]`: how a node follows the purge bus. With `[kafka]` brokers
+/// configured the node consumes the purge topic; otherwise it follows the embedded bus at
+/// `bus_url`, or no bus at all when that is empty.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PurgeFeedConfig {
+    /// This node's id: its Kafka consumer group and the name its acks carry. Empty:
+    /// `<tier>-<hostname>`.
+    pub node_id: String,
+    /// Embedded mode only: the purge bus's API (`http://host:port`); empty: follow no bus.
+    pub bus_url: String,
+    /// Embedded mode only: sent as the bearer token to the bus (its `purge_bus.node_token`).
+    pub bus_token: Secret,
+}
+
+impl PurgeFeedConfig {
+    fn validate(&self, section: &str, p: &mut Problems) {
+        if !self
+            .node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || self.node_id.len() > 200
+        {
+            p.push(
+                format!("{section}.purge.node_id"),
+                format!(
+                    "{:?} must be up to 200 letters, digits, '.', '_' or '-'",
+                    self.node_id
+                ),
+            );
+        }
+        if !self.bus_url.is_empty()
+            && !self
+                .bus_url
+                .strip_prefix("http://")
+                .is_some_and(|rest| is_host_port(rest.trim_end_matches('/')))
+        {
+            p.push(
+                format!("{section}.purge.bus_url"),
+                format!(
+                    "{:?} is not http://host:port (e.g. \"http://127.0.0.1:8090\")",
+                    self.bus_url
+                ),
+            );
+        }
+    }
+
+    /// The node id, `<tier>-<hostname>` when none is configured.
+    pub fn node_id_or_default(&self, tier: &str) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        format!("{tier}-{}", hostname())
+    }
+}
+
+/// This machine's host name (`localhost` when it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// `[shield]`: the parent cache tier between edges and the origin.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -166,6 +231,8 @@ pub struct ShieldConfig {
     pub disk: DiskCacheConfig,
     /// Unix socket for `--upgrade` hand-over; empty: `/tmp/cascade-shield-<listen port>.upgrade.sock`.
     pub upgrade_socket: String,
+    /// Following the purge bus.
+    pub purge: PurgeFeedConfig,
 }
 
 impl Default for ShieldConfig {
@@ -181,6 +248,7 @@ impl Default for ShieldConfig {
             cache: CacheConfig::with_capacity(ByteSize(1 << 30)),
             disk: DiskCacheConfig::default(),
             upgrade_socket: String::new(),
+            purge: PurgeFeedConfig::default(),
         }
     }
 }
@@ -197,6 +265,7 @@ impl ShieldConfig {
         }
         validate_upstreams("shield.origins", &self.origins, p);
         self.cache.validate("shield", p);
+        self.purge.validate("shield", p);
         if !self.disk.dir.is_empty() && self.disk.capacity.0 < 1 << 20 {
             p.push(
                 "shield.disk.capacity",
@@ -255,6 +324,8 @@ pub struct EdgeConfig {
     /// Unix socket through which a new instance started with `--upgrade` receives this one's
     /// listening sockets; empty: `/tmp/cascade-edge-<listen port>.upgrade.sock`.
     pub upgrade_socket: String,
+    /// Following the purge bus.
+    pub purge: PurgeFeedConfig,
 }
 
 /// One `[[edge.sites]]` entry.
@@ -297,6 +368,7 @@ impl Default for EdgeConfig {
                 ..SiteConfig::default()
             }],
             upgrade_socket: String::new(),
+            purge: PurgeFeedConfig::default(),
         }
     }
 }
@@ -305,6 +377,7 @@ impl EdgeConfig {
     pub(crate) fn validate(&self, p: &mut Problems) {
         validate_service(self, p);
         validate_threads("edge", self.threads, p);
+        self.purge.validate("edge", p);
         validate_upstreams("edge.shields", &self.shields, p);
         if !self.origin.is_empty() && !is_host_port(&self.origin) {
             p.push(
@@ -390,8 +463,12 @@ pub struct PurgeBusConfig {
     pub rate_limit_per_second: u32,
     /// Requests a token may make in a burst.
     pub rate_limit_burst: u32,
-    /// Node ids expected to apply every purge (edges and shields).
+    /// Node ids expected to apply every purge (edges and shields), besides the nodes that
+    /// report in by heartbeat.
     pub nodes: Vec<String>,
+    /// Embedded mode: the bearer token nodes present to follow the bus (`GET /v1/feed`,
+    /// `POST /v1/reports`). Empty: only nodes on loopback addresses are served.
+    pub node_token: Secret,
 }
 
 impl Default for PurgeBusConfig {
@@ -404,6 +481,7 @@ impl Default for PurgeBusConfig {
             rate_limit_per_second: 100,
             rate_limit_burst: 1000,
             nodes: Vec::new(),
+            node_token: Secret::default(),
         }
     }
 }
@@ -416,6 +494,12 @@ impl PurgeBusConfig {
         }
         if self.rate_limit_burst == 0 {
             p.push("purge_bus.rate_limit_burst", "must be at least 1");
+        }
+        if !self.node_token.is_empty() && self.node_token.expose().len() < 16 {
+            p.push(
+                "purge_bus.node_token",
+                "is shorter than 16 characters; use a long random string",
+            );
         }
         for (i, token) in self.tokens.iter().enumerate() {
             if token.name.is_empty() {

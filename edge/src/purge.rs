@@ -67,25 +67,28 @@ pub struct PurgeLog {
 }
 
 impl PurgeLog {
-    /// Records that `selector` was applied at `at`, forgetting what is too old.
-    pub fn record(&mut self, selector: Selector, at: SystemTime) {
-        self.applied.push_back((at, selector));
+    /// Records a purge that takes effect from `at` (when the bus accepted it), as applied at
+    /// `now`. What is older than [`PURGE_MEMORY`] is not (or no longer) remembered.
+    pub fn record(&mut self, selector: Selector, at: SystemTime, now: SystemTime) {
+        let horizon = now.checked_sub(PURGE_MEMORY).unwrap_or(UNIX_EPOCH);
+        if at >= horizon {
+            self.applied.push_back((at.min(now), selector));
+        }
         while self.applied.len() > PURGE_LOG_CAPACITY {
             self.applied.pop_front();
         }
-        let horizon = at.checked_sub(PURGE_MEMORY).unwrap_or(UNIX_EPOCH);
         while self.applied.front().is_some_and(|(t, _)| *t < horizon) {
             self.applied.pop_front();
         }
     }
 
-    /// When the newest purge matching this object was applied, if any.
+    /// When the newest remembered purge matching this object took effect, if any.
     pub fn newest_matching(&self, key: &str, tags: &[String]) -> Option<SystemTime> {
         self.applied
             .iter()
-            .rev()
-            .find(|(_, s)| s.matches(key, tags))
+            .filter(|(_, s)| s.matches(key, tags))
             .map(|(t, _)| *t)
+            .max()
     }
 
     /// True when a copy first fetched at `fetched` predates a purge that names it.
@@ -308,8 +311,8 @@ mod tests {
         let t = |s: u64| UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
         let mut log = PurgeLog::default();
         assert!(log.is_empty());
-        log.record(Selector::Prefix("a.tv/live/s1/".into()), t(100));
-        log.record(Selector::Tag("vod/x".into()), t(200));
+        log.record(Selector::Prefix("a.tv/live/s1/".into()), t(100), t(100));
+        log.record(Selector::Tag("vod/x".into()), t(200), t(201));
         assert!(
             log.is_stale("a.tv/live/s1/1.m4s", &[], t(99)),
             "fetched before the purge"
@@ -324,12 +327,27 @@ mod tests {
         );
         assert!(log.is_stale("b.tv/v/1.m4s", &surrogate_tags(Some("vod/x")), t(150)));
         assert_eq!(log.newest_matching("a.tv/live/s1/x", &[]), Some(t(100)));
-        log.record(Selector::All, t(100 + PURGE_MEMORY.as_secs() + 1));
+        let later = t(100 + PURGE_MEMORY.as_secs() + 1);
+        log.record(Selector::All, later, later);
         assert_eq!(
             log.applied.len(),
             2,
             "purges older than the memory are forgotten"
         );
+        log.record(Selector::Host("c.tv".into()), t(50), later);
+        assert_eq!(
+            log.applied.len(),
+            2,
+            "a replayed old purge is not remembered"
+        );
+        log.record(Selector::Host("c.tv".into()), t(300), later);
+        log.record(Selector::Host("c.tv".into()), t(250), later);
+        assert_eq!(
+            log.newest_matching("c.tv/a", &[]),
+            Some(later),
+            "the newest time wins whatever the arrival order"
+        );
+        assert!(!log.is_stale("c.tv/a", &[], later));
         assert_eq!(parse_fetched(&format_fetched(t(5))), Some(t(5)));
         assert_eq!(parse_fetched("soon"), None);
     }

@@ -2,9 +2,15 @@
 //! as the purge bus (`{"kind": "url|prefix|host|tag|all", "targets": [...], "action":
 //! "delete|expire"}`), so operators and the bus speak one language; bearer-token auth with a
 //! constant-time comparison; disabled while no token is configured.
+//!
+//! [`BusApplier`] applies the same requests arriving from the purge bus.
 
 use bytes::Bytes;
 use cascade_config::Secret;
+use std::time::{Duration, UNIX_EPOCH};
+
+use cascade_purge_bus::node::PurgeApplier;
+use cascade_purge_bus::transport::PurgeMessage;
 use cascade_purge_bus::{PurgeAction as RequestedAction, PurgeKind, PurgeRequest};
 use cascade_service::admin::AdminExtension;
 use http_body_util::Full;
@@ -38,36 +44,6 @@ impl PurgeEndpoint {
         }
     }
 
-    /// Turns a validated request's targets into selectors; errors name the bad target.
-    pub fn selectors(&self, request: &PurgeRequest) -> Result<Vec<Selector>, String> {
-        let url_key = |i: usize, url: &str| -> Result<String, String> {
-            let rest = url
-                .strip_prefix("https://")
-                .or_else(|| url.strip_prefix("http://"))
-                .unwrap_or(url);
-            let (host, target) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let target = if target.is_empty() { "/" } else { target };
-            RequestKey::new(host, target, &self.keyed_query)
-                .map(|k| k.to_string())
-                .map_err(|e| format!("targets[{i}]: {url:?}: {e}"))
-        };
-        request
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| match request.kind {
-                PurgeKind::Url => url_key(i, t).map(Selector::Url),
-                PurgeKind::Prefix => url_key(i, t).map(Selector::Prefix),
-                PurgeKind::Host => normalise_host(t)
-                    .map(Selector::Host)
-                    .map_err(|e| format!("targets[{i}]: {t:?}: {e}")),
-                PurgeKind::Tag => Ok(Selector::Tag(t.clone())),
-                PurgeKind::All => Ok(Selector::All),
-            })
-            .chain((request.kind == PurgeKind::All).then_some(Ok(Selector::All)))
-            .collect()
-    }
-
     fn authorised(&self, parts: &Parts) -> Result<(), (StatusCode, &'static str)> {
         let Some(expected) = &self.token_hash else {
             return Err((
@@ -90,6 +66,65 @@ impl PurgeEndpoint {
         } else {
             Err((StatusCode::FORBIDDEN, "wrong bearer token"))
         }
+    }
+}
+
+/// Turns a validated request's targets into selectors; errors name the bad target.
+pub fn selectors(request: &PurgeRequest, keyed_query: &[String]) -> Result<Vec<Selector>, String> {
+    let url_key = |i: usize, url: &str| -> Result<String, String> {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or(url);
+        let (host, target) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let target = if target.is_empty() { "/" } else { target };
+        RequestKey::new(host, target, keyed_query)
+            .map(|k| k.to_string())
+            .map_err(|e| format!("targets[{i}]: {url:?}: {e}"))
+    };
+    if request.kind == PurgeKind::All {
+        return Ok(vec![Selector::All]);
+    }
+    request
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match request.kind {
+            PurgeKind::Url => url_key(i, t).map(Selector::Url),
+            PurgeKind::Prefix => url_key(i, t).map(Selector::Prefix),
+            PurgeKind::Host => normalise_host(t)
+                .map(Selector::Host)
+                .map_err(|e| format!("targets[{i}]: {t:?}: {e}")),
+            PurgeKind::Tag | PurgeKind::All => Ok(Selector::Tag(t.clone())),
+        })
+        .collect()
+}
+
+/// The storage's action for a requested one.
+pub fn storage_action(action: RequestedAction) -> PurgeAction {
+    match action {
+        RequestedAction::Delete => PurgeAction::Delete,
+        RequestedAction::Expire => PurgeAction::Expire,
+    }
+}
+
+/// Applies purges from the bus to this node's cache.
+pub struct BusApplier {
+    /// The node's cache.
+    pub storage: &'static TieredStorage,
+    /// Query parameters that are part of cache keys (URL targets are keyed the same way).
+    pub keyed_query: Vec<String>,
+}
+
+impl PurgeApplier for BusApplier {
+    fn apply(&self, message: &PurgeMessage) -> Result<usize, String> {
+        let selectors = selectors(&message.request, &self.keyed_query)?;
+        let action = storage_action(message.request.action);
+        let accepted = UNIX_EPOCH + Duration::from_millis(message.issued_ms);
+        Ok(selectors
+            .iter()
+            .map(|s| self.storage.purge_matching_since(s, action, accepted))
+            .sum())
     }
 }
 
@@ -132,14 +167,11 @@ impl AdminExtension for PurgeEndpoint {
         if let Err(e) = request.validate() {
             return Some(error(StatusCode::BAD_REQUEST, &e.to_string()));
         }
-        let selectors = match self.selectors(&request) {
+        let selectors = match selectors(&request, &self.keyed_query) {
             Ok(s) => s,
             Err(e) => return Some(error(StatusCode::BAD_REQUEST, &e)),
         };
-        let action = match request.action {
-            RequestedAction::Delete => PurgeAction::Delete,
-            RequestedAction::Expire => PurgeAction::Expire,
-        };
+        let action = storage_action(request.action);
         let purged: usize = selectors
             .iter()
             .map(|s| self.storage.purge_matching(s, action))

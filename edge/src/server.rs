@@ -1,5 +1,6 @@
 //! A tier's process (edge or shield): a pingora server running the caching proxy on the traffic
-//! listeners, the shared admin listener and the upstream health checker as background services, and a drain
+//! listeners, the shared admin listener, the upstream health checker and the purge bus consumer
+//! as background services, and a drain
 //! on SIGINT/SIGTERM that waits for in-flight requests (bounded by `shutdown_grace`) instead of
 //! pingora's fixed grace sleep.
 
@@ -26,13 +27,14 @@ use pingora_core::services::background::{BackgroundService, background_service};
 use crate::disk::DiskTier;
 use crate::metrics::{StorageCollector, proxy_metrics};
 use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
-use crate::purge_api::PurgeEndpoint;
+use crate::purge_api::{BusApplier, PurgeEndpoint};
 use crate::storage::TieredStorage;
 use crate::tier::{HostPolicy, TierSettings, UpstreamPlan};
 use crate::tls::CertStore;
 use crate::token::TokenKey;
 use crate::ttl::TtlPolicy;
 use crate::upstream::Upstreams;
+use cascade_purge_bus::node::{FeedSource, follow};
 use sha2::{Digest, Sha256};
 
 /// Runs a tier (`cascade-edge`, `cascade-shield`) until it is stopped; `tier` picks its
@@ -286,6 +288,22 @@ fn serve(
             started: Mutex::new(Some(started)),
         },
     ));
+    if let Some(source) = feed_source(tier, config) {
+        let node_id = tier.purge.node_id_or_default(tier.name);
+        tracing::info!(node = %node_id, "following the purge bus");
+        server.add_service(background_service(
+            "purge-feed",
+            PurgeFeed {
+                node_id,
+                source,
+                applier: Arc::new(BusApplier {
+                    storage,
+                    keyed_query: tier.cache.keyed_query.clone(),
+                }),
+                caught_up: Mutex::new(Some(readiness.gate("catching up with the purge bus"))),
+            },
+        ));
+    }
     server.add_service(background_service(
         "health",
         HealthCheck {
@@ -491,6 +509,53 @@ impl BackgroundService for HealthCheck {
             if !pause(self.interval, &mut shutdown).await {
                 return;
             }
+        }
+    }
+}
+
+/// Which purge bus the tier follows: the Kafka purge topic when brokers are configured, else
+/// the embedded bus at `purge.bus_url`, else none.
+fn feed_source(tier: &TierSettings, config: &CascadeConfig) -> Option<FeedSource> {
+    if !config.kafka.is_embedded() {
+        return Some(FeedSource::Kafka(config.kafka.clone()));
+    }
+    if tier.purge.bus_url.is_empty() {
+        tracing::info!(
+            "no [kafka] brokers and no {}.purge.bus_url: not following a purge bus",
+            tier.name
+        );
+        return None;
+    }
+    Some(FeedSource::Embedded {
+        url: tier.purge.bus_url.clone(),
+        token: (!tier.purge.bus_token.is_empty()).then(|| tier.purge.bus_token.expose().to_owned()),
+    })
+}
+
+/// Follows the purge bus; the node is not ready until it caught up.
+struct PurgeFeed {
+    node_id: String,
+    source: FeedSource,
+    applier: Arc<BusApplier>,
+    caught_up: Mutex<Option<Gate>>,
+}
+
+#[async_trait]
+impl BackgroundService for PurgeFeed {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let gate = self
+            .caught_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let on_caught_up: Box<dyn FnOnce() + Send> = Box::new(move || {
+            if let Some(gate) = gate {
+                gate.open();
+            }
+        });
+        tokio::select! {
+            () = follow(self.node_id.clone(), self.source.clone(), self.applier.clone(), on_caught_up) => {}
+            _ = shutdown.changed() => {}
         }
     }
 }

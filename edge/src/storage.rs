@@ -441,7 +441,20 @@ impl TieredStorage {
     /// names, and cancels matching fills in progress. Returns how many objects it hit.
     pub fn purge_matching(&self, selector: &Selector, action: PurgeAction) -> usize {
         let now = SystemTime::now();
-        lock(&self.purge_log).record(selector.clone(), now);
+        self.purge_matching_since(selector, action, now)
+    }
+
+    /// Like [`TieredStorage::purge_matching`] for a purge that took effect at `since` (when
+    /// the bus accepted it): copies first fetched from the origin before then are refused
+    /// when a parent tier hands them back.
+    pub fn purge_matching_since(
+        &self,
+        selector: &Selector,
+        action: PurgeAction,
+        since: SystemTime,
+    ) -> usize {
+        let now = SystemTime::now();
+        lock(&self.purge_log).record(selector.clone(), since, now);
         if *selector == Selector::All && action == PurgeAction::Delete {
             self.objects.run_pending_tasks();
             let on_disk = self.disk().map_or(0, DiskTier::entry_count);

@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cascade_config::{
-    CacheConfig, DiskCacheConfig, EdgeConfig, ListenAddr, Secret, ShieldConfig, SiteConfig,
+    CacheConfig, DiskCacheConfig, EdgeConfig, ListenAddr, PurgeFeedConfig, Secret, ShieldConfig,
+    SiteConfig,
 };
 
 /// How a tier picks the upstream for a miss.
@@ -78,6 +79,8 @@ pub struct TierSettings {
     pub admin_token: Secret,
     /// Socket for `--upgrade` hand-over; empty for the default.
     pub upgrade_socket: String,
+    /// Following the purge bus.
+    pub purge: PurgeFeedConfig,
 }
 
 fn non_empty(secret: &Secret) -> Option<Secret> {
@@ -107,6 +110,7 @@ impl TierSettings {
             failover_on_error: false,
             admin_token: edge.admin_token.clone(),
             upgrade_socket: edge.upgrade_socket.clone(),
+            purge: edge.purge.clone(),
         }
     }
 
@@ -131,6 +135,7 @@ impl TierSettings {
             failover_on_error: true,
             admin_token: shield.admin_token.clone(),
             upgrade_socket: shield.upgrade_socket.clone(),
+            purge: shield.purge.clone(),
         }
     }
 

@@ -8,23 +8,50 @@
 //!
 //! Every request needs a bearer token (401 without, 403 for too small a scope) and is counted
 //! against that token's rate limit (429 with `Retry-After`).
+//!
+//! With the embedded transport the API also serves the nodes (with `purge_bus.node_token`, or
+//! to loopback peers when none is set):
+//!
+//! - `GET /v1/feed?from=N&wait_ms=W`: the log from offset `N` (a [`FeedPage`]), waiting up to
+//!   `W` ms for a purge when there is none yet;
+//! - `POST /v1/reports`: a JSON array of [`NodeReport`]s (applied purges, heartbeats).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use cascade_service::admin::PeerAddr;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::auth::{ApiTokens, AuthError, Scope};
+use crate::membership::Membership;
+use crate::node::FeedPage;
 use crate::rate::RateLimiter;
+use crate::report::NodeReport;
 use crate::request::PurgeRequest;
 use crate::tracker::PurgeTracker;
-use crate::transport::{PurgeMessage, PurgeTransport};
+use crate::transport::{EmbeddedLog, PurgeMessage, PurgeTransport};
+
+/// Most reports one `POST /v1/reports` may carry.
+pub const MAX_REPORTS: usize = 1000;
+
+/// Longest a feed request may wait for a purge.
+pub const MAX_FEED_WAIT: Duration = Duration::from_secs(25);
+
+/// The embedded log served to nodes, and how nodes prove who they are.
+pub struct NodeFeed {
+    /// The log purges are published to.
+    pub log: Arc<EmbeddedLog>,
+    /// SHA-256 of `purge_bus.node_token`; `None`: serve loopback peers only.
+    pub token_hash: Option<[u8; 32]>,
+}
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -35,7 +62,8 @@ pub struct PurgeApi {
     limiter: Mutex<RateLimiter>,
     tracker: Mutex<PurgeTracker>,
     transport: Arc<dyn PurgeTransport>,
-    nodes: Vec<String>,
+    members: Mutex<Membership>,
+    feed: Option<NodeFeed>,
     next_id: AtomicU64,
 }
 
@@ -55,34 +83,192 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<B
     json_response(status, &json!({ "error": message.to_string() }))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl PurgeApi {
-    /// An API over `transport` expecting every purge on `nodes`.
+    /// An API over `transport` expecting every purge on the configured `nodes` and on every
+    /// node heartbeating; `feed` serves the embedded log to nodes.
     pub fn new(
         tokens: ApiTokens,
         limiter: RateLimiter,
         transport: Arc<dyn PurgeTransport>,
         nodes: Vec<String>,
+        feed: Option<NodeFeed>,
     ) -> Self {
         Self {
             tokens,
             limiter: Mutex::new(limiter),
             tracker: Mutex::new(PurgeTracker::default()),
             transport,
-            nodes,
+            members: Mutex::new(Membership::new(nodes)),
+            feed,
             next_id: AtomicU64::new(1),
         }
     }
 
-    /// The tracker, for the ack consumer.
-    pub fn tracker(&self) -> &Mutex<PurgeTracker> {
-        &self.tracker
+    /// Takes a node's report: an applied purge or a heartbeat.
+    pub fn record_report(&self, report: &NodeReport) {
+        self.members
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seen(report.node(), Instant::now());
+        if let NodeReport::Applied {
+            node,
+            id,
+            applied_ms,
+        } = report
+        {
+            let at = UNIX_EPOCH + Duration::from_millis(*applied_ms);
+            let completed = self
+                .tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .applied(id, node, at);
+            if completed {
+                tracing::info!(purge = %id, "purge applied on every expected node");
+            }
+        }
+    }
+
+    /// Checks a node's request against the feed's token or loopback rule.
+    fn refuse_node(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<&NodeFeed, (StatusCode, &'static str)> {
+        let Some(feed) = &self.feed else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                "this bus publishes to Kafka: nodes consume the purge topic, not /v1/feed",
+            ));
+        };
+        match &feed.token_hash {
+            Some(expected) => {
+                let given = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                let Some(given) = given else {
+                    return Err((
+                        StatusCode::UNAUTHORIZED,
+                        "missing bearer token (nodes send purge_bus.node_token)",
+                    ));
+                };
+                let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+                if bool::from(given.ct_eq(expected)) {
+                    Ok(feed)
+                } else {
+                    Err((StatusCode::FORBIDDEN, "wrong node token"))
+                }
+            }
+            None => {
+                let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+                if peer.is_some_and(|ip| ip.is_loopback()) {
+                    Ok(feed)
+                } else {
+                    Err((
+                        StatusCode::FORBIDDEN,
+                        "nodes off this machine need purge_bus.node_token set on the bus",
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn serve_feed(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let feed = match self.refuse_node(&req) {
+            Ok(feed) => feed,
+            Err((status, why)) => return error(status, why),
+        };
+        let mut from = 0usize;
+        let mut wait = Duration::ZERO;
+        for pair in req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "from" => match value.parse() {
+                    Ok(n) => from = n,
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("from: {value:?} is not an offset"),
+                        );
+                    }
+                },
+                "wait_ms" => match value.parse::<u64>() {
+                    Ok(ms) => wait = Duration::from_millis(ms).min(MAX_FEED_WAIT),
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("wait_ms: {value:?} is not a number of milliseconds"),
+                        );
+                    }
+                },
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown parameter {name:?}; use from and wait_ms"),
+                    );
+                }
+            }
+        }
+        let (messages, next, end) = feed.log.wait_from(from, wait).await;
+        let page = FeedPage {
+            epoch: feed.log.epoch().to_owned(),
+            next,
+            end,
+            messages,
+        };
+        json_response(StatusCode::OK, &json!(page))
+    }
+
+    async fn take_reports(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Err((status, why)) = self.refuse_node(&req) {
+            return error(status, why);
+        }
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body could not be read or is over {MAX_BODY} bytes: {e}"),
+                );
+            }
+        };
+        let raw: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body: expected a JSON array of reports: {e}"),
+                );
+            }
+        };
+        if raw.len() > MAX_REPORTS {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} reports in one request; at most {MAX_REPORTS}",
+                    raw.len()
+                ),
+            );
+        }
+        let mut reports = Vec::with_capacity(raw.len());
+        for (i, value) in raw.iter().enumerate() {
+            match NodeReport::decode(value.to_string().as_bytes()) {
+                Ok(r) => reports.push(r),
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("[{i}]: {e}")),
+            }
+        }
+        for report in &reports {
+            self.record_report(report);
+        }
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        response
     }
 
     /// Checks the token and its rate limit; `Some` is the refusal to send.
@@ -152,6 +338,8 @@ impl PurgeApi {
                     ),
                 }
             }
+            (Method::GET, "/v1/feed") => self.serve_feed(req).await,
+            (Method::POST, "/v1/reports") => self.take_reports(req).await,
             (_, "/v1/purge") => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "use POST to purge or GET to list",
@@ -180,7 +368,11 @@ impl PurgeApi {
         if let Err(e) = request.validate() {
             return error(StatusCode::BAD_REQUEST, e);
         }
-        let issued_ms = now_ms();
+        let accepted_at = SystemTime::now();
+        let issued_ms = accepted_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
         let id = format!(
             "pg-{issued_ms:x}-{}",
             self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -190,21 +382,31 @@ impl PurgeApi {
             request: request.clone(),
             issued_ms,
         };
+        // Tracked before publishing: the first nodes may apply it before `publish` returns.
+        let expected = self
+            .members
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .expected(Instant::now());
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .accepted(id.clone(), request, expected.clone(), accepted_at);
         if let Err(e) = self.transport.publish(&message).await {
+            self.tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .forget(&id);
             tracing::error!(purge = %id, error = %e, "could not publish a purge");
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the purge was not accepted: the bus could not take it ({e}); retry"),
             );
         }
-        self.tracker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .accepted(id.clone(), request, self.nodes.clone(), SystemTime::now());
         tracing::info!(purge = %id, "purge accepted");
         json_response(
             StatusCode::ACCEPTED,
-            &json!({ "id": id, "expected": self.nodes }),
+            &json!({ "id": id, "expected": expected }),
         )
     }
 }

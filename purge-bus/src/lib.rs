@@ -9,7 +9,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod catchup;
+pub mod client;
+pub mod kafka;
+pub mod membership;
+pub mod node;
 pub mod rate;
+pub mod report;
 pub mod request;
 pub mod tracker;
 pub mod transport;

@@ -6,12 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cascade_config::TokenScope;
-use cascade_purge_bus::api::PurgeApi;
+use std::time::Duration;
+
+use cascade_purge_bus::api::{NodeFeed, PurgeApi};
 use cascade_purge_bus::auth::{ApiTokens, Scope};
+use cascade_purge_bus::kafka::{KafkaTransport, ensure_topics, follow_reports};
 use cascade_purge_bus::rate::RateLimiter;
-use cascade_purge_bus::transport::EmbeddedLog;
+use cascade_purge_bus::transport::{EmbeddedLog, PurgeTransport};
 use cascade_service::admin;
 use cascade_service::{Context, ServiceInfo, run_server};
+use sha2::{Digest, Sha256};
 
 const INFO: ServiceInfo = ServiceInfo {
     name: "purge_bus",
@@ -38,15 +42,50 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
     if section.tokens.is_empty() {
         tracing::warn!("no [[purge_bus.tokens]] configured: the purge API refuses every request");
     }
+    let kafka = &ctx.config.kafka;
+    let (transport, feed): (Arc<dyn PurgeTransport>, Option<NodeFeed>) = if kafka.is_embedded() {
+        tracing::info!(
+            "no [kafka] brokers: purges go to the embedded log, nodes follow GET /v1/feed"
+        );
+        let log = Arc::new(EmbeddedLog::default());
+        let token_hash = (!section.node_token.is_empty())
+            .then(|| Sha256::digest(section.node_token.expose().as_bytes()).into());
+        (Arc::clone(&log) as _, Some(NodeFeed { log, token_hash }))
+    } else {
+        let producer = KafkaTransport::new(kafka).map_err(anyhow::Error::msg)?;
+        (Arc::new(producer), None)
+    };
     let api = Arc::new(PurgeApi::new(
         tokens,
         RateLimiter::new(
             f64::from(section.rate_limit_per_second),
             f64::from(section.rate_limit_burst),
         ),
-        Arc::new(EmbeddedLog::default()),
+        transport,
         section.nodes.clone(),
+        feed,
     ));
+    if !kafka.is_embedded() {
+        let topics = ctx.readiness.gate("creating the Kafka topics");
+        let config = kafka.clone();
+        tokio::spawn(async move {
+            loop {
+                match ensure_topics(&config).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka topics; retrying in 2s");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+            topics.open();
+        });
+        let group = format!("cascade-purge-bus-{}", cascade_config::hostname());
+        let api = Arc::clone(&api);
+        tokio::spawn(follow_reports(kafka.clone(), group, move |report| {
+            api.record_report(&report)
+        }));
+    }
     let listener = admin::bind(section.listen.0, "purge_bus.listen")
         .await
         .map_err(anyhow::Error::msg)?;

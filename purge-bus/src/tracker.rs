@@ -93,6 +93,11 @@ impl PurgeTracker {
         }
     }
 
+    /// Forgets purge `id` (it was never published).
+    pub fn forget(&mut self, id: &str) {
+        self.purges.retain(|p| p.id != id);
+    }
+
     /// The status of purge `id`.
     pub fn get(&self, id: &str) -> Option<&PurgeStatus> {
         self.purges.iter().rev().find(|p| p.id == id)

@@ -5,9 +5,11 @@
 //! same trait.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::request::PurgeRequest;
 
@@ -48,18 +50,66 @@ pub trait PurgeTransport: Send + Sync {
     async fn publish(&self, message: &PurgeMessage) -> Result<(), TransportError>;
 }
 
-/// The in-process log: purges in order, each at an offset.
-#[derive(Debug, Default)]
+/// Most messages one [`EmbeddedLog::read_from`] returns.
+pub const MAX_BATCH: usize = 1000;
+
+/// The in-process log: purges in order, each at an offset. It lives as long as the bus
+/// process; its `epoch` changes with every start, so a node following it over HTTP knows to
+/// start again from offset 0 when the bus restarted.
+#[derive(Debug)]
 pub struct EmbeddedLog {
+    epoch: String,
     entries: Mutex<Vec<PurgeMessage>>,
+    appended: Notify,
+}
+
+impl Default for EmbeddedLog {
+    fn default() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Self {
+            epoch: format!("{nanos:x}-{}", std::process::id()),
+            entries: Mutex::new(Vec::new()),
+            appended: Notify::new(),
+        }
+    }
 }
 
 impl EmbeddedLog {
-    /// Messages from `offset` on, with the offset after the last.
-    pub fn read_from(&self, offset: usize) -> (Vec<PurgeMessage>, usize) {
+    /// This log's identity; a different one means a different (restarted) log.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Up to [`MAX_BATCH`] messages from `offset` on, with the offset after the last returned
+    /// and the end of the log.
+    pub fn read_from(&self, offset: usize) -> (Vec<PurgeMessage>, usize, usize) {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let from = offset.min(entries.len());
-        (entries[from..].to_vec(), entries.len())
+        let to = entries.len().min(from + MAX_BATCH);
+        (entries[from..to].to_vec(), to, entries.len())
+    }
+
+    /// Like [`EmbeddedLog::read_from`], but waits up to `wait` for a message when there is
+    /// none yet.
+    pub async fn wait_from(
+        &self,
+        offset: usize,
+        wait: Duration,
+    ) -> (Vec<PurgeMessage>, usize, usize) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let appended = self.appended.notified();
+            let read = self.read_from(offset);
+            if !read.0.is_empty() {
+                return read;
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return self.read_from(offset);
+            }
+        }
     }
 }
 
@@ -70,6 +120,7 @@ impl PurgeTransport for EmbeddedLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(message.clone());
+        self.appended.notify_waiters();
         Ok(())
     }
 }
@@ -98,19 +149,38 @@ mod tests {
         for id in ["a", "b", "c"] {
             log.publish(&message(id)).await.unwrap();
         }
-        let (all, next) = log.read_from(0);
+        let (all, next, end) = log.read_from(0);
         assert_eq!(
             all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
             ["a", "b", "c"]
         );
-        assert_eq!(next, 3);
-        let (rest, next) = log.read_from(2);
+        assert_eq!((next, end), (3, 3));
+        let (rest, next, _) = log.read_from(2);
         assert_eq!((rest, next), (vec![message("c")], 3));
         assert_eq!(
             log.read_from(99),
-            (vec![], 3),
+            (vec![], 3, 3),
             "past the end is empty, not an error"
         );
+        assert_ne!(log.epoch(), EmbeddedLog::default().epoch());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_on_publish_and_gives_up_at_its_deadline() {
+        let log = std::sync::Arc::new(EmbeddedLog::default());
+        let (nothing, next, _) = log.wait_from(0, Duration::from_millis(20)).await;
+        assert!(nothing.is_empty());
+        assert_eq!(next, 0);
+        let reader = {
+            let log = std::sync::Arc::clone(&log);
+            tokio::spawn(async move { log.wait_from(0, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        log.publish(&message("late")).await.unwrap();
+        let (got, next, end) = reader.await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!((got, next, end), (vec![message("late")], 1, 1));
     }
 
     #[test]

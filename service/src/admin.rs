@@ -67,9 +67,13 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
     .await;
 }
 
+/// The client's address, in the extensions of every request [`serve_http`] hands over.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// Serves HTTP/1.1 on `listener` with `handler` until the future is dropped: one task per
 /// connection, a 10 s header read timeout, accept errors (out of descriptors) backed off.
-/// `label` names the listener in logs.
+/// `label` names the listener in logs. Each request carries the client's [`PeerAddr`].
 pub async fn serve_http<H, F>(listener: TcpListener, label: &'static str, handler: H)
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
@@ -87,7 +91,8 @@ where
         };
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
                 let answer = handler(req);
                 async move { Ok::<_, Infallible>(answer.await) }
             });

@@ -5,21 +5,25 @@
 //! cascade-purge prefix https://cdn.example.com/live/abc/ --soft
 //! cascade-purge tag stream/abc
 //! cascade-purge all --yes-really-all
+//! cascade-purge host cdn.example.com --wait --timeout 10s
 //! ```
 //!
 //! The request is validated here with the same rules as the API, then sent to
 //! `POST <api>/v1/purge` with the bearer token from `--token` or `CASCADE_PURGE_TOKEN`.
-//! The API's answer is printed; a non-2xx answer exits with status 1.
+//! The API's answer is printed; a non-2xx answer exits with status 1. With `--wait` it then
+//! polls `GET <api>/v1/purge/<id>` until every expected node applied the purge, prints the
+//! latency, and exits with status 1 if that takes longer than `--timeout`.
 
 use std::process::ExitCode;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, bail};
-use bytes::Bytes;
+use cascade_config::HumanDuration;
+use cascade_purge_bus::client;
 use cascade_purge_bus::{PurgeAction, PurgeKind, PurgeRequest};
 use clap::{Parser, ValueEnum};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +52,16 @@ struct Cli {
     /// Bearer token for the purge API.
     #[arg(long, env = "CASCADE_PURGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Wait until every expected node applied the purge; print the latency.
+    #[arg(long)]
+    wait: bool,
+    /// How long `--wait` waits before giving up (exit status 1).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: HumanDuration,
+}
+
+fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+    s.parse()
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -87,38 +101,90 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         confirm_all: cli.yes_really_all,
     };
     request.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    client::authority(&cli.api).map_err(|e| anyhow::anyhow!("--api {e}"))?;
     let body = serde_json::to_vec(&request)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (status, answer) = runtime.block_on(post(&cli.api, cli.token.as_deref(), body))?;
-    println!("{answer}");
-    if !(200..300).contains(&status) {
-        bail!("the purge API answered {status}");
-    }
-    Ok(())
+    runtime.block_on(async {
+        let token = cli.token.as_deref();
+        let answer = client::send(
+            &cli.api,
+            Method::POST,
+            "/v1/purge",
+            token,
+            Some(body),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        println!("{}", answer.text().trim_end());
+        if !answer.is_success() {
+            bail!("the purge API answered {}", answer.status);
+        }
+        if !cli.wait {
+            return Ok(());
+        }
+        let accepted: serde_json::Value =
+            serde_json::from_slice(&answer.body).context("the purge API's answer is not JSON")?;
+        let id = accepted["id"]
+            .as_str()
+            .context("the purge API's answer has no id")?
+            .to_owned();
+        wait_for(&cli.api, token, &id, cli.timeout).await
+    })
 }
 
-async fn post(api: &str, token: Option<&str>, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
-    let authority = api
-        .strip_prefix("http://")
-        .with_context(|| format!("--api {api:?}: only http:// is supported"))?
-        .trim_end_matches('/');
-    let stream = tokio::net::TcpStream::connect(authority)
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Polls the purge's status until every expected node applied it or `timeout` passes.
+async fn wait_for(
+    api: &str,
+    token: Option<&str>,
+    id: &str,
+    timeout: HumanDuration,
+) -> anyhow::Result<()> {
+    let timeout = timeout.0;
+    let started = Instant::now();
+    let mut last = serde_json::Value::Null;
+    while started.elapsed() < timeout {
+        let answer = client::send(
+            api,
+            Method::GET,
+            &format!("/v1/purge/{id}"),
+            token,
+            None,
+            REQUEST_TIMEOUT,
+        )
         .await
-        .with_context(|| format!("cannot reach the purge API at {api}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let mut builder = Request::post("/v1/purge")
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::CONTENT_TYPE, "application/json");
-    if let Some(token) = token {
-        builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        .map_err(anyhow::Error::msg)?;
+        if !answer.is_success() {
+            bail!(
+                "the purge API answered {} for the status: {}",
+                answer.status,
+                answer.text().trim()
+            );
+        }
+        last = serde_json::from_slice(&answer.body).context("the purge status is not JSON")?;
+        if last["complete"].as_bool() == Some(true) {
+            let expected = last["expected"].as_array().map_or(0, Vec::len);
+            let latency = last["latency_ms"].as_u64().unwrap_or(0);
+            println!("purge {id}: applied on all {expected} nodes in {latency} ms");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let response = sender
-        .send_request(builder.body(Full::new(Bytes::from(body)))?)
-        .await?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    let expected: Vec<&str> = last["expected"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let missing: Vec<&str> = expected
+        .into_iter()
+        .filter(|n| last["applied"].get(n).is_none())
+        .collect();
+    bail!(
+        "purge {id}: not applied everywhere within {}; still waiting for: {}",
+        HumanDuration(timeout),
+        missing.join(", ")
+    )
 }

@@ -1,0 +1,330 @@
+//! The consumer that edges and shields embed: follows the bus (the Kafka purge topic, or the
+//! embedded bus's feed over HTTP), applies each purge to the node's cache through a
+//! [`PurgeApplier`], reports what it applied and heartbeats so the bus knows whom to expect,
+//! and says when it has caught up with everything published before it started (the node is
+//! not ready before that: it could serve something already purged).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use cascade_config::KafkaConfig;
+use cascade_service::metrics::must;
+use hyper::Method;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
+use serde::{Deserialize, Serialize};
+
+use crate::client;
+use crate::kafka;
+use crate::membership::HEARTBEAT_INTERVAL;
+use crate::report::NodeReport;
+use crate::transport::PurgeMessage;
+
+/// Applies purges to a node's cache.
+pub trait PurgeApplier: Send + Sync {
+    /// Applies `message`; returns how many objects it hit, or why it could not be applied.
+    /// Applying the same purge twice must be harmless (delivery is at least once).
+    fn apply(&self, message: &PurgeMessage) -> Result<usize, String>;
+}
+
+/// Where a node's reports go.
+#[async_trait]
+pub trait ReportSink: Send + Sync {
+    /// Sends `reports`; failures are logged, not returned (a lost ack delays a purge's
+    /// completion, it does not undo the purge).
+    async fn send(&self, reports: Vec<NodeReport>);
+}
+
+/// Which bus a node follows.
+#[derive(Debug, Clone)]
+pub enum FeedSource {
+    /// The purge topic on a Kafka-protocol cluster.
+    Kafka(KafkaConfig),
+    /// An embedded bus's `GET /v1/feed` at `url` (`http://host:port`).
+    Embedded {
+        /// The bus's API.
+        url: String,
+        /// Its `purge_bus.node_token`, if it wants one.
+        token: Option<String>,
+    },
+}
+
+/// One page of the embedded bus's feed (`GET /v1/feed`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// Identity of the bus's log; a new one means the bus restarted with an empty log.
+    pub epoch: String,
+    /// Offset after the last message in this page.
+    pub next: usize,
+    /// End of the log when the page was read.
+    pub end: usize,
+    /// The purges, in order.
+    pub messages: Vec<PurgeMessage>,
+}
+
+struct NodeMetrics {
+    applied: IntCounter,
+    skipped: IntCounter,
+    caught_up: IntGauge,
+    propagation: Histogram,
+}
+
+fn metrics() -> &'static NodeMetrics {
+    static METRICS: OnceLock<NodeMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let m = NodeMetrics {
+            applied: must(IntCounter::new(
+                "cascade_purges_applied_total",
+                "Purges from the bus applied to this node's cache",
+            )),
+            skipped: must(IntCounter::new(
+                "cascade_purge_messages_skipped_total",
+                "Purge bus messages that were garbled or could not be applied",
+            )),
+            caught_up: must(IntGauge::new(
+                "cascade_purge_feed_caught_up",
+                "1 once this node applied every purge published before it started",
+            )),
+            propagation: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "cascade_purge_propagation_seconds",
+                    "From the bus accepting a purge to this node applying it",
+                )
+                .buckets(vec![
+                    0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+                ]),
+            )),
+        };
+        let _ = prometheus::register(Box::new(m.applied.clone()));
+        let _ = prometheus::register(Box::new(m.skipped.clone()));
+        let _ = prometheus::register(Box::new(m.caught_up.clone()));
+        let _ = prometheus::register(Box::new(m.propagation.clone()));
+        m
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A node following the bus: applies, reports, and signals catching up once.
+pub struct Node {
+    id: String,
+    applier: Arc<dyn PurgeApplier>,
+    sink: Arc<dyn ReportSink>,
+    caught_up: AtomicBool,
+    on_caught_up: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Node {
+    /// Applies one purge; the report to send when it was applied.
+    pub fn apply(&self, message: &PurgeMessage) -> Option<NodeReport> {
+        match self.applier.apply(message) {
+            Ok(hit) => {
+                let applied_ms = now_ms();
+                let m = metrics();
+                m.applied.inc();
+                m.propagation
+                    .observe(applied_ms.saturating_sub(message.issued_ms) as f64 / 1000.0);
+                tracing::info!(purge = %message.id, kind = ?message.request.kind, hit, "purge applied");
+                Some(NodeReport::Applied {
+                    node: self.id.clone(),
+                    id: message.id.clone(),
+                    applied_ms,
+                })
+            }
+            Err(e) => {
+                metrics().skipped.inc();
+                tracing::warn!(purge = %message.id, error = %e, "could not apply a purge; skipping it");
+                None
+            }
+        }
+    }
+
+    /// Sends reports.
+    pub async fn report(&self, reports: Vec<NodeReport>) {
+        if !reports.is_empty() {
+            self.sink.send(reports).await;
+        }
+    }
+
+    /// Records that a garbled message was skipped.
+    pub fn skipped(&self) {
+        metrics().skipped.inc();
+    }
+
+    /// True once caught up.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// Marks the node caught up (the first call runs the callback).
+    pub fn caught_up(&self) {
+        if !self.caught_up.swap(true, Ordering::AcqRel) {
+            metrics().caught_up.set(1);
+            tracing::info!(node = %self.id, "caught up with the purge bus");
+            let callback = self
+                .on_caught_up
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(callback) = callback {
+                callback();
+            }
+        }
+    }
+}
+
+/// Follows `source` as node `node_id`, applying purges with `applier`; `on_caught_up` runs
+/// once every purge published before the start has been applied. Runs until dropped.
+pub async fn follow(
+    node_id: String,
+    source: FeedSource,
+    applier: Arc<dyn PurgeApplier>,
+    on_caught_up: Box<dyn FnOnce() + Send>,
+) {
+    metrics().caught_up.set(0);
+    let sink: Arc<dyn ReportSink> = match &source {
+        FeedSource::Kafka(config) => loop {
+            match kafka::KafkaReports::new(config) {
+                Ok(sink) => break Arc::new(sink),
+                Err(e) => {
+                    tracing::error!(error = %e, "purge reports; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        },
+        FeedSource::Embedded { url, token } => Arc::new(HttpReports {
+            url: url.clone(),
+            token: token.clone(),
+        }),
+    };
+    let node = Arc::new(Node {
+        id: node_id.clone(),
+        applier,
+        sink: Arc::clone(&sink),
+        caught_up: AtomicBool::new(false),
+        on_caught_up: Mutex::new(Some(on_caught_up)),
+    });
+    let heartbeats = async {
+        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        loop {
+            tick.tick().await;
+            sink.send(vec![NodeReport::Heartbeat {
+                node: node_id.clone(),
+                at_ms: now_ms(),
+            }])
+            .await;
+        }
+    };
+    let feed = async {
+        match source {
+            FeedSource::Kafka(config) => kafka::follow_purges(config, node_id.clone(), node).await,
+            FeedSource::Embedded { url, token } => {
+                follow_embedded(&url, token.as_deref(), &node).await
+            }
+        }
+    };
+    tokio::join!(heartbeats, feed);
+}
+
+/// Longest a feed request waits at the bus for a new purge.
+const FEED_WAIT: Duration = Duration::from_secs(20);
+
+async fn follow_embedded(url: &str, token: Option<&str>, node: &Node) {
+    let mut epoch = String::new();
+    let mut next = 0usize;
+    loop {
+        let wait = if node.is_caught_up() {
+            FEED_WAIT
+        } else {
+            Duration::ZERO
+        };
+        let path = format!("/v1/feed?from={next}&wait_ms={}", wait.as_millis());
+        let answer = client::send(
+            url,
+            Method::GET,
+            &path,
+            token,
+            None,
+            wait + Duration::from_secs(10),
+        )
+        .await;
+        let page = match answer {
+            Ok(a) if a.is_success() => serde_json::from_slice::<FeedPage>(&a.body)
+                .map_err(|e| format!("{url}/v1/feed: unreadable page: {e}")),
+            Ok(a) => Err(format!(
+                "{url}/v1/feed answered {}: {}",
+                a.status,
+                a.text().trim()
+            )),
+            Err(e) => Err(e),
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "following the purge bus; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if page.epoch != epoch {
+            if !epoch.is_empty() {
+                tracing::info!("the purge bus restarted; following its new log from the start");
+            }
+            epoch = page.epoch;
+            if next != 0 {
+                next = 0;
+                continue;
+            }
+        }
+        let mut reports = Vec::with_capacity(page.messages.len());
+        for message in &page.messages {
+            match message.request.validate() {
+                Ok(()) => reports.extend(node.apply(message)),
+                Err(e) => {
+                    node.skipped();
+                    tracing::warn!(purge = %message.id, error = %e, "skipping an invalid purge from the bus");
+                }
+            }
+        }
+        next = page.next;
+        node.report(reports).await;
+        if next >= page.end {
+            node.caught_up();
+        }
+    }
+}
+
+/// Reports to an embedded bus's `POST /v1/reports`.
+struct HttpReports {
+    url: String,
+    token: Option<String>,
+}
+
+#[async_trait]
+impl ReportSink for HttpReports {
+    async fn send(&self, reports: Vec<NodeReport>) {
+        let body = serde_json::to_vec(&reports).unwrap_or_default();
+        match client::send(
+            &self.url,
+            Method::POST,
+            "/v1/reports",
+            self.token.as_deref(),
+            Some(body),
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            Ok(a) if a.is_success() => {}
+            Ok(a) => {
+                tracing::warn!(status = a.status, answer = %a.text().trim(), "the purge bus refused reports")
+            }
+            Err(e) => tracing::debug!(error = %e, "could not send reports to the purge bus"),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! What nodes tell the bus: that they applied a purge, or that they are alive. On Kafka these
+//! are messages on the acks topic; in embedded mode they are `POST /v1/reports` bodies.
+
+use serde::{Deserialize, Serialize};
+
+/// One report from a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NodeReport {
+    /// `node` applied purge `id` at `applied_ms` (ms since the Unix epoch).
+    Applied {
+        /// The node's id.
+        node: String,
+        /// The purge id.
+        id: String,
+        /// When it was applied.
+        applied_ms: u64,
+    },
+    /// `node` is up and following the bus.
+    Heartbeat {
+        /// The node's id.
+        node: String,
+        /// When it was sent.
+        at_ms: u64,
+    },
+}
+
+/// Longest node id accepted in a report.
+pub const MAX_NODE_ID: usize = 200;
+
+impl NodeReport {
+    /// The reporting node.
+    pub fn node(&self) -> &str {
+        match self {
+            Self::Applied { node, .. } | Self::Heartbeat { node, .. } => node,
+        }
+    }
+
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads the wire form; garbage or an unusable node id is an error naming the problem.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let report: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let node = report.node();
+        if node.is_empty() || node.len() > MAX_NODE_ID {
+            return Err(format!(
+                "node: must be 1 to {MAX_NODE_ID} characters, got {}",
+                node.len()
+            ));
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_and_bad_ones_are_refused() {
+        let applied = NodeReport::Applied {
+            node: "edge-1".into(),
+            id: "pg-1".into(),
+            applied_ms: 5,
+        };
+        assert_eq!(NodeReport::decode(&applied.encode()), Ok(applied));
+        let beat = NodeReport::Heartbeat {
+            node: "shield-1".into(),
+            at_ms: 9,
+        };
+        assert_eq!(
+            NodeReport::decode(&beat.encode()).map(|r| r.node().to_owned()),
+            Ok("shield-1".into())
+        );
+        assert!(NodeReport::decode(b"{").is_err());
+        assert!(NodeReport::decode(br#"{"type":"heartbeat","node":"","at_ms":1}"#).is_err());
+        assert!(NodeReport::decode(br#"{"type":"reboot","node":"e","at_ms":1}"#).is_err());
+    }
+}
