@@ -417,6 +417,9 @@ impl TieredStorage {
             Some(obj) => {
                 let mut meta = obj.meta.clone();
                 meta.fresh_until = meta.fresh_until.min(now);
+                // A purged copy is not served while revalidating: the next request waits for
+                // the revalidation (a 304 still reuses the body). Stale-if-error remains.
+                meta.stale_while_revalidate = 0;
                 self.store(*id, obj.with_meta(meta));
                 true
             }

@@ -4,7 +4,7 @@
 //! (every node sees every purge), apply each purge before storing its offset (so a crash
 //! replays rather than loses it; purges are idempotent), and publish reports to the acks topic.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -34,6 +34,8 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     for (key, value) in kafka.client_properties() {
         config.set(key, value);
     }
+    // Notice recreated topics and moved partitions within seconds, not librdkafka's 5 minutes.
+    config.set("topic.metadata.refresh.interval.ms", "5000");
     config
 }
 
@@ -97,29 +99,76 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Keeps the topics in place: creates them at start-up and again if a cluster lost them,
+/// running `created` once they first exist. Runs until dropped.
+pub async fn keep_topics(kafka: KafkaConfig, created: impl FnOnce()) {
+    let mut created = Some(created);
+    loop {
+        let pause = match ensure_topics(&kafka).await {
+            Ok(()) => {
+                if let Some(created) = created.take() {
+                    created();
+                }
+                Duration::from_secs(10)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka topics; retrying");
+                Duration::from_secs(2)
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// The bus's producer.
 pub struct KafkaTransport {
-    producer: FutureProducer,
-    topic: String,
+    kafka: KafkaConfig,
+    producer: Mutex<Arc<FutureProducer>>,
     timeout: Duration,
+}
+
+fn purge_producer(kafka: &KafkaConfig) -> Result<FutureProducer, String> {
+    client_config(kafka)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", millis(kafka.publish_timeout.0))
+        .create()
+        .map_err(|e| format!("kafka producer: {e}"))
 }
 
 impl KafkaTransport {
     /// An idempotent, `acks=all` producer for `[kafka]`; a purge not written within
     /// `publish_timeout` fails (and the API answers 503).
     pub fn new(kafka: &KafkaConfig) -> Result<Self, String> {
-        let producer: FutureProducer = client_config(kafka)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", millis(kafka.publish_timeout.0))
-            .create()
-            .map_err(|e| format!("kafka producer: {e}"))?;
         Ok(Self {
-            producer,
-            topic: kafka.purge_topic.clone(),
+            producer: Mutex::new(Arc::new(purge_producer(kafka)?)),
+            kafka: kafka.clone(),
             timeout: kafka.publish_timeout.0,
         })
+    }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        Arc::clone(&self.producer.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Starts a new producer after a failed publish. An idempotent producer can wedge for good
+    /// when the cluster lost its producer state (a broker restarted without its data): every
+    /// later purge would time out. A fresh producer registers again; the cost is one
+    /// reconnection after a failure, which only happens while the cluster is in trouble.
+    fn replace_after_failure(&self, failed: &Arc<FutureProducer>) {
+        if let Some((code, why)) = failed.client().fatal_error() {
+            tracing::warn!(?code, %why, "the Kafka producer failed for good");
+        }
+        match purge_producer(&self.kafka) {
+            Ok(fresh) => {
+                let mut current = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+                if Arc::ptr_eq(&current, failed) {
+                    *current = Arc::new(fresh);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not start a new Kafka producer"),
+        }
     }
 }
 
@@ -128,18 +177,24 @@ impl PurgeTransport for KafkaTransport {
     async fn publish(&self, message: &PurgeMessage) -> Result<(), TransportError> {
         let key = partition_key(message);
         let payload = message.encode();
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        self.producer
-            .send(record, self.timeout)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| TransportError(format!("kafka: {e}")))
+        let producer = self.producer();
+        let record = FutureRecord::to(&self.kafka.purge_topic)
+            .key(&key)
+            .payload(&payload);
+        let sent = producer.send(record, self.timeout).await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err((e, _)) => {
+                self.replace_after_failure(&producer);
+                Err(TransportError(format!("kafka: {e}")))
+            }
+        }
     }
 }
 
 impl Drop for KafkaTransport {
     fn drop(&mut self) {
-        let _ = self.producer.flush(Duration::from_secs(2));
+        let _ = self.producer().flush(Duration::from_secs(2));
     }
 }
 

@@ -6,11 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cascade_config::TokenScope;
-use std::time::Duration;
-
 use cascade_purge_bus::api::{NodeFeed, PurgeApi};
 use cascade_purge_bus::auth::{ApiTokens, Scope};
-use cascade_purge_bus::kafka::{KafkaTransport, ensure_topics, follow_reports};
+use cascade_purge_bus::kafka::{KafkaTransport, follow_reports, keep_topics};
 use cascade_purge_bus::rate::RateLimiter;
 use cascade_purge_bus::transport::{EmbeddedLog, PurgeTransport};
 use cascade_service::admin;
@@ -67,19 +65,7 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
     ));
     if !kafka.is_embedded() {
         let topics = ctx.readiness.gate("creating the Kafka topics");
-        let config = kafka.clone();
-        tokio::spawn(async move {
-            loop {
-                match ensure_topics(&config).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Kafka topics; retrying in 2s");
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                }
-            }
-            topics.open();
-        });
+        tokio::spawn(keep_topics(kafka.clone(), move || topics.open()));
         let group = format!("cascade-purge-bus-{}", cascade_config::hostname());
         let api = Arc::clone(&api);
         tokio::spawn(follow_reports(kafka.clone(), group, move |report| {

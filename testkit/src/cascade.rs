@@ -113,6 +113,23 @@ impl CascadeProcess {
         )
     }
 
+    /// Starts a new instance with this (stopped) one's config, listeners and environment, and
+    /// waits until it is ready: a restart.
+    pub fn start_again(&self) -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(io_err("create a temp dir"))?;
+        let mut again = Self::spawn(
+            &self.binary,
+            &self.section,
+            self.config_path.clone(),
+            self.listeners.clone(),
+            self.env.clone(),
+            &[],
+            dir,
+        )?;
+        again.wait_ready(Duration::from_secs(30))?;
+        Ok(again)
+    }
+
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         self.process.wait_timeout(timeout)?.ok_or_else(|| {

@@ -25,13 +25,29 @@ pub struct Tansu {
 impl Tansu {
     /// Starts a broker on a free port and waits until it accepts connections.
     pub fn start() -> Result<Self> {
+        Self::start_on(free_port()?)
+    }
+
+    /// Stops the broker (SIGTERM) and starts a new one on the same port. Storage is in memory:
+    /// the new broker has no topics, offsets or groups, like a cluster that lost its data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        *self = Self::start_on(self.port)?;
+        Ok(())
+    }
+
+    /// Stops the broker (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&mut self) -> Result<()> {
+        self.process.stop(Duration::from_secs(10)).map(|_| ())
+    }
+
+    fn start_on(port: u16) -> Result<Self> {
         let bin = find_tool(
             "tansu",
             "CASCADE_TANSU_BIN",
             &format!("tansu-{TANSU_VERSION}/bin/tansu"),
         )?;
         let dir = tempfile::tempdir().map_err(io_err("create a temp dir for tansu"))?;
-        let port = free_port()?;
         let url = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(bin);
         command
