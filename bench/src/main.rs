@@ -7,6 +7,7 @@
 mod collapse;
 mod http_load;
 mod live;
+mod purge_apply;
 mod stats;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -62,6 +63,16 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
     },
+    /// Fills the caching core (in this process) with small objects and times applying purges
+    /// to it as a node does: URL batches (keys/s), prefix, tag and host purges.
+    PurgeApply {
+        /// Objects to cache first.
+        #[arg(long, default_value_t = 1_000_000)]
+        objects: usize,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a synthetic live origin and simulated viewers spread over edges (which must fill,
     /// through their shields, from this origin); reports origin offload and edge hit ratio.
     Live {
@@ -98,6 +109,9 @@ fn main() -> anyhow::Result<()> {
             let report = runtime()?.block_on(collapse::run(addr, &host, &path, viewers.max(1)));
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
+        }
+        Command::PurgeApply { objects, json } => {
+            runtime()?.block_on(purge_apply::run(objects, json))
         }
         Command::Live {
             origin_listen,

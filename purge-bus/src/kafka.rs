@@ -5,7 +5,7 @@
 //! replays rather than loses it; purges are idempotent), and publish reports to the acks topic.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cascade_config::KafkaConfig;
@@ -24,6 +24,12 @@ use crate::node::{Node, ReportSink};
 use crate::report::NodeReport;
 use crate::request::PurgeKind;
 use crate::transport::{PurgeMessage, PurgeTransport, TransportError};
+
+/// How often a quiet consumer checks that it still has partitions assigned.
+const ASSIGNMENT_CHECK: Duration = Duration::from_secs(2);
+
+/// A consumer without partitions for this long is replaced.
+const UNASSIGNED_LIMIT: Duration = Duration::from_secs(15);
 
 /// How long metadata and offset queries may take before they are retried.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -387,12 +393,28 @@ async fn consume(kafka: &KafkaConfig, node_id: &str, node: &Arc<Node>) -> Result
     consumer
         .subscribe(&[&topic])
         .map_err(|e| format!("subscribing to {topic}: {e}"))?;
+    let mut unassigned_since: Option<Instant> = None;
     loop {
-        let message = match consumer.recv().await {
-            Ok(m) => m,
-            Err(e) => {
+        let message = match tokio::time::timeout(ASSIGNMENT_CHECK, consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "reading the purge topic");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(_) => {
+                // Quiet topic, or a consumer that never got its partitions back after the
+                // cluster restarted: the second needs a fresh consumer (offsets are committed).
+                let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                if assigned > 0 {
+                    unassigned_since = None;
+                } else if unassigned_since.get_or_insert_with(Instant::now).elapsed()
+                    > UNASSIGNED_LIMIT
+                {
+                    return Err(format!(
+                        "no partition of {topic} assigned for {UNASSIGNED_LIMIT:?}; reconnecting"
+                    ));
+                }
                 continue;
             }
         };

@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cascade_testkit::{
-    CascadeProcess, HttpResponse, Route, Tansu, TestUpstream, binary_path, http_get, raw_request,
+    CascadeProcess, Garage, HttpResponse, Route, Tansu, TestUpstream, binary_path, http_get,
+    raw_request,
 };
 
 const OPS_TOKEN: &str = "ops-token-0123456789";
@@ -119,7 +120,10 @@ struct Stack {
 
 /// A broker, an origin, the bus, one shield and three edges, all following the bus.
 fn stack() -> Stack {
-    let tansu = Tansu::start().unwrap();
+    stack_on(Tansu::start().unwrap())
+}
+
+fn stack_on(tansu: Tansu) -> Stack {
     let origin = TestUpstream::start().unwrap();
     let bus = start_bus(&tansu, &["shield-1", "edge-1", "edge-2", "edge-3"]);
     let kafka = kafka_section(&tansu);
@@ -304,7 +308,9 @@ fn a_restarted_node_applies_what_it_missed_before_it_is_ready() {
 
 #[test]
 fn a_broker_outage_is_503_and_purges_flow_again_once_it_is_back() {
-    let mut s = stack();
+    // The broker keeps its data in S3 (Garage), as a real cluster keeps it on disk.
+    let garage = Garage::start().unwrap();
+    let mut s = stack_on(Tansu::start_persistent(&garage).unwrap());
     s.publish_version(&["/v/outage.m4s"], "v1");
     assert!(
         s.everywhere("/v/outage.m4s")
@@ -335,8 +341,6 @@ fn a_broker_outage_is_503_and_purges_flow_again_once_it_is_back() {
         "nodes keep serving while the broker is away"
     );
 
-    // The broker comes back empty (in-memory storage): the bus recreates its topics and nodes
-    // start over on the new log.
     s.tansu.restart().unwrap();
     let mut id = None;
     wait_for(
@@ -356,15 +360,20 @@ fn a_broker_outage_is_503_and_purges_flow_again_once_it_is_back() {
         },
     );
     let id = id.unwrap();
-    let mut last = serde_json::Value::Null;
-    wait_for(
-        "the purge to complete after the outage",
-        Duration::from_secs(60),
-        || {
-            last = status(&s.bus, &id);
-            last["complete"] == true
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = status(&s.bus, &id);
+        if last["complete"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the purge did not complete after the outage: {last}\nedge-1:\n{}\nbus:\n{}",
+            s.edges[0].process().log_tail(),
+            s.bus.process().log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         s.everywhere("/v/outage.m4s")
             .iter()

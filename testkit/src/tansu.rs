@@ -1,4 +1,5 @@
-//! A tansu Kafka-protocol broker with in-memory storage.
+//! A tansu Kafka-protocol broker: in-memory storage, or kept in a Garage bucket so that it
+//! survives a restart like a real cluster.
 
 use std::process::Command;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use tempfile::TempDir;
 
+use crate::garage::Garage;
 use crate::process::{ChildProcess, free_port, wait_for_tcp};
 use crate::{HarnessError, Result, find_tool, io_err};
 
@@ -19,20 +21,49 @@ pub const TANSU_VERSION: &str = "0.6.0";
 pub struct Tansu {
     process: ChildProcess,
     port: u16,
+    storage: Storage,
     _dir: TempDir,
+}
+
+/// Where a broker keeps its data.
+#[derive(Debug, Clone)]
+enum Storage {
+    Memory,
+    S3 {
+        env: Vec<(String, String)>,
+        url: String,
+    },
 }
 
 impl Tansu {
     /// Starts a broker on a free port and waits until it accepts connections.
     pub fn start() -> Result<Self> {
-        Self::start_on(free_port()?)
+        Self::start_on(free_port()?, Storage::Memory)
     }
 
-    /// Stops the broker (SIGTERM) and starts a new one on the same port. Storage is in memory:
-    /// the new broker has no topics, offsets or groups, like a cluster that lost its data.
+    /// Starts a broker that keeps its topics, offsets and groups in `garage`'s bucket, so a
+    /// [`Tansu::restart`] finds them again.
+    pub fn start_persistent(garage: &Garage) -> Result<Self> {
+        let config = garage.storage_config();
+        let env = vec![
+            ("AWS_ACCESS_KEY_ID".to_owned(), config.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                config.secret_access_key.expose().to_owned(),
+            ),
+            ("AWS_DEFAULT_REGION".to_owned(), config.region.clone()),
+            ("AWS_ENDPOINT".to_owned(), config.endpoint.clone()),
+            ("AWS_ALLOW_HTTP".to_owned(), "true".to_owned()),
+        ];
+        let url = format!("s3://{}/", config.bucket);
+        Self::start_on(free_port()?, Storage::S3 { env, url })
+    }
+
+    /// Stops the broker (SIGTERM) and starts a new one on the same port with the same storage.
+    /// With in-memory storage the new broker has no topics, offsets or groups.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
-        *self = Self::start_on(self.port)?;
+        *self = Self::start_on(self.port, self.storage.clone())?;
         Ok(())
     }
 
@@ -41,7 +72,7 @@ impl Tansu {
         self.process.stop(Duration::from_secs(10)).map(|_| ())
     }
 
-    fn start_on(port: u16) -> Result<Self> {
+    fn start_on(port: u16, storage: Storage) -> Result<Self> {
         let bin = find_tool(
             "tansu",
             "CASCADE_TANSU_BIN",
@@ -53,8 +84,16 @@ impl Tansu {
         command
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
             .current_dir(dir.path());
+        match &storage {
+            Storage::Memory => {
+                command.args(["--storage-engine", "memory://tansu/"]);
+            }
+            Storage::S3 { env, url } => {
+                command.args(["--storage-engine", url]);
+                command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+        }
         let mut process = ChildProcess::spawn("tansu", command, &dir.path().join("tansu.log"))?;
         if !wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)) {
             process.ensure_running()?;
@@ -66,6 +105,7 @@ impl Tansu {
         Ok(Self {
             process,
             port,
+            storage,
             _dir: dir,
         })
     }
