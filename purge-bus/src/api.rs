@@ -12,8 +12,9 @@
 //! With the embedded transport the API also serves the nodes (with `purge_bus.node_token`, or
 //! to loopback peers when none is set):
 //!
-//! - `GET /v1/feed?from=N&wait_ms=W`: the log from offset `N` (a [`FeedPage`]), waiting up to
-//!   `W` ms for a purge when there is none yet;
+//! - `GET /v1/feed?from=N&wait_ms=W&epoch=E`: the log from offset `N` (a [`FeedPage`]),
+//!   waiting up to `W` ms for a purge when there is none yet (not when `E`, the log the node
+//!   followed so far, is not this one);
 //! - `POST /v1/reports`: a JSON array of [`NodeReport`]s (applied purges, heartbeats).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -207,10 +208,13 @@ impl PurgeApi {
                         );
                     }
                 },
+                // A node that followed an earlier log (the bus restarted) must hear at once.
+                "epoch" if value != feed.log.epoch() => wait = Duration::ZERO,
+                "epoch" => {}
                 _ => {
                     return error(
                         StatusCode::BAD_REQUEST,
-                        format!("unknown parameter {name:?}; use from and wait_ms"),
+                        format!("unknown parameter {name:?}; use from, wait_ms and epoch"),
                     );
                 }
             }

@@ -244,7 +244,10 @@ async fn follow_embedded(url: &str, token: Option<&str>, node: &Node) {
         } else {
             Duration::ZERO
         };
-        let path = format!("/v1/feed?from={next}&wait_ms={}", wait.as_millis());
+        let path = format!(
+            "/v1/feed?from={next}&wait_ms={}&epoch={epoch}",
+            wait.as_millis()
+        );
         let answer = client::send(
             url,
             Method::GET,
