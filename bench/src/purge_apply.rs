@@ -154,13 +154,13 @@ pub async fn run(objects: usize, json: bool) -> anyhow::Result<()> {
         &[message(PurgeKind::Tag, vec!["title/4".into()])],
         None,
     )?);
-    // A tenth of the cache by prefix (titles t001x), then the whole host.
+    // A tenth of the cache by prefix (titles t00xx), then the whole host.
     results.push(timed(
         &applier,
         "prefix purge over a tenth of the cache",
         &[message(
             PurgeKind::Prefix,
-            vec![format!("https://{HOST}/vod/t001")],
+            vec![format!("https://{HOST}/vod/t00")],
         )],
         None,
     )?);
