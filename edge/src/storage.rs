@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::storage::{HandleHit, HandleMiss, MissFinishType};
 use pingora_cache::trace::SpanHandle;
@@ -196,8 +197,51 @@ struct DiskLayer {
 
 /// The store. Create one per process with [`TieredStorage::leak`]: pingora-cache needs
 /// `&'static` storage.
+/// Purges that select at least this many objects remove them in the background; until they
+/// are gone, a [`Tombstone`] hides them from lookups, so the purge takes effect at once.
+pub const BULK_PURGE: usize = 10_000;
+
+/// A large delete-purge still being carried out: copies it names that were stored before it
+/// (generation below `before`) are treated as absent.
+#[derive(Debug, Clone, PartialEq)]
+struct Tombstone {
+    selector: Selector,
+    before: u64,
+}
+
+/// The tombstones of bulk purges under way.
+#[derive(Debug, Default)]
+struct Tombstones {
+    /// Fast path: lookups skip the lock while there are none.
+    any: AtomicBool,
+    list: Mutex<Vec<Tombstone>>,
+}
+
+impl Tombstones {
+    fn add(&self, tombstone: Tombstone) {
+        lock(&self.list).push(tombstone);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn remove(&self, tombstone: &Tombstone) {
+        let mut list = lock(&self.list);
+        if let Some(i) = list.iter().position(|t| t == tombstone) {
+            list.remove(i);
+        }
+        self.any.store(!list.is_empty(), Ordering::Release);
+    }
+
+    fn hides(&self, obj: &CachedObject) -> bool {
+        self.any.load(Ordering::Acquire)
+            && lock(&self.list)
+                .iter()
+                .any(|t| obj.generation < t.before && t.selector.matches(&obj.key, &obj.tags))
+    }
+}
+
 pub struct TieredStorage {
     objects: moka::sync::Cache<HashBinary, Arc<CachedObject>>,
+    tombstones: Arc<Tombstones>,
     fills: Mutex<HashMap<HashBinary, Arc<Fill>>>,
     index: Arc<Mutex<PurgeIndex>>,
     purge_log: Mutex<PurgeLog>,
@@ -232,6 +276,7 @@ impl TieredStorage {
             .build();
         Self {
             objects,
+            tombstones: Arc::new(Tombstones::default()),
             fills: Mutex::new(HashMap::new()),
             index,
             purge_log: Mutex::new(PurgeLog::default()),
@@ -480,12 +525,17 @@ impl TieredStorage {
             });
         }
         let ids = lock(&self.index).select(selector);
-        for id in &ids {
-            let found = match action {
-                PurgeAction::Delete => self.objects.remove(id).is_some(),
-                PurgeAction::Expire => self.expire(id, now),
-            };
-            hit += usize::from(found);
+        if action == PurgeAction::Delete && ids.len() >= BULK_PURGE {
+            hit += ids.len();
+            self.bury(selector, ids.clone());
+        } else {
+            for id in &ids {
+                let found = match action {
+                    PurgeAction::Delete => self.objects.remove(id).is_some(),
+                    PurgeAction::Expire => self.expire(id, now),
+                };
+                hit += usize::from(found);
+            }
         }
         // Disk copies go whatever the action (see `expire`); count those not in memory.
         let removed = self.purge_disk(|disk| disk.select(selector));
@@ -517,6 +567,34 @@ impl TieredStorage {
     }
 
     /// Inserts `obj` under `id` with a fresh generation and indexes it.
+    /// Deletes many objects without making the purge wait: a tombstone hides them from
+    /// lookups at once, and a background thread removes them, sparing any copy stored after
+    /// the purge.
+    fn bury(&self, selector: &Selector, ids: Vec<HashBinary>) {
+        let tombstone = Tombstone {
+            selector: selector.clone(),
+            before: self.next_generation.load(Ordering::Acquire),
+        };
+        self.tombstones.add(tombstone.clone());
+        let objects = self.objects.clone();
+        let tombstones = Arc::clone(&self.tombstones);
+        let spawned = std::thread::Builder::new()
+            .name("cascade-purge".into())
+            .spawn(move || {
+                for id in ids {
+                    objects.entry(id).and_compute_with(|entry| match entry {
+                        Some(e) if e.value().generation < tombstone.before => Op::Remove,
+                        _ => Op::Nop,
+                    });
+                }
+                tombstones.remove(&tombstone);
+            });
+        if let Err(e) = spawned {
+            // No thread to spare: the tombstone keeps hiding the objects until they age out.
+            tracing::error!(error = %e, "could not start a purge thread");
+        }
+    }
+
     fn store(&self, id: HashBinary, mut obj: CachedObject) {
         obj.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         lock(&self.index).insert(&obj.key, id, obj.generation, &obj.tags);
@@ -576,7 +654,9 @@ impl Storage for TieredStorage {
             return Ok(Some(Self::partial_hit(fill)));
         }
         if let Some(obj) = self.objects.get(&id) {
-            return Ok(Some(Self::complete_hit(obj)));
+            if !self.tombstones.hides(&obj) {
+                return Ok(Some(Self::complete_hit(obj)));
+            }
         }
         Ok(self.disk_lookup(id).await)
     }
@@ -1326,6 +1406,39 @@ mod tests {
             (0, 0),
             "the index follows removals"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bulk_purge_hides_its_objects_at_once_and_spares_later_copies() {
+        let storage = TieredStorage::leak(1 << 30);
+        for i in 0..BULK_PURGE + 10 {
+            put(storage, &format!("a.tv/vod/{i}.m4s"), "", b"old").await;
+        }
+        put(storage, "b.tv/keep.m4s", "", b"keep").await;
+        let hit = storage.purge_matching(&Selector::Host("a.tv".into()), PurgeAction::Delete);
+        assert_eq!(hit, BULK_PURGE + 10);
+        assert!(!present(storage, "a.tv/vod/7.m4s").await, "hidden at once");
+        assert!(present(storage, "b.tv/keep.m4s").await);
+        // A copy stored after the purge is served, and the background removal leaves it.
+        put(storage, "a.tv/vod/7.m4s", "", b"new").await;
+        assert!(present(storage, "a.tv/vod/7.m4s").await);
+        for _ in 0..500 {
+            if !storage.tombstones.any.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !storage.tombstones.any.load(Ordering::Acquire),
+            "removal finished"
+        );
+        storage.objects.run_pending_tasks();
+        assert_eq!(
+            storage.indexed(),
+            2,
+            "only the new copy and the bystander remain"
+        );
+        assert!(present(storage, "a.tv/vod/7.m4s").await);
     }
 
     #[tokio::test]
