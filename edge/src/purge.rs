@@ -200,6 +200,17 @@ impl PurgeIndex {
         }
     }
 
+    /// How many objects `selector` names.
+    pub fn count(&self, selector: &Selector) -> usize {
+        match selector {
+            Selector::Url(url) => usize::from(self.by_key.contains_key(url)),
+            Selector::Prefix(prefix) => self.scan(prefix).count(),
+            Selector::Host(host) => self.scan(&format!("{host}/")).count(),
+            Selector::Tag(tag) => self.by_tag.get(tag).map_or(0, BTreeSet::len),
+            Selector::All => self.by_key.len(),
+        }
+    }
+
     fn scan<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = HashBinary> + 'a {
         self.by_key
             .range::<str, _>((

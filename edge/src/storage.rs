@@ -195,8 +195,6 @@ struct DiskLayer {
     purge_lock: Mutex<()>,
 }
 
-/// The store. Create one per process with [`TieredStorage::leak`]: pingora-cache needs
-/// `&'static` storage.
 /// Purges that select at least this many objects remove them in the background; until they
 /// are gone, a [`Tombstone`] hides them from lookups, so the purge takes effect at once.
 pub const BULK_PURGE: usize = 10_000;
@@ -239,6 +237,8 @@ impl Tombstones {
     }
 }
 
+/// The store. Create one per process with [`TieredStorage::leak`]: pingora-cache needs
+/// `&'static` storage.
 pub struct TieredStorage {
     objects: moka::sync::Cache<HashBinary, Arc<CachedObject>>,
     tombstones: Arc<Tombstones>,
@@ -524,11 +524,16 @@ impl TieredStorage {
                 !selected
             });
         }
-        let ids = lock(&self.index).select(selector);
-        if action == PurgeAction::Delete && ids.len() >= BULK_PURGE {
-            hit += ids.len();
-            self.bury(selector, ids.clone());
+        let selected = lock(&self.index).count(selector);
+        let bulk = action == PurgeAction::Delete && selected >= BULK_PURGE;
+        let ids = if bulk {
+            hit += selected;
+            self.bury(selector);
+            Vec::new()
         } else {
+            lock(&self.index).select(selector)
+        };
+        {
             for id in &ids {
                 let found = match action {
                     PurgeAction::Delete => self.objects.remove(id).is_some(),
@@ -539,7 +544,11 @@ impl TieredStorage {
         }
         // Disk copies go whatever the action (see `expire`); count those not in memory.
         let removed = self.purge_disk(|disk| disk.select(selector));
-        hit += removed.iter().filter(|id| !ids.contains(id)).count();
+        hit += if bulk {
+            removed.len().saturating_sub(selected)
+        } else {
+            removed.iter().filter(|id| !ids.contains(id)).count()
+        };
         hit
     }
 
@@ -570,17 +579,19 @@ impl TieredStorage {
     /// Deletes many objects without making the purge wait: a tombstone hides them from
     /// lookups at once, and a background thread removes them, sparing any copy stored after
     /// the purge.
-    fn bury(&self, selector: &Selector, ids: Vec<HashBinary>) {
+    fn bury(&self, selector: &Selector) {
         let tombstone = Tombstone {
             selector: selector.clone(),
             before: self.next_generation.load(Ordering::Acquire),
         };
         self.tombstones.add(tombstone.clone());
         let objects = self.objects.clone();
+        let index = Arc::clone(&self.index);
         let tombstones = Arc::clone(&self.tombstones);
         let spawned = std::thread::Builder::new()
             .name("cascade-purge".into())
             .spawn(move || {
+                let ids = lock(&index).select(&tombstone.selector);
                 for id in ids {
                     objects.entry(id).and_compute_with(|entry| match entry {
                         Some(e) if e.value().generation < tombstone.before => Op::Remove,
@@ -653,10 +664,10 @@ impl Storage for TieredStorage {
         if let Some(fill) = self.lock_fills().get(&id).cloned() {
             return Ok(Some(Self::partial_hit(fill)));
         }
-        if let Some(obj) = self.objects.get(&id) {
-            if !self.tombstones.hides(&obj) {
-                return Ok(Some(Self::complete_hit(obj)));
-            }
+        if let Some(obj) = self.objects.get(&id)
+            && !self.tombstones.hides(&obj)
+        {
+            return Ok(Some(Self::complete_hit(obj)));
         }
         Ok(self.disk_lookup(id).await)
     }
