@@ -233,6 +233,29 @@ fn every_kind_of_purge_reaches_every_node_and_only_what_it_names() {
         );
     }
 
+    // Garbage on the purge topic is skipped; the purges after it still apply everywhere.
+    let producer: rdkafka::producer::BaseProducer = s.tansu.client_config().create().unwrap();
+    for payload in [
+        &b"\x00not json"[..],
+        br#"{"id":"x","request":{"kind":"all"},"issued_ms":1}"#,
+    ] {
+        producer
+            .send(rdkafka::producer::BaseRecord::<(), [u8]>::to("cascade.purge").payload(payload))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+    s.publish_version(&["/v/url.m4s"], "v4");
+    let id = purge(
+        &s.bus,
+        r#"{"kind":"url","targets":["http://localhost/v/url.m4s"]}"#,
+    );
+    wait_complete(&s.bus, &id);
+    assert!(s.everywhere("/v/url.m4s").iter().all(|b| b.ends_with("v4")));
+    for node in s.edges.iter().chain([&s.shield]) {
+        assert_eq!(metric(node, "cascade_purge_messages_skipped_total"), 2.0);
+    }
+
     // The CLI waits for every node and reports the latency.
     let output = Command::new(binary_path("cascade-purge").unwrap())
         .args([
