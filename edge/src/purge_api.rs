@@ -83,6 +83,7 @@ pub fn selectors(request: &PurgeRequest, keyed_query: &[String]) -> Result<Vec<S
             .map_err(|e| format!("targets[{i}]: {url:?}: {e}"))
     };
     if request.kind == PurgeKind::All {
+        // `all` carries no targets.
         return Ok(vec![Selector::All]);
     }
     request
@@ -95,7 +96,8 @@ pub fn selectors(request: &PurgeRequest, keyed_query: &[String]) -> Result<Vec<S
             PurgeKind::Host => normalise_host(t)
                 .map(Selector::Host)
                 .map_err(|e| format!("targets[{i}]: {t:?}: {e}")),
-            PurgeKind::Tag | PurgeKind::All => Ok(Selector::Tag(t.clone())),
+            PurgeKind::Tag => Ok(Selector::Tag(t.clone())),
+            PurgeKind::All => Ok(Selector::All),
         })
         .collect()
 }

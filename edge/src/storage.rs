@@ -524,30 +524,33 @@ impl TieredStorage {
                 !selected
             });
         }
-        let selected = lock(&self.index).count(selector);
-        let bulk = action == PurgeAction::Delete && selected >= BULK_PURGE;
-        let ids = if bulk {
-            hit += selected;
-            self.bury(selector);
-            Vec::new()
-        } else {
-            lock(&self.index).select(selector)
-        };
-        {
-            for id in &ids {
-                let found = match action {
-                    PurgeAction::Delete => self.objects.remove(id).is_some(),
-                    PurgeAction::Expire => self.expire(id, now),
-                };
-                hit += usize::from(found);
+        // A large delete is counted and buried rather than removed here (see `bury`).
+        let bulk = match action {
+            PurgeAction::Delete => {
+                Some(lock(&self.index).count(selector)).filter(|&selected| selected >= BULK_PURGE)
             }
+            PurgeAction::Expire => None,
+        };
+        let ids = match bulk {
+            Some(selected) => {
+                hit += selected;
+                self.bury(selector);
+                Vec::new()
+            }
+            None => lock(&self.index).select(selector),
+        };
+        for id in &ids {
+            let found = match action {
+                PurgeAction::Delete => self.objects.remove(id).is_some(),
+                PurgeAction::Expire => self.expire(id, now),
+            };
+            hit += usize::from(found);
         }
         // Disk copies go whatever the action (see `expire`); count those not in memory.
         let removed = self.purge_disk(|disk| disk.select(selector));
-        hit += if bulk {
-            removed.len().saturating_sub(selected)
-        } else {
-            removed.iter().filter(|id| !ids.contains(id)).count()
+        hit += match bulk {
+            Some(selected) => removed.len().saturating_sub(selected),
+            None => removed.iter().filter(|id| !ids.contains(id)).count(),
         };
         hit
     }

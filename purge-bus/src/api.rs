@@ -80,6 +80,20 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full
     response
 }
 
+/// The whole body, or the 413 to send when it is over [`MAX_BODY`] or cannot be read.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<Response<Full<Bytes>>>> {
+    Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|e| {
+            Box::new(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body could not be read or is over {MAX_BODY} bytes: {e}"),
+            ))
+        })
+}
+
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
     json_response(status, &json!({ "error": message.to_string() }))
 }
@@ -233,14 +247,9 @@ impl PurgeApi {
         if let Err((status, why)) = self.refuse_node(&req) {
             return error(status, why);
         }
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body could not be read or is over {MAX_BODY} bytes: {e}"),
-                );
-            }
+        let body = match read_body(req).await {
+            Ok(body) => body,
+            Err(refused) => return *refused,
         };
         let raw: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
             Ok(r) => r,
@@ -261,8 +270,8 @@ impl PurgeApi {
             );
         }
         let mut reports = Vec::with_capacity(raw.len());
-        for (i, value) in raw.iter().enumerate() {
-            match NodeReport::decode(value.to_string().as_bytes()) {
+        for (i, value) in raw.into_iter().enumerate() {
+            match NodeReport::from_value(value) {
                 Ok(r) => reports.push(r),
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("[{i}]: {e}")),
             }
@@ -356,14 +365,9 @@ impl PurgeApi {
     }
 
     async fn submit(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body could not be read or is over {MAX_BODY} bytes: {e}"),
-                );
-            }
+        let body = match read_body(req).await {
+            Ok(body) => body,
+            Err(refused) => return *refused,
         };
         let request: PurgeRequest = match serde_json::from_slice(&body) {
             Ok(r) => r,

@@ -4,6 +4,7 @@
 //! (every node sees every purge), apply each purge before storing its offset (so a crash
 //! replays rather than loses it; purges are idempotent), and publish reports to the acks topic.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -346,18 +347,19 @@ fn catch_up_targets(consumer: &StreamConsumer, topic: &str) -> Result<CatchUp, S
 pub async fn follow_purges(kafka: KafkaConfig, node_id: String, node: Arc<Node>) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match consume(&kafka, &node_id, &node).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "following the purge topic");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+        let Err(e) = consume(&kafka, &node_id, &node).await;
+        tracing::warn!(error = %e, retry_in = ?delay, "following the purge topic");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
-async fn consume(kafka: &KafkaConfig, node_id: &str, node: &Arc<Node>) -> Result<(), String> {
+/// Consumes until something needs a fresh consumer; returns only with why.
+async fn consume(
+    kafka: &KafkaConfig,
+    node_id: &str,
+    node: &Arc<Node>,
+) -> Result<Infallible, String> {
     let consumer: Arc<StreamConsumer> = Arc::new(
         client_config(kafka)
             .set("group.id", node_id)

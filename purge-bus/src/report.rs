@@ -43,7 +43,19 @@ impl NodeReport {
 
     /// Reads the wire form; garbage or an unusable node id is an error naming the problem.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let report: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Self>(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(Self::checked)
+    }
+
+    /// Like [`NodeReport::decode`], from parsed JSON.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, String> {
+        serde_json::from_value::<Self>(value)
+            .map_err(|e| e.to_string())
+            .and_then(Self::checked)
+    }
+
+    fn checked(report: Self) -> Result<Self, String> {
         let node = report.node();
         if node.is_empty() || node.len() > MAX_NODE_ID {
             return Err(format!(

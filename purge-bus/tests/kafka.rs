@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cascade_testkit::{
-    CascadeProcess, Garage, HttpResponse, Route, Tansu, TestUpstream, binary_path, http_get,
-    raw_request,
+    CascadeProcess, Garage, HttpResponse, Route, Tansu, TestUpstream, binary_path, raw_request,
+    wait_for,
 };
 
 const OPS_TOKEN: &str = "ops-token-0123456789";
@@ -80,14 +80,6 @@ fn status(bus: &CascadeProcess, id: &str) -> serde_json::Value {
     json(&answer)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn wait_complete(bus: &CascadeProcess, id: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     wait_for(
@@ -99,15 +91,6 @@ fn wait_complete(bus: &CascadeProcess, id: &str) -> serde_json::Value {
         },
     );
     last
-}
-
-fn metric(node: &CascadeProcess, name: &str) -> f64 {
-    let text = http_get(node.addr("admin_listen").unwrap(), "/metrics")
-        .unwrap()
-        .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 struct Stack {
@@ -253,7 +236,7 @@ fn every_kind_of_purge_reaches_every_node_and_only_what_it_names() {
     wait_complete(&s.bus, &id);
     assert!(s.everywhere("/v/url.m4s").iter().all(|b| b.ends_with("v4")));
     for node in s.edges.iter().chain([&s.shield]) {
-        assert_eq!(metric(node, "cascade_purge_messages_skipped_total"), 2.0);
+        assert_eq!(node.metric("cascade_purge_messages_skipped_total"), 2.0);
     }
 
     // The CLI waits for every node and reports the latency.
@@ -320,7 +303,7 @@ fn a_restarted_node_applies_what_it_missed_before_it_is_ready() {
         );
     }
     assert_eq!(
-        metric(&again, "cascade_purges_applied_total"),
+        again.metric("cascade_purges_applied_total"),
         5.0,
         "it resumed from its committed offset: the purges it had applied are not replayed"
     );

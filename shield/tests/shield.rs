@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cascade_testkit::{CascadeProcess, HttpResponse, Route, TestUpstream, http_get, raw_request};
+use cascade_testkit::{CascadeProcess, HttpResponse, Route, TestUpstream, raw_request, wait_for};
 
 fn toml_list(addrs: &[SocketAddr]) -> String {
     let quoted: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
@@ -53,23 +53,6 @@ fn get(node: &CascadeProcess, target: &str) -> HttpResponse {
 
 fn body(n: usize, seed: u8) -> Bytes {
     Bytes::from((0..n).map(|i| (i % 251) as u8 ^ seed).collect::<Vec<u8>>())
-}
-
-fn metric(node: &CascadeProcess, name: &str) -> f64 {
-    let text = http_get(node.addr("admin_listen").unwrap(), "/metrics")
-        .unwrap()
-        .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Every object file of a disk tier.
@@ -220,12 +203,12 @@ fn disk_tier_hits_survive_a_restart_and_damaged_files_are_refetched() {
         assert_eq!(get(&shield, path).status, 200);
     }
     wait_for("three disk writes", Duration::from_secs(10), || {
-        metric(&shield, "cascade_disk_cache_writes_total") >= 3.0
+        shield.metric("cascade_disk_cache_writes_total") >= 3.0
     });
     drop(shield);
 
     let shield = shield_with(&[origin.addr()], disk.path(), "", "");
-    assert_eq!(metric(&shield, "cascade_disk_cache_objects"), 3.0);
+    assert_eq!(shield.metric("cascade_disk_cache_objects"), 3.0);
     let hit = get(&shield, "/vod/big.mp4");
     assert_eq!((hit.status, hit.header("x-cache")), (200, Some("hit")));
     assert_eq!(hit.body, big, "the disk copy is byte for byte the original");
@@ -274,7 +257,7 @@ fn disk_tier_hits_survive_a_restart_and_damaged_files_are_refetched() {
         small_hits_before + 1,
         "exactly the corrupted one was fetched again"
     );
-    assert!(metric(&shield, "cascade_disk_cache_corrupt_total") >= 2.0);
+    assert!(shield.metric("cascade_disk_cache_corrupt_total") >= 2.0);
 }
 
 #[test]
@@ -414,7 +397,7 @@ fn misbehaving_origins_are_502_or_504_and_nothing_is_cached() {
             Err(_) => {} // the connection was cut mid-body: also visibly broken
         }
         assert_eq!(
-            metric(&shield, "cascade_cache_objects"),
+            shield.metric("cascade_cache_objects"),
             0.0,
             "{origin}: nothing cached"
         );
@@ -488,7 +471,7 @@ fn a_full_disk_stops_disk_admission_and_the_memory_tier_carries_on() {
         std::thread::sleep(Duration::from_millis(100));
     }
     wait_for("a disk write error", Duration::from_secs(10), || {
-        metric(&shield, "cascade_disk_cache_write_errors_total") >= 1.0
+        shield.metric("cascade_disk_cache_write_errors_total") >= 1.0
     });
     for (i, path) in paths.iter().enumerate() {
         let again = get(&shield, path);
@@ -497,7 +480,7 @@ fn a_full_disk_stops_disk_admission_and_the_memory_tier_carries_on() {
         assert_eq!(origin.hits(path), 1);
     }
     assert!(
-        metric(&shield, "cascade_disk_cache_objects") < 5.0,
+        shield.metric("cascade_disk_cache_objects") < 5.0,
         "not everything fitted on a 1 MiB disk"
     );
     // Still serving new fills while the disk is full.

@@ -215,6 +215,20 @@ impl CascadeProcess {
         }
     }
 
+    /// The value of the unlabelled metric `name` on the admin listener's `/metrics` (0 when it
+    /// is absent or the page cannot be read).
+    pub fn metric(&self, name: &str) -> f64 {
+        let Ok(admin) = self.addr("admin_listen") else {
+            return 0.0;
+        };
+        http_get(admin, "/metrics")
+            .map(|page| page.text())
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The underlying process (for its log or signals).
     pub fn process(&self) -> &ChildProcess {
         &self.process

@@ -24,6 +24,18 @@ pub use process::{ChildProcess, free_port, wait_for_tcp};
 pub use tansu::Tansu;
 pub use upstream::{Route, SeenRequest, TestUpstream};
 
+/// Polls `done` every 20 ms; panics naming `what` if it is not true within `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Why a service could not be started or used.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
