@@ -125,19 +125,16 @@ impl PurgeApi {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .seen(report.node(), Instant::now());
-        if let NodeReport::Applied {
-            node,
-            id,
-            applied_ms,
-        } = report
-        {
-            let at = UNIX_EPOCH + Duration::from_millis(*applied_ms);
-            let completed = self
-                .tracker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .applied(id, node, at);
-            if completed {
+        let applied: Vec<(&str, u64)> = match report {
+            NodeReport::Applied { id, applied_ms, .. } => vec![(id.as_str(), *applied_ms)],
+            NodeReport::Heartbeat { recent, .. } => {
+                recent.iter().map(|(id, at)| (id.as_str(), *at)).collect()
+            }
+        };
+        let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, applied_ms) in applied {
+            let at = UNIX_EPOCH + Duration::from_millis(applied_ms);
+            if tracker.applied(id, report.node(), at) {
                 tracing::info!(purge = %id, "purge applied on every expected node");
             }
         }

@@ -291,10 +291,17 @@ impl ReportSink for KafkaReports {
             let record = FutureRecord::to(&self.topic)
                 .key(report.node())
                 .payload(&payload);
-            // Delivery continues in librdkafka's threads; the future is not awaited so that a
-            // slow acks topic never holds up applying purges.
-            if let Err((e, _)) = self.producer.send_result(record) {
-                tracing::warn!(error = %e, "could not queue a purge report");
+            // Delivery is awaited off the purge path so a slow acks topic never holds up
+            // applying purges; a lost report is repeated by the next heartbeats.
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    tokio::spawn(async move {
+                        if let Ok(Err((e, _))) = delivery.await {
+                            tracing::warn!(error = %e, "a purge report was not delivered");
+                        }
+                    });
+                }
+                Err((e, _)) => tracing::warn!(error = %e, "could not queue a purge report"),
             }
         }
     }

@@ -4,6 +4,7 @@
 //! and says when it has caught up with everything published before it started (the node is
 //! not ready before that: it could serve something already purged).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::client;
 use crate::kafka;
 use crate::membership::HEARTBEAT_INTERVAL;
-use crate::report::NodeReport;
+use crate::report::{MAX_RECENT, NodeReport, RECENT_WINDOW_MS};
 use crate::transport::PurgeMessage;
 
 /// Applies purges to a node's cache.
@@ -118,6 +119,8 @@ pub struct Node {
     sink: Arc<dyn ReportSink>,
     caught_up: AtomicBool,
     on_caught_up: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Purges applied lately, oldest first, repeated in heartbeats.
+    recent: Mutex<VecDeque<(String, u64)>>,
 }
 
 impl Node {
@@ -131,6 +134,12 @@ impl Node {
                 m.propagation
                     .observe(applied_ms.saturating_sub(message.issued_ms) as f64 / 1000.0);
                 tracing::info!(purge = %message.id, kind = ?message.request.kind, hit, "purge applied");
+                let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+                recent.push_back((message.id.clone(), applied_ms));
+                while recent.len() > MAX_RECENT {
+                    recent.pop_front();
+                }
+                drop(recent);
                 Some(NodeReport::Applied {
                     node: self.id.clone(),
                     id: message.id.clone(),
@@ -142,6 +151,22 @@ impl Node {
                 tracing::warn!(purge = %message.id, error = %e, "could not apply a purge; skipping it");
                 None
             }
+        }
+    }
+
+    /// A heartbeat carrying the purges applied within [`RECENT_WINDOW_MS`] of `now_ms`.
+    fn heartbeat(&self, now_ms: u64) -> NodeReport {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        while recent
+            .front()
+            .is_some_and(|(_, at)| now_ms.saturating_sub(*at) > RECENT_WINDOW_MS)
+        {
+            recent.pop_front();
+        }
+        NodeReport::Heartbeat {
+            node: self.id.clone(),
+            at_ms: now_ms,
+            recent: recent.iter().cloned().collect(),
         }
     }
 
@@ -209,21 +234,20 @@ pub async fn follow(
         sink: Arc::clone(&sink),
         caught_up: AtomicBool::new(false),
         on_caught_up: Mutex::new(Some(on_caught_up)),
+        recent: Mutex::new(VecDeque::new()),
     });
     let heartbeats = async {
         let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
         loop {
             tick.tick().await;
-            sink.send(vec![NodeReport::Heartbeat {
-                node: node_id.clone(),
-                at_ms: now_ms(),
-            }])
-            .await;
+            sink.send(vec![node.heartbeat(now_ms())]).await;
         }
     };
     let feed = async {
         match source {
-            FeedSource::Kafka(config) => kafka::follow_purges(config, node_id.clone(), node).await,
+            FeedSource::Kafka(config) => {
+                kafka::follow_purges(config, node_id.clone(), Arc::clone(&node)).await
+            }
             FeedSource::Embedded { url, token } => {
                 follow_embedded(&url, token.as_deref(), &node).await
             }
@@ -329,5 +353,59 @@ impl ReportSink for HttpReports {
             }
             Err(e) => tracing::debug!(error = %e, "could not send reports to the purge bus"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{PurgeAction, PurgeKind, PurgeRequest};
+
+    struct CountingApplier;
+    impl PurgeApplier for CountingApplier {
+        fn apply(&self, _message: &PurgeMessage) -> Result<usize, String> {
+            Ok(1)
+        }
+    }
+
+    struct NoSink;
+    #[async_trait]
+    impl ReportSink for NoSink {
+        async fn send(&self, _reports: Vec<NodeReport>) {}
+    }
+
+    #[test]
+    fn heartbeats_repeat_recent_applies_until_the_window_passes() {
+        let node = Node {
+            id: "edge-1".into(),
+            applier: Arc::new(CountingApplier),
+            sink: Arc::new(NoSink),
+            caught_up: AtomicBool::new(false),
+            on_caught_up: Mutex::new(None),
+            recent: Mutex::new(VecDeque::new()),
+        };
+        let message = PurgeMessage {
+            id: "pg-1".into(),
+            request: PurgeRequest {
+                kind: PurgeKind::Tag,
+                targets: vec!["t".into()],
+                action: PurgeAction::Delete,
+                confirm_all: false,
+            },
+            issued_ms: 1,
+        };
+        let Some(NodeReport::Applied { applied_ms, .. }) = node.apply(&message) else {
+            panic!("applied");
+        };
+        let NodeReport::Heartbeat { recent, .. } = node.heartbeat(applied_ms + 1_000) else {
+            panic!("heartbeat");
+        };
+        assert_eq!(recent, [("pg-1".to_owned(), applied_ms)]);
+        let NodeReport::Heartbeat { recent, .. } =
+            node.heartbeat(applied_ms + RECENT_WINDOW_MS + 1)
+        else {
+            panic!("heartbeat");
+        };
+        assert!(recent.is_empty(), "forgotten after the window");
     }
 }

@@ -16,14 +16,24 @@ pub enum NodeReport {
         /// When it was applied.
         applied_ms: u64,
     },
-    /// `node` is up and following the bus.
+    /// `node` is up and following the bus. It repeats the purges it applied lately, so one
+    /// lost `Applied` report does not leave a purge incomplete.
     Heartbeat {
         /// The node's id.
         node: String,
         /// When it was sent.
         at_ms: u64,
+        /// Purges applied in the last [`RECENT_WINDOW_MS`]: (purge id, when applied).
+        #[serde(default)]
+        recent: Vec<(String, u64)>,
     },
 }
+
+/// How long a node keeps repeating an applied purge in its heartbeats.
+pub const RECENT_WINDOW_MS: u64 = 60_000;
+
+/// Most purges one heartbeat repeats.
+pub const MAX_RECENT: usize = 256;
 
 /// Longest node id accepted in a report.
 pub const MAX_NODE_ID: usize = 200;
@@ -63,6 +73,14 @@ impl NodeReport {
                 node.len()
             ));
         }
+        if let Self::Heartbeat { recent, .. } = &report
+            && recent.len() > MAX_RECENT
+        {
+            return Err(format!(
+                "recent: {} purges; at most {MAX_RECENT}",
+                recent.len()
+            ));
+        }
         Ok(report)
     }
 }
@@ -82,7 +100,13 @@ mod tests {
         let beat = NodeReport::Heartbeat {
             node: "shield-1".into(),
             at_ms: 9,
+            recent: vec![("pg-1".into(), 5)],
         };
+        assert_eq!(NodeReport::decode(&beat.encode()), Ok(beat.clone()));
+        assert!(
+            NodeReport::decode(br#"{"type":"heartbeat","node":"n","at_ms":1}"#).is_ok(),
+            "recent is optional"
+        );
         assert_eq!(
             NodeReport::decode(&beat.encode()).map(|r| r.node().to_owned()),
             Ok("shield-1".into())
