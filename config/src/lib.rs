@@ -23,7 +23,7 @@ pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
 pub use services::{
     ApiTokenConfig, CacheConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE, OriginConfig,
-    PurgeBusConfig, PurgeFeedConfig, ServiceSection, ShieldConfig, SiteConfig, TokenScope,
+    PurgeBusConfig, PurgeFeedConfig, ServiceSection, ShieldConfig, SiteConfig, TokenScope, TranscoderConfig,
     hostname,
 };
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
@@ -153,7 +153,7 @@ impl CascadeConfig {
     pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let mut p = validate::Problems::default();
         self.log.validate(&mut p);
-        services::validate_service(&self.origin, &mut p);
+        self.origin.validate(&mut p);
         self.shield.validate(&mut p);
         self.edge.validate(&mut p);
         self.purge_bus.validate(&mut p);

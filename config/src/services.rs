@@ -34,6 +34,19 @@ pub struct OriginConfig {
     pub admin_listen: ListenAddr,
     /// Graceful shutdown bound.
     pub shutdown_grace: HumanDuration,
+    /// Host name put in ingest and playback URLs; empty: the host of `listen`.
+    pub public_host: String,
+    /// Stream registry: `sqlite://path` (embedded, created if missing) or `postgres://...`.
+    pub database_url: String,
+    /// Management API tokens (`read` lists and gets, `write` also changes); with none, the
+    /// API refuses every request.
+    pub tokens: Vec<ApiTokenConfig>,
+    /// A publisher that reconnects with the same key within this time continues its stream.
+    pub reconnect_grace: HumanDuration,
+    /// Most streams live at once; further publishers are refused.
+    pub max_live_streams: u32,
+    /// The transcoder.
+    pub transcoder: TranscoderConfig,
 }
 
 impl Default for OriginConfig {
@@ -43,6 +56,114 @@ impl Default for OriginConfig {
             rtmp_listen: ListenAddr::loopback(1935),
             admin_listen: ListenAddr::loopback(9080),
             shutdown_grace: HumanDuration::secs(10),
+            public_host: String::new(),
+            database_url: "sqlite://data/origin/registry.db".into(),
+            tokens: Vec::new(),
+            reconnect_grace: HumanDuration::secs(30),
+            max_live_streams: 100,
+            transcoder: TranscoderConfig::default(),
+        }
+    }
+}
+
+impl OriginConfig {
+    pub(crate) fn validate(&self, p: &mut Problems) {
+        validate_service(self, p);
+        validate_tokens("origin.tokens", &self.tokens, p);
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            p.push(
+                "origin.database_url",
+                "must start with sqlite: (embedded) or postgres://",
+            );
+        }
+        if self.max_live_streams == 0 {
+            p.push("origin.max_live_streams", "must be at least 1");
+        }
+        if self.public_host.contains(['/', ' ', '@']) {
+            p.push(
+                "origin.public_host",
+                "must be a bare host name or address (no scheme, path or spaces)",
+            );
+        }
+        self.transcoder.validate(p);
+    }
+}
+
+/// `[origin.transcoder]`: the ffmpeg child each live stream gets.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscoderConfig {
+    /// The ffmpeg binary (a path, or a name looked up in PATH).
+    pub ffmpeg: String,
+    /// Where the per-stream output FIFOs go; empty: the system temporary directory.
+    pub work_dir: String,
+    /// An ffmpeg that reports no progress for this long while input flows is restarted.
+    pub stall_timeout: HumanDuration,
+    /// First delay before restarting a failed ffmpeg; doubles up to `max_restart_delay`.
+    pub restart_delay: HumanDuration,
+    /// Longest delay between restarts.
+    pub max_restart_delay: HumanDuration,
+    /// Failures in a row without any output after which the stream ends with an error.
+    pub max_failures: u32,
+    /// x264 preset (`ultrafast` .. `veryslow`); faster presets use less CPU per stream.
+    pub preset: String,
+}
+
+impl Default for TranscoderConfig {
+    fn default() -> Self {
+        Self {
+            ffmpeg: "ffmpeg".into(),
+            work_dir: String::new(),
+            stall_timeout: HumanDuration::secs(10),
+            restart_delay: HumanDuration::millis(500),
+            max_restart_delay: HumanDuration::secs(10),
+            max_failures: 5,
+            preset: "veryfast".into(),
+        }
+    }
+}
+
+impl TranscoderConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.ffmpeg.is_empty() {
+            p.push("origin.transcoder.ffmpeg", "must name the ffmpeg binary");
+        }
+        for (field, d) in [
+            ("stall_timeout", self.stall_timeout),
+            ("restart_delay", self.restart_delay),
+        ] {
+            if d.0.is_zero() {
+                p.push(format!("origin.transcoder.{field}"), "must be longer than 0s");
+            }
+        }
+        if self.max_restart_delay < self.restart_delay {
+            p.push(
+                "origin.transcoder.max_restart_delay",
+                "must be at least origin.transcoder.restart_delay",
+            );
+        }
+        if self.max_failures == 0 {
+            p.push("origin.transcoder.max_failures", "must be at least 1");
+        }
+        const PRESETS: [&str; 9] = [
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+        ];
+        if !PRESETS.contains(&self.preset.as_str()) {
+            p.push(
+                "origin.transcoder.preset",
+                format!("{:?} is not an x264 preset ({})", self.preset, PRESETS.join(", ")),
+            );
         }
     }
 }
@@ -429,13 +550,13 @@ impl EdgeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenScope {
-    /// Read purge status.
+    /// Read status and lists.
     Read,
-    /// Submit purges and read.
+    /// Change things (submit purges, manage streams) and read.
     Write,
 }
 
-/// One `[[purge_bus.tokens]]` entry.
+/// One `[[purge_bus.tokens]]` or `[[origin.tokens]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiTokenConfig {
@@ -501,16 +622,20 @@ impl PurgeBusConfig {
                 "is shorter than 16 characters; use a long random string",
             );
         }
-        for (i, token) in self.tokens.iter().enumerate() {
-            if token.name.is_empty() {
-                p.push(format!("purge_bus.tokens[{i}].name"), "must not be empty");
-            }
-            if token.token.expose().len() < 16 {
-                p.push(
-                    format!("purge_bus.tokens[{i}].token"),
-                    "is shorter than 16 characters; use a long random string",
-                );
-            }
+        validate_tokens("purge_bus.tokens", &self.tokens, p);
+    }
+}
+
+fn validate_tokens(field: &str, tokens: &[ApiTokenConfig], p: &mut Problems) {
+    for (i, token) in tokens.iter().enumerate() {
+        if token.name.is_empty() {
+            p.push(format!("{field}[{i}].name"), "must not be empty");
+        }
+        if token.token.expose().len() < 16 {
+            p.push(
+                format!("{field}[{i}].token"),
+                "is shorter than 16 characters; use a long random string",
+            );
         }
     }
 }

@@ -68,6 +68,11 @@ impl HumanDuration {
     pub const fn secs(secs: u64) -> Self {
         Self(Duration::from_secs(secs))
     }
+
+    /// A whole number of milliseconds.
+    pub const fn millis(millis: u64) -> Self {
+        Self(Duration::from_millis(millis))
+    }
 }
 
 impl fmt::Debug for HumanDuration {

@@ -1,14 +1,13 @@
 //! The purge bus: the operators' purge API, the Kafka producer that publishes invalidations,
 //! the consumer that edges and shields embed, and completion tracking from their acks.
 //!
-//! So far: the purge request type shared by the API and the `cascade-purge` CLI, with its
-//! validation, and the pure cores of the API: scoped API tokens kept as digests ([`auth`]),
-//! per-token rate limiting ([`rate`]) and completion tracking from acks ([`tracker`]). The
-//! `cascade-purge-bus` server runs the shared service conventions; its API listener, the
-//! Kafka transport and the node consumer are still to come.
+//! Pure cores: the purge request and its validation ([`request`]), per-token rate limiting
+//! ([`rate`]), completion tracking from acks ([`tracker`]), catch-up after a gap ([`catchup`]);
+//! shells: the API ([`api`]), the Kafka and embedded transports, the node follower ([`node`]).
 
 pub mod api;
-pub mod auth;
+/// Scoped API tokens, shared with the origin's management API.
+pub use cascade_service::auth;
 pub mod catchup;
 pub mod client;
 pub mod kafka;

@@ -9,6 +9,7 @@
 //! - [`run`]: the `main` that ties them together for a tokio-based server.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod metrics;
 pub mod readiness;

@@ -1,5 +1,5 @@
-//! API tokens of the purge bus: kept only as SHA-256 digests, compared in constant time, each
-//! with a scope (`read` sees purge status, `write` also submits purges).
+//! Bearer API tokens of the purge bus and the origin's management API: kept only as SHA-256
+//! digests, compared in constant time, each with a scope (`read` may look, `write` may change).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -9,9 +9,9 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// Read purge status and lists.
+    /// Read status and lists.
     Read,
-    /// Submit purges (and read).
+    /// Change things (and read).
     Write,
 }
 
