@@ -1,0 +1,454 @@
+//! The stream registry: streams, their keys and their events, persisted with sqlx in SQLite
+//! (embedded, the default) or PostgreSQL (by URL), schema kept by the migrations in
+//! `origin/migrations`. Keys are looked up by their SHA-256 digest.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::event::NewEvent;
+use crate::stream::{self, Status, StreamConfig};
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The database failed.
+    #[error("registry database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored row could not be read back.
+    #[error("registry row {id}: {message}")]
+    Corrupt {
+        /// The row.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No randomness for a key.
+    #[error("no randomness for a stream key: {0}")]
+    Random(#[from] getrandom::Error),
+}
+
+/// One stream as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRecord {
+    /// Id (UUID).
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Status.
+    pub status: Status,
+    /// The current stream key.
+    pub stream_key: String,
+    /// Title, settings and the rest.
+    pub config: StreamConfig,
+    /// Unix ms.
+    pub created_at: i64,
+    /// When it last went live (Unix ms).
+    pub started_at: Option<i64>,
+    /// When it last ended (Unix ms).
+    pub ended_at: Option<i64>,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Id (UUIDv7: sorts by time).
+    pub id: String,
+    /// `stream_started`, ...
+    pub event_type: String,
+    /// `info`, ...
+    pub severity: String,
+    /// Human text.
+    pub message: String,
+    /// JSON details.
+    pub details: serde_json::Value,
+    /// Unix ms.
+    pub at: i64,
+}
+
+/// Which streams to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this owner.
+    pub user_id: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u32,
+}
+
+/// The registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pool: AnyPool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+const STREAM_COLUMNS: &str =
+    "id, user_id, status, stream_key, config, created_at, started_at, ended_at";
+
+impl Registry {
+    /// Opens (creating if needed) the database at `url` and brings its schema up to date.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let mut url = url.to_owned();
+        let mut max_connections = 8;
+        if let Some(path) = url.strip_prefix("sqlite://").or(url.strip_prefix("sqlite:")) {
+            let path = path.split('?').next().unwrap_or_default();
+            if path == ":memory:" || path.is_empty() {
+                // Each connection to an in-memory database is its own database.
+                max_connections = 1;
+            } else if let Some(parent) = std::path::Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    anyhow::anyhow!("origin.database_url: cannot create {}: {e}", parent.display())
+                })?;
+            }
+            if !url.contains("mode=") {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("mode=rwc");
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("origin.database_url: cannot open the registry: {e}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("origin.database_url: cannot migrate the registry: {e}"))?;
+        Ok(Self { pool })
+    }
+
+    /// Stores a new idle stream with a fresh key.
+    pub async fn create(
+        &self,
+        user_id: &str,
+        config: &StreamConfig,
+    ) -> Result<StreamRecord, RegistryError> {
+        let record = StreamRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: user_id.to_owned(),
+            status: Status::Idle,
+            stream_key: stream::new_stream_key()?,
+            config: config.clone(),
+            created_at: now_ms(),
+            started_at: None,
+            ended_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO streams (id, user_id, status, stream_key, key_digest, config, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&record.id)
+        .bind(&record.user_id)
+        .bind(record.status.as_str())
+        .bind(&record.stream_key)
+        .bind(stream::key_digest(&record.stream_key))
+        .bind(config_json(config))
+        .bind(record.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(record)
+    }
+
+    /// The stream `id`.
+    pub async fn get(&self, id: &str) -> Result<Option<StreamRecord>, RegistryError> {
+        let row = sqlx::query(&format!("SELECT {STREAM_COLUMNS} FROM streams WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| stream_from_row(&r)).transpose()
+    }
+
+    /// The stream whose current key is `key`.
+    pub async fn find_by_key(&self, key: &str) -> Result<Option<StreamRecord>, RegistryError> {
+        let row = sqlx::query(&format!(
+            "SELECT {STREAM_COLUMNS} FROM streams WHERE key_digest = $1"
+        ))
+        .bind(stream::key_digest(key))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| stream_from_row(&r)).transpose()
+    }
+
+    /// A page of streams, newest first, and how many match in all.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<(Vec<StreamRecord>, i64), RegistryError> {
+        let mut conditions = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        if let Some(status) = filter.status {
+            binds.push(status.as_str().to_owned());
+            conditions.push(format!("status = ${}", binds.len()));
+        }
+        if let Some(user) = &filter.user_id {
+            binds.push(user.clone());
+            conditions.push(format!("user_id = ${}", binds.len()));
+        }
+        let filter_sql = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let page_sql = format!(
+            "SELECT {STREAM_COLUMNS} FROM streams{filter_sql} ORDER BY created_at DESC, id DESC \
+             LIMIT {} OFFSET {}",
+            filter.limit, filter.offset
+        );
+        let mut page = sqlx::query(&page_sql);
+        for b in &binds {
+            page = page.bind(b);
+        }
+        let rows = page.fetch_all(&self.pool).await?;
+        let count_sql = format!("SELECT COUNT(*) FROM streams{filter_sql}");
+        let mut count = sqlx::query(&count_sql);
+        for b in &binds {
+            count = count.bind(b);
+        }
+        let total: i64 = count.fetch_one(&self.pool).await?.try_get(0)?;
+        let streams = rows
+            .iter()
+            .map(stream_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((streams, total))
+    }
+
+    /// Sets the status; going live stamps `started_at`, ending stamps `ended_at`.
+    pub async fn set_status(&self, id: &str, status: Status) -> Result<bool, RegistryError> {
+        let now = now_ms();
+        let sql = match status {
+            Status::Live => "UPDATE streams SET status = $1, started_at = $2 WHERE id = $3",
+            Status::Ended => "UPDATE streams SET status = $1, ended_at = $2 WHERE id = $3",
+            Status::Idle => "UPDATE streams SET status = $1, ended_at = ended_at + $2 - $2 WHERE id = $3",
+        };
+        let done = sqlx::query(sql)
+            .bind(status.as_str())
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces the stream's configuration.
+    pub async fn set_config(&self, id: &str, config: &StreamConfig) -> Result<bool, RegistryError> {
+        let done = sqlx::query("UPDATE streams SET config = $1 WHERE id = $2")
+            .bind(config_json(config))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives the stream a new key; the old one stops working at once.
+    pub async fn rotate_key(&self, id: &str) -> Result<Option<StreamRecord>, RegistryError> {
+        let key = stream::new_stream_key()?;
+        let done = sqlx::query("UPDATE streams SET stream_key = $1, key_digest = $2 WHERE id = $3")
+            .bind(&key)
+            .bind(stream::key_digest(&key))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get(id).await
+    }
+
+    /// Removes the stream and its events.
+    pub async fn delete(&self, id: &str) -> Result<bool, RegistryError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM events WHERE stream_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM streams WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records an event of stream `stream_id`.
+    pub async fn add_event(&self, stream_id: &str, event: &NewEvent) -> Result<(), RegistryError> {
+        sqlx::query(
+            "INSERT INTO events (id, stream_id, event_type, severity, message, details, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(stream_id)
+        .bind(event.event_type.as_str())
+        .bind(event.severity.as_str())
+        .bind(&event.message)
+        .bind(event.details.to_string())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A page of the stream's events, oldest first.
+    pub async fn events(
+        &self,
+        stream_id: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<EventRecord>, RegistryError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, event_type, severity, message, details, at FROM events \
+             WHERE stream_id = $1 ORDER BY id LIMIT {limit} OFFSET {offset}"
+        ))
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let details: String = row.try_get("details")?;
+                Ok(EventRecord {
+                    details: serde_json::from_str(&details).map_err(|e| {
+                        RegistryError::Corrupt {
+                            id: id.clone(),
+                            message: format!("details: {e}"),
+                        }
+                    })?,
+                    id,
+                    event_type: row.try_get("event_type")?,
+                    severity: row.try_get("severity")?,
+                    message: row.try_get("message")?,
+                    at: row.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn config_json(config: &StreamConfig) -> String {
+    // Serialising plain structs of strings and numbers cannot fail.
+    serde_json::to_string(config).unwrap_or_default()
+}
+
+fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, RegistryError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |message: String| RegistryError::Corrupt {
+        id: id.clone(),
+        message,
+    };
+    let status: String = row.try_get("status")?;
+    let config: String = row.try_get("config")?;
+    Ok(StreamRecord {
+        status: Status::parse(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        config: serde_json::from_str(&config).map_err(|e| corrupt(format!("config: {e}")))?,
+        user_id: row.try_get("user_id")?,
+        stream_key: row.try_get("stream_key")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventType;
+    use crate::stream::CreateStream;
+
+    async fn open() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/registry.db", dir.path().display());
+        let registry = Registry::open(&url).await.unwrap();
+        (dir, registry)
+    }
+
+    fn config(title: &str) -> StreamConfig {
+        let mut c: CreateStream = serde_json::from_str("{}").unwrap();
+        c.title = title.into();
+        StreamConfig::from(&c)
+    }
+
+    #[tokio::test]
+    async fn streams_are_stored_found_by_key_listed_and_deleted() {
+        let (dir, registry) = open().await;
+        let a = registry.create("alice", &config("a")).await.unwrap();
+        let b = registry.create("bob", &config("b")).await.unwrap();
+        assert_eq!(registry.get(&a.id).await.unwrap().unwrap(), a);
+        assert_eq!(
+            registry.find_by_key(&b.stream_key).await.unwrap().unwrap().id,
+            b.id
+        );
+        assert!(registry.find_by_key("nope").await.unwrap().is_none());
+
+        assert!(registry.set_status(&a.id, Status::Live).await.unwrap());
+        let live = registry.get(&a.id).await.unwrap().unwrap();
+        assert_eq!(live.status, Status::Live);
+        assert!(live.started_at.is_some());
+
+        let all = ListFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let (page, total) = registry.list(&all).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(page[0].id, b.id, "newest first");
+        let only_live = ListFilter {
+            status: Some(Status::Live),
+            ..all.clone()
+        };
+        let (page, total) = registry.list(&only_live).await.unwrap();
+        assert_eq!((page.len(), total), (1, 1));
+        let bobs = ListFilter {
+            user_id: Some("bob".into()),
+            status: Some(Status::Idle),
+            ..all.clone()
+        };
+        assert_eq!(registry.list(&bobs).await.unwrap().0[0].id, b.id);
+        let second_page = ListFilter {
+            limit: 1,
+            offset: 1,
+            ..all.clone()
+        };
+        assert_eq!(registry.list(&second_page).await.unwrap().0[0].id, a.id);
+
+        let rotated = registry.rotate_key(&b.id).await.unwrap().unwrap();
+        assert_ne!(rotated.stream_key, b.stream_key);
+        assert!(registry.find_by_key(&b.stream_key).await.unwrap().is_none());
+
+        registry
+            .add_event(&a.id, &NewEvent::new(EventType::StreamStarted, "started"))
+            .await
+            .unwrap();
+        registry
+            .add_event(&a.id, &NewEvent::new(EventType::Error, "broke"))
+            .await
+            .unwrap();
+        let events = registry.events(&a.id, 10, 0).await.unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event_type, "stream_started");
+        assert_eq!(events[1].severity, "error");
+
+        assert!(registry.delete(&a.id).await.unwrap());
+        assert!(!registry.delete(&a.id).await.unwrap());
+        assert!(registry.events(&a.id, 10, 0).await.unwrap().is_empty());
+
+        // Reopening the file keeps what was stored (and re-running migrations is harmless).
+        let url = format!("sqlite://{}/sub/registry.db", dir.path().display());
+        let again = Registry::open(&url).await.unwrap();
+        assert_eq!(again.get(&b.id).await.unwrap().unwrap().stream_key, rotated.stream_key);
+    }
+}
