@@ -1,4 +1,16 @@
-//! The origin: RTMP ingest with stream keys, the stream registry and management API, the CMAF
-//! packager, LL-HLS and DASH delivery with the cache headers the tiers rely on, and archiving
-//! to an object store (filesystem or S3) for DVR and VOD. So far the crate provides the
-//! `cascade-origin` server with the shared service conventions.
+//! The origin: RTMP ingest with stream keys, the stream registry and management API, and the
+//! transcoder hand-off; the CMAF packager, LL-HLS and DASH delivery and archiving come next.
+//!
+//! Pure cores: the stream model and request validation ([`stream`]), events ([`event`]).
+//! Shells: the registry over sqlx ([`registry`]), live stream state ([`live`]), RTMP
+//! ([`ingest`]), the HTTP API ([`api`]), the hand-off monitor ([`monitor`]).
+
+pub mod api;
+pub mod event;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+pub mod monitor;
+pub mod registry;
+pub mod server;
+pub mod stream;

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use cascade_service::{ServiceInfo, admin_only, run_server};
+use cascade_service::{ServiceInfo, run_server};
 
 const INFO: ServiceInfo = ServiceInfo {
     name: "origin",
@@ -15,5 +15,5 @@ const INFO: ServiceInfo = ServiceInfo {
 };
 
 fn main() -> ExitCode {
-    run_server(INFO, |config| &config.origin, admin_only)
+    run_server(INFO, |config| &config.origin, cascade_origin::server::serve)
 }

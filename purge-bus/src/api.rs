@@ -23,9 +23,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cascade_service::admin::PeerAddr;
-use http_body_util::{BodyExt, Full, Limited};
+use cascade_service::json::{json_error as error, json_response};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{AUTHORIZATION, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -68,34 +69,8 @@ pub struct PurgeApi {
     next_id: AtomicU64,
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    body.push(b'\n');
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// The whole body, or the 413 to send when it is over [`MAX_BODY`] or cannot be read.
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<Response<Full<Bytes>>>> {
-    Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map(|collected| collected.to_bytes())
-        .map_err(|e| {
-            Box::new(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body could not be read or is over {MAX_BODY} bytes: {e}"),
-            ))
-        })
-}
-
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
-    json_response(status, &json!({ "error": message.to_string() }))
+    cascade_service::json::read_body(req, MAX_BODY).await
 }
 
 impl PurgeApi {

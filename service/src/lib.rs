@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod json;
 pub mod metrics;
 pub mod readiness;
 pub mod run;

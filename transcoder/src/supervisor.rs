@@ -402,11 +402,10 @@ impl Supervisor {
             tokio::select! {
                 tag = input.recv() => {
                     let Some(tag) = tag else { return Outcome::InputEnded };
-                    if self.headers.remember(&tag) {
-                        continue;
-                    }
-                    // A (re)started ffmpeg must begin on a keyframe to decode anything.
-                    if waiting_for_keyframe {
+                    // Headers go through as they come (a restart replays the latest ones);
+                    // media waits for a keyframe, the first thing a decoder can start on.
+                    let header = self.headers.remember(&tag);
+                    if !header && waiting_for_keyframe {
                         match tag.kind {
                             TagKind::Video if flv::video_info(&tag.data).is_some_and(|v| v.keyframe) => {
                                 waiting_for_keyframe = false;

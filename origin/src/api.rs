@@ -1,0 +1,476 @@
+//! The management API under `/api/v1/livestreams` (bearer tokens: `read` lists and gets,
+//! `write` also creates, changes, starts, stops, rotates keys and deletes):
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | POST | `/api/v1/livestreams` | create (201: id, stream key, ingest and playback URLs) |
+//! | GET | `/api/v1/livestreams?status=&user_id=&limit=&offset=` | list, newest first |
+//! | GET | `/api/v1/livestreams/:id` | one stream, with its live ingest state |
+//! | PATCH | `/api/v1/livestreams/:id` | change title, DVR, latency, settings |
+//! | DELETE | `/api/v1/livestreams/:id` | stop if live, then delete |
+//! | POST | `/api/v1/livestreams/:id/start` | accept a publisher again after `ended` |
+//! | POST | `/api/v1/livestreams/:id/stop` | disconnect the publisher, end the stream |
+//! | POST | `/api/v1/livestreams/:id/rotate_key` | new key; the old one stops working |
+//! | GET | `/api/v1/livestreams/:id/events?limit=&offset=` | events, oldest first |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use cascade_service::auth::{ApiTokens, AuthError, Scope};
+use cascade_service::json::{json_error, json_response, read_body};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, AUTHORIZATION, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::event::{EventType, NewEvent};
+use crate::live::Live;
+use crate::registry::{EventRecord, ListFilter, StreamRecord};
+use crate::stream::{CreateStream, Status, StreamConfig, UpdateStream};
+
+/// Largest request body.
+const MAX_BODY: usize = 64 * 1024;
+/// Default and largest page sizes.
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+const PREFIX: &str = "/api/v1/livestreams";
+
+/// Where the origin is reached, for the URLs the API hands out.
+#[derive(Debug, Clone)]
+pub struct PublicUrls {
+    /// `rtmp://host:port/live`.
+    pub rtmp_base: String,
+    /// `http://host:port`.
+    pub http_base: String,
+}
+
+impl PublicUrls {
+    fn ingest(&self, key: &str) -> String {
+        format!("{}/{key}", self.rtmp_base)
+    }
+
+    fn hls(&self, id: &str) -> String {
+        format!("{}/live/{id}/master.m3u8", self.http_base)
+    }
+
+    fn dash(&self, id: &str) -> String {
+        format!("{}/live/{id}/manifest.mpd", self.http_base)
+    }
+}
+
+/// The API's state.
+pub struct StreamApi {
+    tokens: ApiTokens,
+    live: Arc<Live>,
+    urls: PublicUrls,
+    nvenc: Arc<AtomicBool>,
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn bad_request(field: Option<&str>, message: impl std::fmt::Display) -> HttpResponse {
+    let mut body = json!({ "error": message.to_string() });
+    if let Some(field) = field {
+        body["field"] = json!(field);
+    }
+    json_response(StatusCode::BAD_REQUEST, &body)
+}
+
+fn not_found(id: &str) -> HttpResponse {
+    json_error(StatusCode::NOT_FOUND, format!("no live stream {id:?}"))
+}
+
+fn internal(e: impl std::fmt::Display) -> HttpResponse {
+    tracing::error!(error = %e, "management API failure");
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the stream registry is unavailable; retry shortly",
+    )
+}
+
+fn rfc3339(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        Box::new(bad_request(
+            field.as_deref(),
+            format!("invalid JSON body: {}", e.inner()),
+        ))
+    })
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+fn page(query: &str) -> Result<(u32, u32), Box<HttpResponse>> {
+    let number = |name: &str, default: u32, max: u32| -> Result<u32, Box<HttpResponse>> {
+        match query_param(query, name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(Box::new(bad_request(
+                    Some(name),
+                    format!("{v:?} is not a whole number from 0 to {max}"),
+                ))),
+            },
+        }
+    };
+    let limit = number("limit", DEFAULT_LIMIT, MAX_LIMIT)?.max(1);
+    let offset = number("offset", 0, u32::MAX)?;
+    Ok((limit, offset))
+}
+
+impl StreamApi {
+    /// The API over `live`.
+    pub fn new(tokens: ApiTokens, live: Arc<Live>, urls: PublicUrls, nvenc: Arc<AtomicBool>) -> Self {
+        Self {
+            tokens,
+            live,
+            urls,
+            nvenc,
+        }
+    }
+
+    fn stream_json(&self, stream: &StreamRecord) -> Value {
+        let c = &stream.config;
+        let hls = self.urls.hls(&stream.id);
+        json!({
+            "id": stream.id,
+            "title": c.title,
+            "description": c.description,
+            "user_id": stream.user_id,
+            "status": stream.status.as_str(),
+            "stream_key": stream.stream_key,
+            "rtmp_ingest_url": self.urls.ingest(&stream.stream_key),
+            "master_playlist": hls,
+            "playback": { "hls": hls, "dash": self.urls.dash(&stream.id) },
+            "dvr_enabled": c.dvr_enabled,
+            "dvr_window": c.dvr_window,
+            "low_latency": c.low_latency,
+            "settings": c.settings,
+            "created_at": rfc3339(stream.created_at),
+            "started_at": stream.started_at.map_or(Value::Null, rfc3339),
+            "ended_at": stream.ended_at.map_or(Value::Null, rfc3339),
+            "ingest": self.live.view(&stream.id),
+            "renditions": self.live.renditions(&stream.id),
+        })
+    }
+
+    fn event_json(event: &EventRecord) -> Value {
+        json!({
+            "id": event.id,
+            "event_type": event.event_type,
+            "severity": event.severity,
+            "message": event.message,
+            "details": event.details,
+            "timestamp": rfc3339(event.at),
+        })
+    }
+
+    fn refuse(&self, req: &Request<Incoming>, needs: Scope) -> Option<HttpResponse> {
+        let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match self.tokens.authorise(header, needs) {
+            Ok(_) => None,
+            Err(e @ AuthError::Forbidden { .. }) => Some(json_error(StatusCode::FORBIDDEN, e)),
+            Err(e) => {
+                let mut response = json_error(StatusCode::UNAUTHORIZED, e);
+                response.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+                Some(response)
+            }
+        }
+    }
+
+    /// Whether `path` belongs to this API.
+    pub fn owns(path: &str) -> bool {
+        path == PREFIX || path.starts_with("/api/v1/livestreams/")
+    }
+
+    /// Answers one request under `/api/v1/livestreams`.
+    pub async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let method = req.method().clone();
+        let rest = path.strip_prefix(PREFIX).unwrap_or_default();
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let (allowed, needs): (&str, Scope) = match (segments.as_slice(), &method) {
+            ([], &Method::GET) | ([_], &Method::GET) | ([_, "events"], &Method::GET) => {
+                ("", Scope::Read)
+            }
+            ([], &Method::POST)
+            | ([_], &Method::PATCH | &Method::DELETE)
+            | ([_, "start" | "stop" | "rotate_key"], &Method::POST) => ("", Scope::Write),
+            ([], _) => ("GET, POST", Scope::Read),
+            ([_], _) => ("GET, PATCH, DELETE", Scope::Read),
+            ([_, "events"], _) => ("GET", Scope::Read),
+            ([_, "start" | "stop" | "rotate_key"], _) => ("POST", Scope::Read),
+            _ => {
+                return json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
+            }
+        };
+        if let Some(refused) = self.refuse(&req, needs) {
+            return refused;
+        }
+        if !allowed.is_empty() {
+            let mut response = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed here; use {allowed}"),
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allowed));
+            return response;
+        }
+        let result = match (segments.as_slice(), method) {
+            ([], Method::GET) => self.list(&query).await,
+            ([], _) => match read_body(req, MAX_BODY).await {
+                Ok(body) => self.create(&body).await,
+                Err(response) => Err(response),
+            },
+            ([id], Method::GET) => self.get(id).await,
+            ([id], Method::PATCH) => match read_body(req, MAX_BODY).await {
+                Ok(body) => self.update(id, &body).await,
+                Err(response) => Err(response),
+            },
+            ([id], _) => self.delete(id).await,
+            ([id, "events"], _) => self.events(id, &query).await,
+            ([id, "start"], _) => self.start(id).await,
+            ([id, "stop"], _) => self.stop(id).await,
+            ([id, _], _) => self.rotate_key(id).await,
+            _ => Ok(json_error(StatusCode::NOT_FOUND, "no such endpoint")),
+        };
+        result.unwrap_or_else(|response| *response)
+    }
+
+    async fn find(&self, id: &str) -> Result<StreamRecord, Box<HttpResponse>> {
+        match self.live.registry().get(id).await {
+            Ok(Some(stream)) => Ok(stream),
+            Ok(None) => Err(Box::new(not_found(id))),
+            Err(e) => Err(Box::new(internal(e))),
+        }
+    }
+
+    async fn create(&self, body: &[u8]) -> Result<HttpResponse, Box<HttpResponse>> {
+        let request: CreateStream = parse_json(body)?;
+        request
+            .validate(self.nvenc.load(Ordering::Relaxed))
+            .map_err(|e| Box::new(bad_request(Some(&e.field), &e)))?;
+        let stream = self
+            .live
+            .registry()
+            .create(&request.user_id, &StreamConfig::from(&request))
+            .await
+            .map_err(|e| Box::new(internal(e)))?;
+        tracing::info!(stream = %stream.id, "live stream created");
+        let mut response = json_response(StatusCode::CREATED, &self.stream_json(&stream));
+        if let Ok(location) = HeaderValue::from_str(&format!("{PREFIX}/{}", stream.id)) {
+            response.headers_mut().insert(hyper::header::LOCATION, location);
+        }
+        Ok(response)
+    }
+
+    async fn list(&self, query: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        let (limit, offset) = page(query)?;
+        let status = match query_param(query, "status") {
+            None | Some("") => None,
+            Some(s) => Some(Status::parse(s).ok_or_else(|| {
+                Box::new(bad_request(
+                    Some("status"),
+                    format!("{s:?} is not a status (idle, live, ended)"),
+                ))
+            })?),
+        };
+        let user_id = query_param(query, "user_id")
+            .filter(|u| !u.is_empty())
+            .map(percent_decode);
+        let filter = ListFilter {
+            status,
+            user_id,
+            limit,
+            offset,
+        };
+        let (streams, total) = self
+            .live
+            .registry()
+            .list(&filter)
+            .await
+            .map_err(|e| Box::new(internal(e)))?;
+        let streams: Vec<Value> = streams.iter().map(|s| self.stream_json(s)).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "streams": streams, "limit": limit, "offset": offset, "total": total }),
+        ))
+    }
+
+    async fn get(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        let stream = self.find(id).await?;
+        Ok(json_response(StatusCode::OK, &self.stream_json(&stream)))
+    }
+
+    async fn update(&self, id: &str, body: &[u8]) -> Result<HttpResponse, Box<HttpResponse>> {
+        let update: UpdateStream = parse_json(body)?;
+        let mut stream = self.find(id).await?;
+        update
+            .apply(&mut stream.config, self.nvenc.load(Ordering::Relaxed))
+            .map_err(|e| Box::new(bad_request(Some(&e.field), &e)))?;
+        if !self
+            .live
+            .registry()
+            .set_config(id, &stream.config)
+            .await
+            .map_err(|e| Box::new(internal(e)))?
+        {
+            return Err(Box::new(not_found(id)));
+        }
+        Ok(json_response(StatusCode::OK, &self.stream_json(&stream)))
+    }
+
+    async fn delete(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        self.find(id).await?;
+        self.live
+            .end(id, NewEvent::new(EventType::StreamEnded, "the stream was deleted"))
+            .await;
+        if !self
+            .live
+            .registry()
+            .delete(id)
+            .await
+            .map_err(|e| Box::new(internal(e)))?
+        {
+            return Err(Box::new(not_found(id)));
+        }
+        self.live.forget(id);
+        tracing::info!(stream = %id, "live stream deleted");
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    async fn start(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        let stream = self.find(id).await?;
+        let message = match stream.status {
+            Status::Live => "the stream is live",
+            Status::Idle => "the stream is waiting for its publisher",
+            Status::Ended => {
+                self.live
+                    .registry()
+                    .set_status(id, Status::Idle)
+                    .await
+                    .map_err(|e| Box::new(internal(e)))?;
+                "the stream accepts a publisher again"
+            }
+        };
+        let stream = self.find(id).await?;
+        let mut body = self.stream_json(&stream);
+        body["message"] = json!(format!("{message}; publish to {}", self.urls.ingest(&stream.stream_key)));
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    async fn stop(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        let stream = self.find(id).await?;
+        let message = if stream.status == Status::Ended {
+            "the stream had already ended"
+        } else {
+            self.live
+                .end(
+                    id,
+                    NewEvent::new(EventType::StreamEnded, "the stream was stopped through the API"),
+                )
+                .await;
+            "the stream is stopped; its publisher was disconnected"
+        };
+        let stream = self.find(id).await?;
+        let mut body = self.stream_json(&stream);
+        body["message"] = json!(message);
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    async fn rotate_key(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        let stream = match self.live.registry().rotate_key(id).await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return Err(Box::new(not_found(id))),
+            Err(e) => return Err(Box::new(internal(e))),
+        };
+        tracing::info!(stream = %id, "stream key rotated");
+        Ok(json_response(StatusCode::OK, &self.stream_json(&stream)))
+    }
+
+    async fn events(&self, id: &str, query: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        let (limit, offset) = page(query)?;
+        self.find(id).await?;
+        let events = self
+            .live
+            .registry()
+            .events(id, limit, offset)
+            .await
+            .map_err(|e| Box::new(internal(e)))?;
+        let events: Vec<Value> = events.iter().map(Self::event_json).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "events": events, "limit": limit, "offset": offset }),
+        ))
+    }
+}
+
+/// Decodes `%XX` escapes and `+` in a query value (invalid escapes are kept as they are).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+
+    #[test]
+    fn pages_are_bounded() {
+        assert_eq!(page("").unwrap(), (20, 0));
+        assert_eq!(page("limit=5&offset=10").unwrap(), (5, 10));
+        assert!(page("limit=1000").is_err());
+        assert!(page("offset=-1").is_err());
+    }
+}

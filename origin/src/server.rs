@@ -1,0 +1,144 @@
+//! The `cascade-origin` service body: opens the registry, binds the HTTP listener (management
+//! API; delivery comes with the packager) and the RTMP listener, and stops them on shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use cascade_config::{OriginConfig, TokenScope};
+use cascade_service::auth::{ApiTokens, Scope};
+use cascade_service::json::json_error;
+use cascade_service::run::Context;
+use cascade_transcoder::supervisor::TranscoderOptions;
+use hyper::StatusCode;
+use tokio::net::TcpListener;
+
+use crate::api::{PublicUrls, StreamApi};
+use crate::ingest;
+use crate::live::{Live, LiveOptions};
+use crate::monitor::IngestMonitor;
+use crate::registry::Registry;
+
+/// Runs the origin until shutdown.
+pub async fn serve(ctx: Context) -> anyhow::Result<()> {
+    let config = ctx.config.origin.clone();
+    let registry = Registry::open(&config.database_url).await?;
+    let live = Live::new(registry, live_options(&config), Arc::new(IngestMonitor::new(None)));
+    live.resume_after_restart()
+        .await
+        .context("cannot read the streams left live by the previous run")?;
+
+    let nvenc = Arc::new(AtomicBool::new(false));
+    tokio::spawn(probe_nvenc(
+        config.transcoder.ffmpeg.clone(),
+        Arc::clone(&nvenc),
+    ));
+
+    let http = TcpListener::bind(config.listen.0)
+        .await
+        .with_context(|| format!("origin.listen: cannot listen on {}", config.listen))?;
+    let rtmp = TcpListener::bind(config.rtmp_listen.0)
+        .await
+        .with_context(|| format!("origin.rtmp_listen: cannot listen on {}", config.rtmp_listen))?;
+
+    let api = Arc::new(StreamApi::new(
+        tokens(&config),
+        Arc::clone(&live),
+        public_urls(&config),
+        nvenc,
+    ));
+    let http_task = tokio::spawn(cascade_service::admin::serve_http(http, "origin", move |req| {
+        let api = Arc::clone(&api);
+        async move {
+            if StreamApi::owns(req.uri().path()) {
+                api.handle(req).await
+            } else {
+                json_error(
+                    StatusCode::NOT_FOUND,
+                    format!("nothing at {}", req.uri().path()),
+                )
+            }
+        }
+    }));
+    let rtmp_task = tokio::spawn(ingest::serve(rtmp, Arc::clone(&live), ctx.shutdown.clone()));
+    tracing::info!(http = %config.listen, rtmp = %config.rtmp_listen, "origin listening");
+    ctx.started.open();
+
+    ctx.shutdown.wait().await;
+    rtmp_task.abort();
+    live.disconnect_all();
+    // Give publisher sessions a moment to drain their transcoders.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    http_task.abort();
+    Ok(())
+}
+
+fn live_options(config: &OriginConfig) -> LiveOptions {
+    let t = &config.transcoder;
+    LiveOptions {
+        reconnect_grace: config.reconnect_grace.0,
+        max_live_streams: config.max_live_streams as usize,
+        transcoder: TranscoderOptions {
+            ffmpeg: PathBuf::from(&t.ffmpeg),
+            work_dir: if t.work_dir.is_empty() {
+                std::env::temp_dir()
+            } else {
+                PathBuf::from(&t.work_dir)
+            },
+            stall_timeout: t.stall_timeout.0,
+            restart_delay: t.restart_delay.0,
+            max_restart_delay: t.max_restart_delay.0,
+            max_failures: t.max_failures,
+        },
+        preset: t.preset.clone(),
+    }
+}
+
+fn tokens(config: &OriginConfig) -> ApiTokens {
+    let mut tokens = ApiTokens::default();
+    for t in &config.tokens {
+        let scope = match t.scope {
+            TokenScope::Read => Scope::Read,
+            TokenScope::Write => Scope::Write,
+        };
+        tokens.add(&t.name, t.token.expose(), scope);
+    }
+    tokens
+}
+
+fn public_urls(config: &OriginConfig) -> PublicUrls {
+    let host = if config.public_host.is_empty() {
+        match config.listen.0.ip() {
+            ip if ip.is_unspecified() => cascade_config::hostname(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    } else {
+        config.public_host.clone()
+    };
+    PublicUrls {
+        rtmp_base: format!("rtmp://{host}:{}/{}", config.rtmp_listen.0.port(), ingest::APP),
+        http_base: format!("http://{host}:{}", config.listen.0.port()),
+    }
+}
+
+/// Checks once whether ffmpeg can encode with h264_nvenc here (a GPU and its driver).
+async fn probe_nvenc(ffmpeg: String, available: Arc<AtomicBool>) {
+    let probe = tokio::process::Command::new(&ffmpeg)
+        .args([
+            "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+            "color=size=256x256:duration=0.1", "-c:v", "h264_nvenc", "-f", "null", "-",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    let works = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(20), probe).await,
+        Ok(Ok(status)) if status.success()
+    );
+    tracing::info!(nvenc = works, "h264_nvenc probe");
+    available.store(works, Ordering::Relaxed);
+}
