@@ -23,8 +23,8 @@ pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
 pub use services::{
     ApiTokenConfig, CacheConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE, OriginConfig,
-    PurgeBusConfig, PurgeFeedConfig, ServiceSection, ShieldConfig, SiteConfig, TokenScope, TranscoderConfig,
-    hostname,
+    PurgeBusConfig, PurgeFeedConfig, ServiceSection, ShieldConfig, SiteConfig, TokenScope,
+    TranscoderConfig, hostname,
 };
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use tls::{CertificateConfig, TlsConfig};

@@ -136,7 +136,10 @@ impl TranscoderConfig {
             ("restart_delay", self.restart_delay),
         ] {
             if d.0.is_zero() {
-                p.push(format!("origin.transcoder.{field}"), "must be longer than 0s");
+                p.push(
+                    format!("origin.transcoder.{field}"),
+                    "must be longer than 0s",
+                );
             }
         }
         if self.max_restart_delay < self.restart_delay {
@@ -162,7 +165,11 @@ impl TranscoderConfig {
         if !PRESETS.contains(&self.preset.as_str()) {
             p.push(
                 "origin.transcoder.preset",
-                format!("{:?} is not an x264 preset ({})", self.preset, PRESETS.join(", ")),
+                format!(
+                    "{:?} is not an x264 preset ({})",
+                    self.preset,
+                    PRESETS.join(", ")
+                ),
             );
         }
     }

@@ -136,7 +136,12 @@ fn page(query: &str) -> Result<(u32, u32), Box<HttpResponse>> {
 
 impl StreamApi {
     /// The API over `live`.
-    pub fn new(tokens: ApiTokens, live: Arc<Live>, urls: PublicUrls, nvenc: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        tokens: ApiTokens,
+        live: Arc<Live>,
+        urls: PublicUrls,
+        nvenc: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             tokens,
             live,
@@ -182,7 +187,10 @@ impl StreamApi {
     }
 
     fn refuse(&self, req: &Request<Incoming>, needs: Scope) -> Option<HttpResponse> {
-        let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         match self.tokens.authorise(header, needs) {
             Ok(_) => None,
             Err(e @ AuthError::Forbidden { .. }) => Some(json_error(StatusCode::FORBIDDEN, e)),
@@ -280,7 +288,9 @@ impl StreamApi {
         tracing::info!(stream = %stream.id, "live stream created");
         let mut response = json_response(StatusCode::CREATED, &self.stream_json(&stream));
         if let Ok(location) = HeaderValue::from_str(&format!("{PREFIX}/{}", stream.id)) {
-            response.headers_mut().insert(hyper::header::LOCATION, location);
+            response
+                .headers_mut()
+                .insert(hyper::header::LOCATION, location);
         }
         Ok(response)
     }
@@ -344,7 +354,10 @@ impl StreamApi {
     async fn delete(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
         self.find(id).await?;
         self.live
-            .end(id, NewEvent::new(EventType::StreamEnded, "the stream was deleted"))
+            .end(
+                id,
+                NewEvent::new(EventType::StreamEnded, "the stream was deleted"),
+            )
             .await;
         if !self
             .live
@@ -378,7 +391,10 @@ impl StreamApi {
         };
         let stream = self.find(id).await?;
         let mut body = self.stream_json(&stream);
-        body["message"] = json!(format!("{message}; publish to {}", self.urls.ingest(&stream.stream_key)));
+        body["message"] = json!(format!(
+            "{message}; publish to {}",
+            self.urls.ingest(&stream.stream_key)
+        ));
         Ok(json_response(StatusCode::OK, &body))
     }
 
@@ -390,7 +406,10 @@ impl StreamApi {
             self.live
                 .end(
                     id,
-                    NewEvent::new(EventType::StreamEnded, "the stream was stopped through the API"),
+                    NewEvent::new(
+                        EventType::StreamEnded,
+                        "the stream was stopped through the API",
+                    ),
                 )
                 .await;
             "the stream is stopped; its publisher was disconnected"

@@ -103,13 +103,16 @@ impl Connection {
         let _ = socket.set_nodelay(true);
         let (mut reader, writer) = socket.into_split();
         let mut writer = writer;
-        let leftover =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader, &mut writer)).await
-            {
-                Ok(Ok(leftover)) => leftover,
-                Ok(Err(why)) => return why,
-                Err(_) => return "handshake timed out".into(),
-            };
+        let leftover = match tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake(&mut reader, &mut writer),
+        )
+        .await
+        {
+            Ok(Ok(leftover)) => leftover,
+            Ok(Err(why)) => return why,
+            Err(_) => return "handshake timed out".into(),
+        };
         let (rtmp, initial) = match ServerSession::new(ServerSessionConfig::new()) {
             Ok(session) => session,
             Err(e) => return format!("cannot start an RTMP session: {e:?}"),
@@ -223,9 +226,9 @@ impl Connection {
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
             } => self.media(TagKind::Video, data, timestamp.value).await,
-            ServerSessionEvent::PublishStreamFinished { .. } => Err(Closed::Gone(
-                "the publisher finished publishing".into(),
-            )),
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                Err(Closed::Gone("the publisher finished publishing".into()))
+            }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                 self.refuse(
                     request_id,
@@ -272,7 +275,11 @@ impl Connection {
             Ok(granted) => granted,
             Err(refusal) => {
                 return self
-                    .refuse(request_id, "NetStream.Publish.BadName", &refusal.to_string())
+                    .refuse(
+                        request_id,
+                        "NetStream.Publish.BadName",
+                        &refusal.to_string(),
+                    )
                     .await;
             }
         };
@@ -353,14 +360,12 @@ impl Connection {
         if publishing.pending.len() > MAX_PENDING_TAGS
             || publishing.since.elapsed() > FIRST_KEYFRAME_TIMEOUT
         {
-            let why = if publishing
-                .pending
-                .iter()
-                .any(|t| t.kind == TagKind::Video)
-            {
+            let why = if publishing.pending.iter().any(|t| t.kind == TagKind::Video) {
                 format!("no H.264 keyframe arrived within {FIRST_KEYFRAME_TIMEOUT:?}")
             } else {
-                format!("no video arrived within {FIRST_KEYFRAME_TIMEOUT:?}; audio-only streams are not supported")
+                format!(
+                    "no video arrived within {FIRST_KEYFRAME_TIMEOUT:?}; audio-only streams are not supported"
+                )
             };
             return self.unusable(why).await;
         }
@@ -380,7 +385,8 @@ impl Connection {
             return Ok(());
         };
         let metadata = self.metadata.as_ref();
-        let has_audio = publishing.saw_audio || metadata.is_some_and(|m| m.audio_codec_id.is_some());
+        let has_audio =
+            publishing.saw_audio || metadata.is_some_and(|m| m.audio_codec_id.is_some());
         let mut settings = publishing.grant.settings.ladder(self.live.preset());
         if let Some(height) = metadata.and_then(|m| m.video_height) {
             settings.fit_to_input(height);
@@ -439,7 +445,10 @@ impl Connection {
 }
 
 /// Runs the server side of the RTMP handshake; returns bytes that followed it.
-async fn handshake(reader: &mut OwnedReadHalf, writer: &mut OwnedWriteHalf) -> Result<Vec<u8>, String> {
+async fn handshake(
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+) -> Result<Vec<u8>, String> {
     let mut handshake = Handshake::new(PeerType::Server);
     let mut buffer = [0u8; 4096];
     loop {

@@ -361,7 +361,10 @@ impl Live {
             }
         };
         if lost {
-            live_metrics().ingest_bitrate.remove_label_values(&[stream_id]).ok();
+            live_metrics()
+                .ingest_bitrate
+                .remove_label_values(&[stream_id])
+                .ok();
             self.record(
                 stream_id,
                 NewEvent::new(
@@ -382,6 +385,13 @@ impl Live {
         let grace = self.options.reconnect_grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
+            // Let go of this task's own handle first: `end` aborts a pending grace period, and
+            // aborting the running task would cancel it at its next await.
+            if let Ok(mut live) = this.streams.lock()
+                && let Some(entry) = live.get_mut(&id)
+            {
+                entry.grace = None;
+            }
             this.end(
                 &id,
                 NewEvent::new(
@@ -406,17 +416,15 @@ impl Live {
                 let _ = publisher.kick.send(true);
             }
             if let Some(grace) = entry.grace {
-                // The grace task may be the caller; aborting it after this point is harmless
-                // because nothing follows in it.
                 grace.abort();
             }
         }
         self.update_gauge();
         live_metrics().forget(stream_id);
-        match self.registry.set_status(stream_id, Status::Ended).await {
-            Ok(true) => self.record(stream_id, event).await,
-            Ok(false) => {}
-            Err(e) => tracing::error!(stream = %stream_id, error = %e, "cannot mark the stream ended"),
+        // The event goes first, so that whoever sees the stream ended also finds why.
+        self.record(stream_id, event).await;
+        if let Err(e) = self.registry.set_status(stream_id, Status::Ended).await {
+            tracing::error!(stream = %stream_id, error = %e, "cannot mark the stream ended");
         }
         was_live
     }
@@ -431,12 +439,21 @@ impl Live {
         let metrics = live_metrics();
         match status {
             TranscoderStatus::Progress(progress) => {
-                metrics.transcoder_fps.with_label_values(&[stream_id]).set(progress.fps);
+                metrics
+                    .transcoder_fps
+                    .with_label_values(&[stream_id])
+                    .set(progress.fps);
                 if let Some(speed) = progress.speed {
-                    metrics.transcoder_speed.with_label_values(&[stream_id]).set(speed);
+                    metrics
+                        .transcoder_speed
+                        .with_label_values(&[stream_id])
+                        .set(speed);
                 }
                 if let Some(kbps) = progress.bitrate_kbps {
-                    metrics.transcoder_bitrate.with_label_values(&[stream_id]).set(kbps);
+                    metrics
+                        .transcoder_bitrate
+                        .with_label_values(&[stream_id])
+                        .set(kbps);
                 }
                 metrics
                     .transcoder_dropped
@@ -481,10 +498,14 @@ impl Live {
     pub async fn fail(&self, stream_id: &str, why: &str) {
         live_metrics().errors.with_label_values(&["media"]).inc();
         tracing::warn!(stream = %stream_id, reason = %why, "stream failed");
-        self.record(stream_id, NewEvent::new(EventType::Error, why)).await;
+        self.record(stream_id, NewEvent::new(EventType::Error, why))
+            .await;
         self.end(
             stream_id,
-            NewEvent::new(EventType::StreamEnded, format!("the stream ended on an error: {why}")),
+            NewEvent::new(
+                EventType::StreamEnded,
+                format!("the stream ended on an error: {why}"),
+            ),
         )
         .await;
     }

@@ -50,9 +50,8 @@ impl LiveMetrics {
 pub fn live_metrics() -> &'static LiveMetrics {
     static METRICS: OnceLock<LiveMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let per_stream = |name: &str, help: &str| {
-            must(GaugeVec::new(Opts::new(name, help), &["stream"]))
-        };
+        let per_stream =
+            |name: &str, help: &str| must(GaugeVec::new(Opts::new(name, help), &["stream"]));
         let m = LiveMetrics {
             active_streams: must(IntGauge::new(
                 "livestream_active_streams_total",
@@ -63,7 +62,10 @@ pub fn live_metrics() -> &'static LiveMetrics {
                 &["kind"],
             )),
             refused: must(IntCounterVec::new(
-                Opts::new("livestream_publish_refused_total", "RTMP publishes refused, by reason"),
+                Opts::new(
+                    "livestream_publish_refused_total",
+                    "RTMP publishes refused, by reason",
+                ),
                 &["reason"],
             )),
             ingest_bytes: must(IntCounter::new(
@@ -74,7 +76,10 @@ pub fn live_metrics() -> &'static LiveMetrics {
                 "livestream_ingest_bitrate_bps",
                 "Ingest bitrate of each live stream over the last seconds",
             ),
-            transcoder_fps: per_stream("livestream_transcoder_fps", "Frames per second ffmpeg reports"),
+            transcoder_fps: per_stream(
+                "livestream_transcoder_fps",
+                "Frames per second ffmpeg reports",
+            ),
             transcoder_speed: per_stream(
                 "livestream_transcoder_speed",
                 "Transcoding speed relative to real time (below 1 falls behind)",

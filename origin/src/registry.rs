@@ -103,7 +103,10 @@ impl Registry {
         sqlx::any::install_default_drivers();
         let mut url = url.to_owned();
         let mut max_connections = 8;
-        if let Some(path) = url.strip_prefix("sqlite://").or(url.strip_prefix("sqlite:")) {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))
+        {
             let path = path.split('?').next().unwrap_or_default();
             if path == ":memory:" || path.is_empty() {
                 // Each connection to an in-memory database is its own database.
@@ -112,7 +115,10 @@ impl Registry {
                 && !parent.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    anyhow::anyhow!("origin.database_url: cannot create {}: {e}", parent.display())
+                    anyhow::anyhow!(
+                        "origin.database_url: cannot create {}: {e}",
+                        parent.display()
+                    )
                 })?;
             }
             if !url.contains("mode=") {
@@ -128,7 +134,9 @@ impl Registry {
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|e| anyhow::anyhow!("origin.database_url: cannot migrate the registry: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("origin.database_url: cannot migrate the registry: {e}")
+            })?;
         Ok(Self { pool })
     }
 
@@ -166,10 +174,12 @@ impl Registry {
 
     /// The stream `id`.
     pub async fn get(&self, id: &str) -> Result<Option<StreamRecord>, RegistryError> {
-        let row = sqlx::query(&format!("SELECT {STREAM_COLUMNS} FROM streams WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {STREAM_COLUMNS} FROM streams WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| stream_from_row(&r)).transpose()
     }
 
@@ -233,7 +243,9 @@ impl Registry {
         let sql = match status {
             Status::Live => "UPDATE streams SET status = $1, started_at = $2 WHERE id = $3",
             Status::Ended => "UPDATE streams SET status = $1, ended_at = $2 WHERE id = $3",
-            Status::Idle => "UPDATE streams SET status = $1, ended_at = ended_at + $2 - $2 WHERE id = $3",
+            Status::Idle => {
+                "UPDATE streams SET status = $1, ended_at = ended_at + $2 - $2 WHERE id = $3"
+            }
         };
         let done = sqlx::query(sql)
             .bind(status.as_str())
@@ -389,7 +401,12 @@ mod tests {
         let b = registry.create("bob", &config("b")).await.unwrap();
         assert_eq!(registry.get(&a.id).await.unwrap().unwrap(), a);
         assert_eq!(
-            registry.find_by_key(&b.stream_key).await.unwrap().unwrap().id,
+            registry
+                .find_by_key(&b.stream_key)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
             b.id
         );
         assert!(registry.find_by_key("nope").await.unwrap().is_none());
@@ -449,6 +466,9 @@ mod tests {
         // Reopening the file keeps what was stored (and re-running migrations is harmless).
         let url = format!("sqlite://{}/sub/registry.db", dir.path().display());
         let again = Registry::open(&url).await.unwrap();
-        assert_eq!(again.get(&b.id).await.unwrap().unwrap().stream_key, rotated.stream_key);
+        assert_eq!(
+            again.get(&b.id).await.unwrap().unwrap().stream_key,
+            rotated.stream_key
+        );
     }
 }

@@ -24,7 +24,11 @@ use crate::registry::Registry;
 pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     let config = ctx.config.origin.clone();
     let registry = Registry::open(&config.database_url).await?;
-    let live = Live::new(registry, live_options(&config), Arc::new(IngestMonitor::new(None)));
+    let live = Live::new(
+        registry,
+        live_options(&config),
+        Arc::new(IngestMonitor::new(None)),
+    );
     live.resume_after_restart()
         .await
         .context("cannot read the streams left live by the previous run")?;
@@ -40,7 +44,12 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         .with_context(|| format!("origin.listen: cannot listen on {}", config.listen))?;
     let rtmp = TcpListener::bind(config.rtmp_listen.0)
         .await
-        .with_context(|| format!("origin.rtmp_listen: cannot listen on {}", config.rtmp_listen))?;
+        .with_context(|| {
+            format!(
+                "origin.rtmp_listen: cannot listen on {}",
+                config.rtmp_listen
+            )
+        })?;
 
     let api = Arc::new(StreamApi::new(
         tokens(&config),
@@ -48,19 +57,23 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         public_urls(&config),
         nvenc,
     ));
-    let http_task = tokio::spawn(cascade_service::admin::serve_http(http, "origin", move |req| {
-        let api = Arc::clone(&api);
-        async move {
-            if StreamApi::owns(req.uri().path()) {
-                api.handle(req).await
-            } else {
-                json_error(
-                    StatusCode::NOT_FOUND,
-                    format!("nothing at {}", req.uri().path()),
-                )
+    let http_task = tokio::spawn(cascade_service::admin::serve_http(
+        http,
+        "origin",
+        move |req| {
+            let api = Arc::clone(&api);
+            async move {
+                if StreamApi::owns(req.uri().path()) {
+                    api.handle(req).await
+                } else {
+                    json_error(
+                        StatusCode::NOT_FOUND,
+                        format!("nothing at {}", req.uri().path()),
+                    )
+                }
             }
-        }
-    }));
+        },
+    ));
     let rtmp_task = tokio::spawn(ingest::serve(rtmp, Arc::clone(&live), ctx.shutdown.clone()));
     tracing::info!(http = %config.listen, rtmp = %config.rtmp_listen, "origin listening");
     ctx.started.open();
@@ -118,7 +131,11 @@ fn public_urls(config: &OriginConfig) -> PublicUrls {
         config.public_host.clone()
     };
     PublicUrls {
-        rtmp_base: format!("rtmp://{host}:{}/{}", config.rtmp_listen.0.port(), ingest::APP),
+        rtmp_base: format!(
+            "rtmp://{host}:{}/{}",
+            config.rtmp_listen.0.port(),
+            ingest::APP
+        ),
         http_base: format!("http://{host}:{}", config.listen.0.port()),
     }
 }
@@ -127,8 +144,18 @@ fn public_urls(config: &OriginConfig) -> PublicUrls {
 async fn probe_nvenc(ffmpeg: String, available: Arc<AtomicBool>) {
     let probe = tokio::process::Command::new(&ffmpeg)
         .args([
-            "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
-            "color=size=256x256:duration=0.1", "-c:v", "h264_nvenc", "-f", "null", "-",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=size=256x256:duration=0.1",
+            "-c:v",
+            "h264_nvenc",
+            "-f",
+            "null",
+            "-",
         ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

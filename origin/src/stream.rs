@@ -109,7 +109,10 @@ impl StreamSettings {
             if ladder::rung(name).is_none() {
                 return Err(field_error(
                     format!("settings.resolutions[{i}]"),
-                    format!("{name:?} is not a rung of the ladder ({})", ladder::rung_names()),
+                    format!(
+                        "{name:?} is not a rung of the ladder ({})",
+                        ladder::rung_names()
+                    ),
                 ));
             }
             if self.resolutions[..i].contains(name) {
@@ -246,7 +249,10 @@ impl CreateStream {
         if self.dvr_window > MAX_DVR_WINDOW {
             return Err(field_error(
                 "dvr_window",
-                format!("{} s is over the {MAX_DVR_WINDOW} s maximum", self.dvr_window),
+                format!(
+                    "{} s is over the {MAX_DVR_WINDOW} s maximum",
+                    self.dvr_window
+                ),
             ));
         }
         self.settings.validate(nvenc)
@@ -337,7 +343,10 @@ impl From<&CreateStream> for StreamConfig {
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.chars().count() > max {
-        return Err(field_error(field, format!("is longer than {max} characters")));
+        return Err(field_error(
+            field,
+            format!("is longer than {max} characters"),
+        ));
     }
     if value.chars().any(|c| c.is_control()) {
         return Err(field_error(field, "contains control characters"));
@@ -394,7 +403,10 @@ mod tests {
             bad(r#"{"settings":{"resolutions":["720p","720p"]}}"#),
             "settings.resolutions[1]"
         );
-        assert_eq!(bad(r#"{"settings":{"resolutions":[]}}"#), "settings.resolutions");
+        assert_eq!(
+            bad(r#"{"settings":{"resolutions":[]}}"#),
+            "settings.resolutions"
+        );
         assert_eq!(bad(r#"{"settings":{"codec":"vp9"}}"#), "settings.codec");
         assert_eq!(
             bad(r#"{"settings":{"gpu_acceleration":true}}"#),
@@ -411,7 +423,11 @@ mod tests {
                 .unwrap_err()
                 .contains("settings")
         );
-        assert!(parse(r#"{"low_latency":"yes"}"#).unwrap_err().contains("low_latency"));
+        assert!(
+            parse(r#"{"low_latency":"yes"}"#)
+                .unwrap_err()
+                .contains("low_latency")
+        );
     }
 
     #[test]
@@ -425,8 +441,7 @@ mod tests {
     fn updates_are_validated_as_a_whole() {
         let mut config = StreamConfig::from(&parse("{}").unwrap());
         let update: UpdateStream =
-            serde_json::from_str(r#"{"title":"new","settings":{"resolutions":["240p"]}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"title":"new","settings":{"resolutions":["240p"]}}"#).unwrap();
         assert_eq!(update.apply(&mut config, false), Ok(()));
         assert_eq!(config.title, "new");
         assert_eq!(config.settings.resolutions, ["240p"]);

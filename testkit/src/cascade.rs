@@ -215,8 +215,8 @@ impl CascadeProcess {
         }
     }
 
-    /// The value of the unlabelled metric `name` on the admin listener's `/metrics` (0 when it
-    /// is absent or the page cannot be read).
+    /// The value of the metric `name` on the admin listener's `/metrics`, summed over its
+    /// label sets (0 when it is absent or the page cannot be read).
     pub fn metric(&self, name: &str) -> f64 {
         let Ok(admin) = self.addr("admin_listen") else {
             return 0.0;
@@ -225,8 +225,15 @@ impl CascadeProcess {
             .map(|page| page.text())
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<f64>().ok()
+            })
+            .sum()
     }
 
     /// The underlying process (for its log or signals).

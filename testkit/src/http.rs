@@ -40,6 +40,22 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
     raw_request(addr, request.as_bytes())
 }
 
+/// `method path` with an optional bearer `token` and a JSON `body` (empty for none).
+pub fn json_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<HttpResponse> {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw_request(addr, request.as_bytes())
+}
+
 /// Sends `request` bytes as they are and parses the answer.
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))

@@ -4,12 +4,14 @@
 //! - [`CascadeProcess`]: one of the project's own server binaries with a generated config;
 //! - [`Tansu`]: a Kafka-protocol broker, plus helpers to create topics;
 //! - [`Garage`]: an S3-compatible object store with a bucket and a key;
-//! - [`TestUpstream`]: a programmable HTTP upstream for proxy tests.
+//! - [`TestUpstream`]: a programmable HTTP upstream for proxy tests;
+//! - [`Broadcaster`]: ffmpeg publishing a test picture and tone over RTMP.
 //!
 //! External tools are found through `CASCADE_TANSU_BIN` / `CASCADE_GARAGE_BIN` (exported by
 //! `.ci/install-tools`), then the install cache, then `PATH`. A missing tool fails the test
 //! with the command that installs it: these tests never pass by skipping.
 
+mod broadcaster;
 mod cascade;
 mod garage;
 mod http;
@@ -17,9 +19,10 @@ mod process;
 mod tansu;
 mod upstream;
 
+pub use broadcaster::{BroadcastOptions, Broadcaster, ffmpeg_path, processes_with_arg};
 pub use cascade::{CascadeProcess, binary_path};
 pub use garage::{Garage, s3_client};
-pub use http::{HttpResponse, http_get, parse_response, raw_request};
+pub use http::{HttpResponse, http_get, json_request, parse_response, raw_request};
 pub use process::{ChildProcess, free_port, wait_for_tcp};
 pub use tansu::Tansu;
 pub use upstream::{Route, SeenRequest, TestUpstream};

@@ -171,17 +171,7 @@ impl LadderSettings {
         }
         if let Some(path) = &outputs.audio {
             args.extend(
-                [
-                    "-map",
-                    "0:a:0",
-                    "-c:a",
-                    "aac",
-                    "-ac",
-                    "2",
-                    "-ar",
-                    "48000",
-                ]
-                .map(String::from),
+                ["-map", "0:a:0", "-c:a", "aac", "-ac", "2", "-ar", "48000"].map(String::from),
             );
             args.extend(["-b:a".into(), format!("{}k", self.audio_kbps)]);
             args.extend(fragmented_mp4(&part_us, path));

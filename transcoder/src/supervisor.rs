@@ -318,8 +318,11 @@ impl Supervisor {
         let mut paths = Vec::with_capacity(renditions.len());
         for (name, _) in &renditions {
             let path = dir.join(format!("{name}.mp4"));
-            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
-                .map_err(|e| format!("cannot create the FIFO {}: {e}", path.display()))?;
+            nix::unistd::mkfifo(
+                &path,
+                nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+            )
+            .map_err(|e| format!("cannot create the FIFO {}: {e}", path.display()))?;
             paths.push(path);
         }
         let outputs = Outputs {
@@ -567,7 +570,13 @@ fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
 
 fn sanitise(id: &str) -> String {
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect()
 }

@@ -1,0 +1,666 @@
+//! Live ingest end to end: the `cascade-origin` binary, streams created through its API, real
+//! ffmpeg publishing over RTMP, real ffmpeg transcoding.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cascade_testkit::{
+    BroadcastOptions, Broadcaster, CascadeProcess, HttpResponse, json_request, processes_with_arg,
+    wait_for,
+};
+use serde_json::Value;
+
+const OPS: &str = "ops-token-0123456789";
+const VIEWER: &str = "viewer-token-0123456789";
+
+/// Transcoding is CPU-heavy on two cores: one stream-publishing test at a time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Origin {
+    process: CascadeProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Origin {
+    fn start(grace: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            r#"
+[origin]
+database_url = "sqlite://{}/registry.db"
+reconnect_grace = "{grace}"
+
+[origin.transcoder]
+preset = "ultrafast"
+restart_delay = "200ms"
+work_dir = "{}"
+
+[[origin.tokens]]
+name = "ops"
+token = "{OPS}"
+scope = "write"
+
+[[origin.tokens]]
+name = "dashboard"
+token = "{VIEWER}"
+scope = "read"
+"#,
+            dir.path().display(),
+            dir.path().display()
+        );
+        let process = CascadeProcess::start("cascade-origin", "origin", &config).unwrap();
+        Self { process, _dir: dir }
+    }
+
+    fn http(&self) -> SocketAddr {
+        self.process.addr("listen").unwrap()
+    }
+
+    fn request(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpResponse {
+        json_request(self.http(), method, path, token, body).unwrap()
+    }
+
+    fn json(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let r = self.request(method, path, Some(OPS), body);
+        let value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, value)
+    }
+
+    fn create(&self, body: &str) -> Value {
+        let (status, stream) = self.json("POST", "/api/v1/livestreams", body);
+        assert_eq!(status, 201, "{stream}");
+        stream
+    }
+
+    fn stream(&self, id: &str) -> Value {
+        let (status, stream) = self.json("GET", &format!("/api/v1/livestreams/{id}"), "");
+        assert_eq!(status, 200, "{stream}");
+        stream
+    }
+
+    fn events(&self, id: &str) -> Vec<String> {
+        let (status, body) = self.json(
+            "GET",
+            &format!("/api/v1/livestreams/{id}/events?limit=100"),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn event_messages(&self, id: &str, event_type: &str) -> Vec<String> {
+        let (_, body) = self.json(
+            "GET",
+            &format!("/api/v1/livestreams/{id}/events?limit=100"),
+            "",
+        );
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event_type"] == event_type)
+            .map(|e| format!("{} {}", e["message"], e["details"]))
+            .collect()
+    }
+
+    fn rendition(&self, id: &str, name: &str) -> Value {
+        self.stream(id)["renditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until every rendition in `names` has at least `keyframes` keyframes in its current run.
+    fn wait_keyframes(&self, id: &str, names: &[&str], keyframes: usize, timeout: Duration) {
+        wait_for(
+            &format!("{keyframes} keyframes in every rendition of {names:?}"),
+            timeout,
+            || {
+                names.iter().all(|n| {
+                    self.rendition(id, n)["recent_keyframes"]
+                        .as_array()
+                        .is_some_and(|k| k.len() >= keyframes)
+                })
+            },
+        );
+    }
+
+    fn log(&self) -> String {
+        self.process.process().log()
+    }
+}
+
+fn publish(url: &str, options: &BroadcastOptions) -> Broadcaster {
+    Broadcaster::start(url, options).unwrap()
+}
+
+fn keyframe_times(rendition: &Value) -> Vec<f64> {
+    rendition["recent_keyframes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn every_rendition_gets_fragments_with_keyframes_at_the_same_media_times() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("30s");
+    let stream = origin
+        .create(r#"{"title":"ladder","settings":{"resolutions":["720p","480p","360p","240p"]}}"#);
+    let id = stream["id"].as_str().unwrap();
+    assert_eq!(stream["status"], "idle");
+    let url = stream["rtmp_ingest_url"].as_str().unwrap();
+    assert!(
+        url.starts_with("rtmp://127.0.0.1:") && url.contains("/live/"),
+        "{url}"
+    );
+
+    let _broadcaster = publish(
+        url,
+        &BroadcastOptions {
+            width: 1280,
+            height: 720,
+            ..Default::default()
+        },
+    );
+    let video = ["720p", "480p", "360p", "240p"];
+    origin.wait_keyframes(id, &video, 3, Duration::from_secs(60));
+
+    let stream = origin.stream(id);
+    assert_eq!(stream["status"], "live");
+    assert_eq!(stream["ingest"]["connected"], true);
+    assert!(stream["ingest"]["ingest_bitrate"].as_u64().unwrap() > 0);
+    let renditions = stream["renditions"].as_array().unwrap();
+    let names: Vec<&str> = renditions
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["720p", "480p", "360p", "240p", "audio"]);
+    for (rendition, height) in renditions.iter().zip([720, 480, 360, 240]) {
+        assert_eq!(rendition["height"], height, "{rendition}");
+        assert!(
+            rendition["codec"].as_str().unwrap().starts_with("avc1."),
+            "{rendition}"
+        );
+        assert!(rendition["fragments"].as_u64().unwrap() >= 3);
+    }
+    let audio = &renditions[4];
+    assert_eq!(audio["codec"], "mp4a.40.2");
+    assert_eq!(audio["sample_rate"], 48000);
+    assert!(audio["fragments"].as_u64().unwrap() >= 2, "{audio}");
+
+    // Fragments are cut at the part target, so there are more fragments than keyframes.
+    let top = &renditions[0];
+    assert!(
+        top["fragments"].as_u64().unwrap() > top["keyframe_fragments"].as_u64().unwrap(),
+        "{top}"
+    );
+    // Keyframes every 2 s of media time, the same in every rendition.
+    let reference = keyframe_times(top);
+    for pair in reference.windows(2) {
+        assert!((pair[1] - pair[0] - 2.0).abs() < 0.05, "{reference:?}");
+    }
+    for rendition in &renditions[1..4] {
+        let times = keyframe_times(rendition);
+        let common = times.len().min(reference.len());
+        assert!(common >= 3);
+        for (a, b) in times[..common].iter().zip(&reference[..common]) {
+            assert!(
+                (a - b).abs() < 0.001,
+                "{} keyframes {times:?} vs {reference:?}",
+                rendition["name"]
+            );
+        }
+    }
+
+    assert_eq!(
+        origin.process.metric("livestream_active_streams_total"),
+        1.0
+    );
+    assert!(origin.process.metric("livestream_ingest_bytes_total") > 0.0);
+    assert!(origin.events(id).contains(&"stream_started".to_owned()));
+}
+
+#[test]
+fn stopping_disconnects_the_publisher_and_leaves_no_ffmpeg_behind() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("30s");
+    let stream = origin.create(r#"{"settings":{"resolutions":["360p","240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let url = stream["rtmp_ingest_url"].as_str().unwrap();
+    let mut broadcaster = publish(url, &BroadcastOptions::default());
+    origin.wait_keyframes(&id, &["360p", "240p"], 1, Duration::from_secs(60));
+    assert!(
+        !processes_with_arg(&format!("cascade-{id}")).is_empty(),
+        "the transcoder runs"
+    );
+
+    let (status, stopped) = origin.json("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["status"], "ended");
+    assert!(
+        broadcaster
+            .wait_for_exit(Duration::from_secs(15))
+            .unwrap()
+            .is_some(),
+        "the publisher is disconnected"
+    );
+    wait_for("the transcoder to exit", Duration::from_secs(10), || {
+        processes_with_arg(&format!("cascade-{id}")).is_empty()
+    });
+    assert!(origin.rendition(&id, "360p")["ended"] == true);
+    let events = origin.events(&id);
+    assert_eq!(events.first().map(String::as_str), Some("stream_started"));
+    assert!(events.contains(&"stream_ended".to_owned()), "{events:?}");
+    assert_eq!(
+        origin.process.metric("livestream_active_streams_total"),
+        0.0
+    );
+
+    // An ended stream refuses publishers until it is started again.
+    let mut refused = publish(url, &BroadcastOptions::default());
+    assert!(
+        refused
+            .wait_for_exit(Duration::from_secs(15))
+            .unwrap()
+            .is_some_and(|s| !s.success()),
+        "{}",
+        refused.log_tail()
+    );
+    let (status, started) = origin.json("POST", &format!("/api/v1/livestreams/{id}/start"), "");
+    assert_eq!((status, started["status"].as_str()), (200, Some("idle")));
+    let _again = publish(url, &BroadcastOptions::default());
+    wait_for(
+        "the stream to be live again",
+        Duration::from_secs(30),
+        || origin.stream(&id)["status"] == "live",
+    );
+}
+
+#[test]
+fn wrong_rotated_and_second_publishers_are_refused_without_logging_keys() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("30s");
+    let stream = origin.create(r#"{"settings":{"resolutions":["240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let old_url = stream["rtmp_ingest_url"].as_str().unwrap().to_owned();
+    let old_key = stream["stream_key"].as_str().unwrap().to_owned();
+    let base = old_url.trim_end_matches(&old_key).to_owned();
+
+    let mut wrong = publish(
+        &format!("{base}not-a-key-at-all"),
+        &BroadcastOptions::default(),
+    );
+    assert!(
+        wrong
+            .wait_for_exit(Duration::from_secs(15))
+            .unwrap()
+            .is_some_and(|s| !s.success()),
+        "an unknown key is refused"
+    );
+
+    let (status, rotated) =
+        origin.json("POST", &format!("/api/v1/livestreams/{id}/rotate_key"), "");
+    assert_eq!(status, 200);
+    let new_key = rotated["stream_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, old_key);
+    let mut stale = publish(&old_url, &BroadcastOptions::default());
+    assert!(
+        stale
+            .wait_for_exit(Duration::from_secs(15))
+            .unwrap()
+            .is_some_and(|s| !s.success()),
+        "the rotated-away key is refused"
+    );
+    assert!(origin.process.metric("livestream_publish_refused_total") >= 2.0);
+
+    let new_url = rotated["rtmp_ingest_url"].as_str().unwrap().to_owned();
+    let mut first = publish(&new_url, &BroadcastOptions::default());
+    origin.wait_keyframes(&id, &["240p"], 1, Duration::from_secs(60));
+    let mut second = publish(&new_url, &BroadcastOptions::default());
+    assert!(
+        second
+            .wait_for_exit(Duration::from_secs(15))
+            .unwrap()
+            .is_some_and(|s| !s.success()),
+        "a second publisher on a live key is refused"
+    );
+    // The first publisher is unaffected.
+    let before = origin.rendition(&id, "240p")["fragments"].as_u64().unwrap();
+    wait_for(
+        "more fragments from the first publisher",
+        Duration::from_secs(20),
+        || origin.rendition(&id, "240p")["fragments"].as_u64().unwrap() > before + 2,
+    );
+    assert!(
+        first
+            .wait_for_exit(Duration::from_millis(10))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        origin
+            .event_messages(&id, "error")
+            .iter()
+            .any(|m| m.contains("already has a publisher")),
+        "{:?}",
+        origin.events(&id)
+    );
+
+    let log = origin.log();
+    for key in [&old_key, &new_key, &"not-a-key-at-all".to_owned()] {
+        assert!(
+            !log.contains(key.as_str()),
+            "a stream key appears in the log"
+        );
+    }
+    assert!(log.contains("unknown stream key"));
+}
+
+#[test]
+fn a_killed_transcoder_is_restarted_and_the_packager_sees_a_discontinuity() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("30s");
+    let stream = origin.create(r#"{"settings":{"resolutions":["360p","240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let _broadcaster = publish(
+        stream["rtmp_ingest_url"].as_str().unwrap(),
+        &BroadcastOptions::default(),
+    );
+    origin.wait_keyframes(&id, &["360p", "240p"], 2, Duration::from_secs(60));
+    let fragments_before = origin.rendition(&id, "360p")["fragments"].as_u64().unwrap();
+
+    let pids = processes_with_arg(&format!("cascade-{id}"));
+    assert_eq!(pids.len(), 1, "one ffmpeg per stream");
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    wait_for(
+        "a discontinuity in every rendition",
+        Duration::from_secs(30),
+        || {
+            ["360p", "240p", "audio"]
+                .iter()
+                .all(|n| origin.rendition(&id, n)["discontinuities"].as_u64() >= Some(1))
+        },
+    );
+    // The restarted transcoder produces again, with a new init segment.
+    origin.wait_keyframes(&id, &["360p", "240p"], 1, Duration::from_secs(60));
+    let after = origin.rendition(&id, "360p");
+    assert!(after["init_segments"].as_u64().unwrap() >= 2, "{after}");
+    assert!(after["fragments"].as_u64().unwrap() > fragments_before);
+    let new_pids = processes_with_arg(&format!("cascade-{id}"));
+    assert_eq!(new_pids.len(), 1);
+    assert_ne!(new_pids[0], pids[0]);
+
+    assert_eq!(
+        origin.stream(&id)["status"],
+        "live",
+        "the stream was not restarted"
+    );
+    let restarts = origin.event_messages(&id, "transcoder_restarted");
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert!(
+        restarts[0].contains("SIGKILL") || restarts[0].contains("signal"),
+        "{restarts:?}"
+    );
+    assert_eq!(
+        origin
+            .process
+            .metric("livestream_transcoder_restarts_total"),
+        1.0
+    );
+    assert_eq!(
+        origin
+            .events(&id)
+            .iter()
+            .filter(|e| *e == "stream_started")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_publisher_that_reconnects_within_the_grace_period_continues_the_stream() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("5s");
+    let stream = origin.create(r#"{"settings":{"resolutions":["240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let url = stream["rtmp_ingest_url"].as_str().unwrap().to_owned();
+    let mut broadcaster = publish(&url, &BroadcastOptions::default());
+    origin.wait_keyframes(&id, &["240p"], 2, Duration::from_secs(60));
+
+    broadcaster.kill().unwrap();
+    wait_for("connection_lost", Duration::from_secs(20), || {
+        origin.events(&id).contains(&"connection_lost".to_owned())
+    });
+    assert_eq!(origin.stream(&id)["status"], "live");
+    assert_eq!(origin.stream(&id)["ingest"]["connected"], false);
+
+    let mut back = publish(&url, &BroadcastOptions::default());
+    wait_for("connection_restored", Duration::from_secs(20), || {
+        origin
+            .events(&id)
+            .contains(&"connection_restored".to_owned())
+    });
+    wait_for(
+        "a discontinuity then new keyframes",
+        Duration::from_secs(60),
+        || {
+            let r = origin.rendition(&id, "240p");
+            r["discontinuities"].as_u64() >= Some(1)
+                && r["recent_keyframes"]
+                    .as_array()
+                    .is_some_and(|k| !k.is_empty())
+        },
+    );
+    let events = origin.events(&id);
+    assert_eq!(
+        events.iter().filter(|e| *e == "stream_started").count(),
+        1,
+        "{events:?}"
+    );
+    assert!(!events.contains(&"stream_ended".to_owned()), "{events:?}");
+
+    // Gone for longer than the grace period: the stream ends.
+    back.kill().unwrap();
+    let lost_at = Instant::now();
+    wait_for("the stream to end", Duration::from_secs(30), || {
+        origin.stream(&id)["status"] == "ended"
+    });
+    assert!(
+        lost_at.elapsed() >= Duration::from_secs(4),
+        "ended before the grace period"
+    );
+    assert!(origin.events(&id).contains(&"stream_ended".to_owned()));
+}
+
+#[test]
+fn two_streams_run_at_once_and_garbage_on_the_rtmp_port_harms_neither() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("30s");
+    let a = origin.create(r#"{"title":"a","settings":{"resolutions":["240p"]}}"#);
+    let b = origin.create(r#"{"title":"b","settings":{"resolutions":["240p"]}}"#);
+    let _pa = publish(
+        a["rtmp_ingest_url"].as_str().unwrap(),
+        &BroadcastOptions::default(),
+    );
+    let _pb = publish(
+        b["rtmp_ingest_url"].as_str().unwrap(),
+        &BroadcastOptions::default(),
+    );
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    origin.wait_keyframes(a, &["240p", "audio"], 1, Duration::from_secs(60));
+    origin.wait_keyframes(b, &["240p", "audio"], 1, Duration::from_secs(60));
+    assert_eq!(
+        origin.process.metric("livestream_active_streams_total"),
+        2.0
+    );
+
+    let rtmp = origin.process.addr("rtmp_listen").unwrap();
+    use std::io::{Read, Write};
+    // Garbage instead of a handshake.
+    let mut garbage = std::net::TcpStream::connect(rtmp).unwrap();
+    garbage.write_all(&[0xAB; 4096]).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = garbage.read_to_end(&mut sink);
+    // A valid handshake start, then nothing: the origin gives up on it by itself.
+    let mut stalled = std::net::TcpStream::connect(rtmp).unwrap();
+    stalled.write_all(&[3]).unwrap();
+    stalled.write_all(&[0; 1536]).unwrap();
+
+    let before = [a, b].map(|id| origin.rendition(id, "240p")["fragments"].as_u64().unwrap());
+    wait_for(
+        "both streams to keep going",
+        Duration::from_secs(20),
+        || {
+            [a, b]
+                .iter()
+                .zip(before)
+                .all(|(id, n)| origin.rendition(id, "240p")["fragments"].as_u64().unwrap() > n + 2)
+        },
+    );
+    drop(stalled);
+}
+
+#[test]
+fn video_that_is_not_h264_ends_the_stream_with_an_error_saying_why() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("30s");
+    let stream = origin.create(r#"{"settings":{"resolutions":["240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let mut broadcaster = publish(
+        stream["rtmp_ingest_url"].as_str().unwrap(),
+        &BroadcastOptions {
+            video_codec: "flv",
+            ..Default::default()
+        },
+    );
+    wait_for("the stream to end", Duration::from_secs(30), || {
+        origin.stream(&id)["status"] == "ended"
+    });
+    let errors = origin.event_messages(&id, "error");
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains("H.263") && m.contains("only H.264")),
+        "{errors:?}"
+    );
+    assert!(
+        broadcaster
+            .wait_for_exit(Duration::from_secs(15))
+            .unwrap()
+            .is_some()
+    );
+    assert!(processes_with_arg(&format!("cascade-{id}")).is_empty());
+}
+
+#[test]
+fn the_api_names_bad_fields_and_refuses_bad_tokens() {
+    let origin = Origin::start("30s");
+    let bad = |body: &str| {
+        let (status, error) = origin.json("POST", "/api/v1/livestreams", body);
+        assert_eq!(status, 400, "{body}: {error}");
+        error["field"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(
+        bad(r#"{"settings":{"resolutions":["720p","4k"]}}"#),
+        "settings.resolutions[1]"
+    );
+    assert_eq!(bad(r#"{"low_latency":"yes"}"#), "low_latency");
+    assert_eq!(bad(r#"{"colour":"red"}"#), "colour");
+    let (status, error) = origin.json("POST", "/api/v1/livestreams", "{not json");
+    assert_eq!(status, 400);
+    assert!(error["error"].as_str().unwrap().contains("invalid JSON"));
+
+    let stream = origin.create(r#"{"title":"t","user_id":"u1"}"#);
+    let id = stream["id"].as_str().unwrap();
+    let path = format!("/api/v1/livestreams/{id}");
+    assert_eq!(origin.request("GET", &path, None, "").status, 401);
+    assert_eq!(
+        origin
+            .request("GET", &path, Some("wrong-token-0123456789"), "")
+            .status,
+        401
+    );
+    assert_eq!(origin.request("GET", &path, Some(VIEWER), "").status, 200);
+    assert_eq!(
+        origin.request("DELETE", &path, Some(VIEWER), "").status,
+        403
+    );
+    assert_eq!(origin.request("PUT", &path, Some(OPS), "").status, 405);
+    assert_eq!(
+        origin
+            .request("GET", "/api/v1/livestreams/no-such-id", Some(OPS), "")
+            .status,
+        404
+    );
+    let (status, error) = origin.json("GET", "/api/v1/livestreams?status=paused", "");
+    assert_eq!((status, error["field"].as_str()), (400, Some("status")));
+
+    let (status, updated) = origin.json("PATCH", &path, r#"{"title":"renamed"}"#);
+    assert_eq!((status, updated["title"].as_str()), (200, Some("renamed")));
+    let (status, error) = origin.json("PATCH", &path, r#"{"settings":{"codec":"vp9"}}"#);
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (400, Some("settings.codec"))
+    );
+
+    let other = origin.create(r#"{"user_id":"u2"}"#);
+    let (_, list) = origin.json("GET", "/api/v1/livestreams?user_id=u1&status=idle", "");
+    let ids: Vec<&str> = list["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id]);
+    assert_eq!(list["limit"], 20);
+    let (_, page) = origin.json("GET", "/api/v1/livestreams?limit=1&offset=1", "");
+    assert_eq!(page["streams"].as_array().unwrap().len(), 1);
+    assert_eq!(page["total"], 2);
+
+    assert_eq!(origin.request("DELETE", &path, Some(OPS), "").status, 204);
+    assert_eq!(origin.request("GET", &path, Some(OPS), "").status, 404);
+    assert_eq!(
+        origin.stream(other["id"].as_str().unwrap())["user_id"],
+        "u2"
+    );
+
+    // Everything survives a restart of the origin (the registry is on disk).
+    let mut process = origin.process;
+    process.stop_with(2, Duration::from_secs(10)).unwrap();
+    let again = process.start_again().unwrap();
+    let r = json_request(
+        again.addr("listen").unwrap(),
+        "GET",
+        &format!("/api/v1/livestreams/{}", other["id"].as_str().unwrap()),
+        Some(OPS),
+        "",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
