@@ -9,6 +9,7 @@ mod http_load;
 mod live;
 mod purge_apply;
 mod stats;
+mod transcode;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -73,6 +74,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The ABR ladder from an FLV file, by plain ffmpeg and through Cascade's transcoder,
+    /// alternately; reports speed (× real time) and the transcoder's overhead.
+    Transcode {
+        /// FLV input (H.264 + AAC), e.g. made by bench/transcode.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Renditions.
+        #[arg(long, value_delimiter = ',', default_value = "720p,480p,360p,240p")]
+        ladder: Vec<String>,
+        /// x264 preset (the origin's default).
+        #[arg(long, default_value = "veryfast")]
+        preset: String,
+        /// ffmpeg binary.
+        #[arg(long, default_value = "ffmpeg")]
+        ffmpeg: std::path::PathBuf,
+        /// Rounds of each runner.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// Runs a synthetic live origin and simulated viewers spread over edges (which must fill,
     /// through their shields, from this origin); reports origin offload and edge hit ratio.
     Live {
@@ -107,6 +127,23 @@ fn main() -> anyhow::Result<()> {
         } => {
             let (addr, host, path) = load_target(&url, allow_remote)?;
             let report = runtime()?.block_on(collapse::run(addr, &host, &path, viewers.max(1)));
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Transcode {
+            input,
+            ladder,
+            preset,
+            ffmpeg,
+            rounds,
+        } => {
+            let report = runtime()?.block_on(transcode::run(transcode::TranscodeBench {
+                input,
+                ladder,
+                preset,
+                ffmpeg,
+                rounds,
+            }))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

@@ -173,6 +173,58 @@ pub fn codec_name(codec_id: u8) -> &'static str {
     }
 }
 
+/// Why an FLV file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlvReadError {
+    /// The file does not start with an FLV header.
+    #[error("not an FLV file (no FLV header)")]
+    NotFlv,
+    /// A tag runs past the end of the file.
+    #[error("tag at byte {offset} runs past the end of the file")]
+    Truncated {
+        /// Where the tag starts.
+        offset: usize,
+    },
+}
+
+/// Reads every audio, video and script tag of a whole FLV file (benchmarks and tests feed
+/// files to the transcoder the way RTMP ingest feeds it live tags).
+pub fn read_file(bytes: &Bytes) -> Result<Vec<FlvTag>, FlvReadError> {
+    if bytes.len() < 9 || &bytes[..3] != b"FLV" {
+        return Err(FlvReadError::NotFlv);
+    }
+    let header_len = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    let mut offset = header_len.saturating_add(4); // header, then PreviousTagSize0
+    let mut tags = Vec::new();
+    while offset < bytes.len() {
+        let header = bytes
+            .get(offset..offset + TAG_HEADER_LEN)
+            .ok_or(FlvReadError::Truncated { offset })?;
+        let size = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+        let timestamp_ms = u32::from_be_bytes([header[7], header[4], header[5], header[6]]);
+        let kind = match header[0] & 0x1f {
+            8 => Some(TagKind::Audio),
+            9 => Some(TagKind::Video),
+            18 => Some(TagKind::Script),
+            _ => None,
+        };
+        let start = offset + TAG_HEADER_LEN;
+        let end = start
+            .checked_add(size)
+            .filter(|end| *end <= bytes.len())
+            .ok_or(FlvReadError::Truncated { offset })?;
+        if let Some(kind) = kind {
+            tags.push(FlvTag {
+                kind,
+                timestamp_ms,
+                data: bytes.slice(start..end),
+            });
+        }
+        offset = end + 4; // PreviousTagSize
+    }
+    Ok(tags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +369,35 @@ mod tests {
         assert_eq!(codec_name(2), "Sorenson H.263");
         assert_eq!(codec_name(0), "unknown");
         assert_eq!(codec_name(255), "unknown");
+    }
+
+    #[test]
+    fn files_read_back_what_was_written() {
+        let tags = vec![
+            FlvTag {
+                kind: TagKind::Video,
+                timestamp_ms: 0,
+                data: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2]),
+            },
+            FlvTag {
+                kind: TagKind::Audio,
+                timestamp_ms: 0x0100_0020,
+                data: Bytes::from_static(&[0xaf, 1, 9]),
+            },
+        ];
+        let mut file = file_header(true, true).to_vec();
+        for tag in &tags {
+            encode_tag(tag, &mut file).unwrap();
+        }
+        let file = Bytes::from(file);
+        assert_eq!(read_file(&file).unwrap(), tags);
+        assert_eq!(
+            read_file(&file.slice(..file.len() - 6)),
+            Err(FlvReadError::Truncated { offset: 35 })
+        );
+        assert_eq!(
+            read_file(&Bytes::from_static(b"GIF89a...")),
+            Err(FlvReadError::NotFlv)
+        );
     }
 }
