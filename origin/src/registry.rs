@@ -239,20 +239,22 @@ impl Registry {
 
     /// Sets the status; going live stamps `started_at`, ending stamps `ended_at`.
     pub async fn set_status(&self, id: &str, status: Status) -> Result<bool, RegistryError> {
-        let now = now_ms();
-        let sql = match status {
-            Status::Live => "UPDATE streams SET status = $1, started_at = $2 WHERE id = $3",
-            Status::Ended => "UPDATE streams SET status = $1, ended_at = $2 WHERE id = $3",
+        let query = match status {
+            Status::Live => {
+                sqlx::query("UPDATE streams SET status = $1, started_at = $2 WHERE id = $3")
+                    .bind(status.as_str())
+                    .bind(now_ms())
+            }
+            Status::Ended => {
+                sqlx::query("UPDATE streams SET status = $1, ended_at = $2 WHERE id = $3")
+                    .bind(status.as_str())
+                    .bind(now_ms())
+            }
             Status::Idle => {
-                "UPDATE streams SET status = $1, ended_at = ended_at + $2 - $2 WHERE id = $3"
+                sqlx::query("UPDATE streams SET status = $1 WHERE id = $2").bind(status.as_str())
             }
         };
-        let done = sqlx::query(sql)
-            .bind(status.as_str())
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = query.bind(id).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 
