@@ -5,7 +5,8 @@
 //! - [`Tansu`]: a Kafka-protocol broker, plus helpers to create topics;
 //! - [`Garage`]: an S3-compatible object store with a bucket and a key;
 //! - [`TestUpstream`]: a programmable HTTP upstream for proxy tests;
-//! - [`Broadcaster`]: ffmpeg publishing a test picture and tone over RTMP.
+//! - [`Broadcaster`]: ffmpeg publishing a test picture and tone over RTMP;
+//! - [`Postgres`]: a PostgreSQL server with a fresh cluster.
 //!
 //! External tools are found through `CASCADE_TANSU_BIN` / `CASCADE_GARAGE_BIN` (exported by
 //! `.ci/install-tools`), then the install cache, then `PATH`. A missing tool fails the test
@@ -15,6 +16,7 @@ mod broadcaster;
 mod cascade;
 mod garage;
 mod http;
+mod postgres;
 mod process;
 mod tansu;
 mod upstream;
@@ -23,6 +25,7 @@ pub use broadcaster::{BroadcastOptions, Broadcaster, ffmpeg_path, processes_with
 pub use cascade::{CascadeProcess, binary_path};
 pub use garage::{Garage, s3_client};
 pub use http::{HttpResponse, http_get, json_request, parse_response, raw_request};
+pub use postgres::Postgres;
 pub use process::{ChildProcess, free_port, wait_for_tcp};
 pub use tansu::Tansu;
 pub use upstream::{Route, SeenRequest, TestUpstream};
