@@ -136,7 +136,8 @@ impl LadderSettings {
             "-progress",
             "pipe:1",
             "-fflags",
-            "+nobuffer+genpts",
+            // Not +nobuffer: it discards what was read while probing (a second of audio).
+            "+genpts",
             "-analyzeduration",
             "1000000",
             "-f",

@@ -213,6 +213,7 @@ struct Run {
     dir: PathBuf,
     produced_output: Arc<AtomicBool>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_task: Option<JoinHandle<()>>,
 }
 
 impl Supervisor {
@@ -251,13 +252,18 @@ impl Supervisor {
                 Ok(mut run) => {
                     let outcome = self.feed(&mut run, &mut input, &mut stop).await;
                     let produced = run.produced_output.load(Ordering::Relaxed);
-                    self.end_run(run, matches!(outcome, Outcome::InputEnded))
+                    let errors = self
+                        .end_run(run, matches!(outcome, Outcome::InputEnded))
                         .await;
                     if produced {
                         failures = 0;
                         delay = self.options.restart_delay;
                     }
-                    outcome
+                    match outcome {
+                        // ffmpeg's own last words say more than an exit status.
+                        Outcome::Failed(reason) => Outcome::Failed(format!("{reason}{errors}")),
+                        other => other,
+                    }
                 }
                 Err(reason) => Outcome::Failed(reason),
             };
@@ -363,9 +369,10 @@ impl Supervisor {
                 format!("cannot start {}: {e}", self.options.ffmpeg.display())
             })?;
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(keep_tail(stderr, Arc::clone(&stderr_tail)));
-        }
+        let stderr_task = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(keep_tail(stderr, Arc::clone(&stderr_tail))));
         let stdout = child
             .stdout
             .take()
@@ -380,6 +387,7 @@ impl Supervisor {
             dir,
             produced_output,
             stderr_tail,
+            stderr_task,
         })
     }
 
@@ -436,7 +444,7 @@ impl Supervisor {
                 },
                 exit = run.child.wait() => {
                     let status = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                    return Outcome::Failed(format!("ffmpeg exited ({status}){}", tail_text(&run.stderr_tail)));
+                    return Outcome::Failed(format!("ffmpeg exited ({status})"));
                 }
                 _ = tick.tick() => {
                     let input_flows = last_input.elapsed() < Duration::from_secs(2);
@@ -458,10 +466,7 @@ impl Supervisor {
         };
         match tokio::time::timeout(self.options.stall_timeout, stdin.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!(
-                "ffmpeg stopped reading its input ({e}){}",
-                tail_text(&run.stderr_tail)
-            )),
+            Ok(Err(e)) => Err(format!("ffmpeg stopped reading its input ({e})")),
             Err(_) => Err(format!(
                 "ffmpeg took no input for {:?}",
                 self.options.stall_timeout
@@ -470,8 +475,8 @@ impl Supervisor {
     }
 
     /// Ends a run: on a clean end of input ffmpeg is given time to flush; otherwise it is
-    /// killed. The FIFO directory is removed.
-    async fn end_run(&self, mut run: Run, drain: bool) {
+    /// killed. The FIFO directory is removed. Returns ffmpeg's last error lines (`: a | b`).
+    async fn end_run(&self, mut run: Run, drain: bool) -> String {
         run.stdin = None;
         let flushed = drain
             && tokio::time::timeout(FINISH_TIMEOUT, async {
@@ -491,6 +496,10 @@ impl Supervisor {
         if let Err(e) = std::fs::remove_dir_all(&run.dir) {
             tracing::warn!(dir = %run.dir.display(), error = %e, "cannot remove the FIFO directory");
         }
+        if let Some(task) = run.stderr_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+        tail_text(&run.stderr_tail)
     }
 }
 
