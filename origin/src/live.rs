@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cascade_transcoder::handoff::MediaSink;
 use cascade_transcoder::progress::Progress;
@@ -81,7 +81,6 @@ pub struct IngestCounters {
 struct Publisher {
     session: u64,
     peer: SocketAddr,
-    since: SystemTime,
     kick: watch::Sender<bool>,
     counters: Arc<IngestCounters>,
 }
@@ -130,8 +129,6 @@ pub struct LiveView {
     pub transcoder: Option<TranscoderView>,
     /// ffmpeg restarts.
     pub transcoder_restarts: u64,
-    /// What each rendition has handed to the packager.
-    pub renditions: Vec<RenditionStats>,
 }
 
 /// ffmpeg's progress, for the API.
@@ -249,6 +246,12 @@ impl Live {
         let (kick, kicked) = watch::channel(false);
         let session = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let counters = Arc::new(IngestCounters::default());
+        let publisher = Publisher {
+            session,
+            peer,
+            kick,
+            counters: Arc::clone(&counters),
+        };
         let continues = {
             let Ok(mut live) = self.streams.lock() else {
                 return Err(Refusal::Unavailable);
@@ -260,13 +263,7 @@ impl Live {
                     if let Some(grace) = entry.grace.take() {
                         grace.abort();
                     }
-                    entry.publisher = Some(Publisher {
-                        session,
-                        peer,
-                        since: SystemTime::now(),
-                        kick,
-                        counters: Arc::clone(&counters),
-                    });
+                    entry.publisher = Some(publisher);
                     Some(true)
                 }
                 None if live_count >= self.options.max_live_streams => {
@@ -276,13 +273,7 @@ impl Live {
                     live.insert(
                         stream.id.clone(),
                         LiveEntry {
-                            publisher: Some(Publisher {
-                                session,
-                                peer,
-                                since: SystemTime::now(),
-                                kick,
-                                counters: Arc::clone(&counters),
-                            }),
+                            publisher: Some(publisher),
                             grace: None,
                             progress: None,
                             restarts: 0,
@@ -541,19 +532,12 @@ impl Live {
                 frames: p.frame,
             }),
             transcoder_restarts: entry.restarts,
-            renditions: self.monitor.renditions(stream_id),
         })
     }
 
     /// What each rendition of `stream_id` has handed over (also after the stream ended).
     pub fn renditions(&self, stream_id: &str) -> Vec<RenditionStats> {
         self.monitor.renditions(stream_id)
-    }
-
-    /// When the current publisher connected.
-    pub fn publisher_since(&self, stream_id: &str) -> Option<SystemTime> {
-        let live = self.streams.lock().ok()?;
-        live.get(stream_id)?.publisher.as_ref().map(|p| p.since)
     }
 
     /// Forgets a deleted stream's hand-off statistics.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use cascade_config::{OriginConfig, TokenScope};
-use cascade_service::auth::{ApiTokens, Scope};
+use cascade_config::OriginConfig;
+use cascade_service::auth::ApiTokens;
 use cascade_service::json::json_error;
 use cascade_service::run::Context;
 use cascade_transcoder::supervisor::TranscoderOptions;
@@ -52,7 +52,7 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         })?;
 
     let api = Arc::new(StreamApi::new(
-        tokens(&config),
+        ApiTokens::from_config(&config.tokens),
         Arc::clone(&live),
         public_urls(&config),
         nvenc,
@@ -106,18 +106,6 @@ fn live_options(config: &OriginConfig) -> LiveOptions {
         },
         preset: t.preset.clone(),
     }
-}
-
-fn tokens(config: &OriginConfig) -> ApiTokens {
-    let mut tokens = ApiTokens::default();
-    for t in &config.tokens {
-        let scope = match t.scope {
-            TokenScope::Read => Scope::Read,
-            TokenScope::Write => Scope::Write,
-        };
-        tokens.add(&t.name, t.token.expose(), scope);
-    }
-    tokens
 }
 
 fn public_urls(config: &OriginConfig) -> PublicUrls {

@@ -5,9 +5,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use cascade_config::TokenScope;
 use cascade_purge_bus::api::{NodeFeed, PurgeApi};
-use cascade_purge_bus::auth::{ApiTokens, Scope};
+use cascade_purge_bus::auth::ApiTokens;
 use cascade_purge_bus::kafka::{KafkaTransport, follow_reports, keep_topics};
 use cascade_purge_bus::rate::RateLimiter;
 use cascade_purge_bus::transport::{EmbeddedLog, PurgeTransport};
@@ -29,14 +28,7 @@ fn main() -> ExitCode {
 
 async fn serve(ctx: Context) -> anyhow::Result<()> {
     let section = &ctx.config.purge_bus;
-    let mut tokens = ApiTokens::default();
-    for token in &section.tokens {
-        let scope = match token.scope {
-            TokenScope::Read => Scope::Read,
-            TokenScope::Write => Scope::Write,
-        };
-        tokens.add(&token.name, token.token.expose(), scope);
-    }
+    let tokens = ApiTokens::from_config(&section.tokens);
     if section.tokens.is_empty() {
         tracing::warn!("no [[purge_bus.tokens]] configured: the purge API refuses every request");
     }

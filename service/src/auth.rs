@@ -50,6 +50,19 @@ pub struct ApiTokens {
 }
 
 impl ApiTokens {
+    /// The tokens of a config section (`[[purge_bus.tokens]]`, `[[origin.tokens]]`).
+    pub fn from_config(tokens: &[cascade_config::ApiTokenConfig]) -> Self {
+        let mut stored = Self::default();
+        for token in tokens {
+            let scope = match token.scope {
+                cascade_config::TokenScope::Read => Scope::Read,
+                cascade_config::TokenScope::Write => Scope::Write,
+            };
+            stored.add(&token.name, token.token.expose(), scope);
+        }
+        stored
+    }
+
     /// Adds a token; only its digest is kept.
     pub fn add(&mut self, name: &str, secret: &str, scope: Scope) {
         self.tokens.push(StoredToken {
