@@ -543,7 +543,16 @@ fn two_streams_run_at_once_and_garbage_on_the_rtmp_port_harms_neither() {
                 .all(|(id, n)| origin.rendition(id, "240p")["fragments"].as_u64().unwrap() > n + 2)
         },
     );
-    drop(stalled);
+    // The stalled connection is closed by the origin (handshake timeout), not left open.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = stalled.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "the stalled connection was not closed: {closed:?}"
+    );
 }
 
 #[test]

@@ -257,3 +257,46 @@ async fn a_missing_ffmpeg_is_reported_not_hung_on() {
     };
     assert!(reason.contains("cannot start"), "{reason}");
 }
+
+#[tokio::test]
+async fn an_ffmpeg_that_takes_input_but_makes_no_progress_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Swallows its input and never reports progress: a hung encoder.
+    let hung = dir.path().join("hung-ffmpeg");
+    std::fs::write(&hung, "#!/bin/sh\nexec cat > /dev/null\n").unwrap();
+    std::fs::set_permissions(&hung, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut options = options(hung, dir.path());
+    options.stall_timeout = Duration::from_secs(1);
+    let (status_tx, mut status_rx) = tokio::sync::mpsc::unbounded_channel();
+    let transcoder = Transcoder::start(
+        TranscodeJob {
+            stream_id: "s4".into(),
+            settings: settings(),
+            has_audio: false,
+            continues_stream: false,
+        },
+        options,
+        Arc::new(Recorder::default()) as Arc<dyn MediaSink>,
+        status_tx,
+    );
+    let keyframe = flv::FlvTag {
+        kind: flv::TagKind::Video,
+        timestamp_ms: 0,
+        data: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1]),
+    };
+    let reason = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let _ = transcoder.send(keyframe.clone()).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while let Ok(status) = status_rx.try_recv() {
+                if let TranscoderStatus::Restarted { reason } = status {
+                    return reason;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a stalled ffmpeg is restarted");
+    assert!(reason.contains("no progress"), "{reason}");
+    transcoder.stop().await;
+}
