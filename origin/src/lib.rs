@@ -7,10 +7,12 @@
 
 pub mod api;
 pub mod event;
+pub mod hls;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod monitor;
+pub mod packager;
 pub mod registry;
 pub mod server;
 pub mod stream;

@@ -276,6 +276,63 @@ pub struct Fragment {
     pub keyframes: u32,
 }
 
+impl Fragment {
+    /// The same fragment moved to `decode_time` on the media timeline: every `tfdt` is
+    /// rewritten in place (the packager keeps one timeline across transcoder restarts, whose
+    /// output starts again at zero). A version 0 `tfdt` that cannot hold the new time is an
+    /// error; a fragment without `tfdt` is returned unchanged apart from the field.
+    pub fn with_decode_time(&self, decode_time: u64) -> Result<Fragment, Fmp4Error> {
+        let data = self.bytes.as_ref();
+        let base = data.as_ptr() as usize;
+        let mut patches: Vec<(usize, Vec<u8>)> = Vec::new();
+        for top in children(data, FourCc(*b"file")) {
+            let top = top?;
+            if top.fourcc != FourCc::MOOF {
+                continue;
+            }
+            for traf in children(top.payload, FourCc::MOOF) {
+                let traf = traf?;
+                if traf.fourcc != FourCc::TRAF {
+                    continue;
+                }
+                for child in children(traf.payload, FourCc::TRAF) {
+                    let child = child?;
+                    if child.fourcc != FourCc::TFDT {
+                        continue;
+                    }
+                    let mut r = child.reader();
+                    let (version, _) = r.version_flags()?;
+                    let at = child.payload.as_ptr() as usize - base + 4;
+                    let field = if version == 1 {
+                        r.u64("baseMediaDecodeTime")?;
+                        decode_time.to_be_bytes().to_vec()
+                    } else {
+                        r.u32("baseMediaDecodeTime")?;
+                        let narrow =
+                            u32::try_from(decode_time).map_err(|_| Fmp4Error::UnexpectedBox {
+                                fourcc: FourCc::TFDT,
+                                reason: "is version 0 and cannot hold the rewritten decode time",
+                            })?;
+                        narrow.to_be_bytes().to_vec()
+                    };
+                    patches.push((at, field));
+                }
+            }
+        }
+        let mut out = BytesMut::from(data);
+        for (at, field) in patches {
+            if let Some(slot) = out.get_mut(at..at + field.len()) {
+                slot.copy_from_slice(&field);
+            }
+        }
+        Ok(Fragment {
+            bytes: out.freeze(),
+            decode_time,
+            ..self.clone()
+        })
+    }
+}
+
 /// Per-track defaults from `mvex/trex`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Trex {
@@ -1577,6 +1634,41 @@ mod tests {
             .clone();
         assert_eq!(track.kind, TrackKind::Other(FourCc(*b"text")));
         assert_eq!(track.codec, "wvtt");
+    }
+
+    #[test]
+    fn decode_time_is_rewritten_in_place() {
+        for version in [0u8, 1] {
+            let moov_box = video_moov(&[trex(1, 512, NON_SYNC)]);
+            let moof_box = moof(
+                7,
+                &[traf(&[
+                    tfhd(1, None, None),
+                    tfdt(version, 1000),
+                    trun(0, 2, None, &[]),
+                ])],
+            );
+            let fragment = fragment_of(moov_box.clone(), moof_box).unwrap();
+            let moved = fragment.with_decode_time(90_000).unwrap();
+            assert_eq!(moved.decode_time, 90_000);
+            assert_eq!(moved.bytes.len(), fragment.bytes.len());
+            // Reading the rewritten bytes again gives the new time.
+            let data = [ftyp(), moov_box, moved.bytes.to_vec()].concat();
+            let mut s = Fmp4Splitter::new();
+            let items = s.push(&data).unwrap();
+            assert_eq!(fragments(&items)[0].decode_time, 90_000);
+        }
+        let moov_box = video_moov(&[trex(1, 512, NON_SYNC)]);
+        let moof_box = moof(
+            1,
+            &[traf(&[
+                tfhd(1, None, None),
+                tfdt(0, 0),
+                trun(0, 1, None, &[]),
+            ])],
+        );
+        let fragment = fragment_of(moov_box, moof_box).unwrap();
+        assert!(fragment.with_decode_time(u64::from(u32::MAX) + 1).is_err());
     }
 
     fn fragment_of(moov_box: Vec<u8>, moof_box: Vec<u8>) -> Result<Fragment, Fmp4Error> {
