@@ -15,4 +15,5 @@ pub mod monitor;
 pub mod packager;
 pub mod registry;
 pub mod server;
+pub mod store;
 pub mod stream;
