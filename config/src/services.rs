@@ -45,6 +45,9 @@ pub struct OriginConfig {
     pub reconnect_grace: HumanDuration,
     /// Most streams live at once; further publishers are refused.
     pub max_live_streams: u32,
+    /// How long a finished recording is kept before retention deletes it (recordings
+    /// converted to VOD are kept until deleted).
+    pub recording_retention: HumanDuration,
     /// The transcoder.
     pub transcoder: TranscoderConfig,
 }
@@ -61,6 +64,7 @@ impl Default for OriginConfig {
             tokens: Vec::new(),
             reconnect_grace: HumanDuration::secs(30),
             max_live_streams: 100,
+            recording_retention: HumanDuration::secs(7 * 86_400),
             transcoder: TranscoderConfig::default(),
         }
     }

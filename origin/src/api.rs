@@ -26,9 +26,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::archive::{Archive, recording_json};
 use crate::event::{EventType, NewEvent};
 use crate::live::Live;
-use crate::registry::{EventRecord, ListFilter, StreamRecord};
+use crate::registry::{EventRecord, ListFilter, RecordingRecord, StreamRecord};
 use crate::stream::{CreateStream, Status, StreamConfig, UpdateStream};
 
 /// Largest request body.
@@ -67,6 +68,7 @@ pub struct StreamApi {
     live: Arc<Live>,
     urls: PublicUrls,
     nvenc: Arc<AtomicBool>,
+    archive: Arc<Archive>,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -141,12 +143,14 @@ impl StreamApi {
         live: Arc<Live>,
         urls: PublicUrls,
         nvenc: Arc<AtomicBool>,
+        archive: Arc<Archive>,
     ) -> Self {
         Self {
             tokens,
             live,
             urls,
             nvenc,
+            archive,
         }
     }
 
@@ -218,12 +222,18 @@ impl StreamApi {
         let rest = path.strip_prefix(PREFIX).unwrap_or_default();
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
         let (allowed, needs): (&str, Scope) = match (segments.as_slice(), &method) {
-            ([], &Method::GET) | ([_], &Method::GET) | ([_, "events"], &Method::GET) => {
-                ("", Scope::Read)
-            }
+            ([], &Method::GET)
+            | ([_], &Method::GET)
+            | ([_, "events" | "recordings"], &Method::GET)
+            | ([_, "recordings", _], &Method::GET) => ("", Scope::Read),
             ([], &Method::POST)
             | ([_], &Method::PATCH | &Method::DELETE)
+            | ([_, "recordings", _], &Method::DELETE)
+            | ([_, "recordings", _, "convert"], &Method::POST)
             | ([_, "start" | "stop" | "rotate_key"], &Method::POST) => ("", Scope::Write),
+            ([_, "recordings"], _) => ("GET", Scope::Read),
+            ([_, "recordings", _], _) => ("GET, DELETE", Scope::Read),
+            ([_, "recordings", _, "convert"], _) => ("POST", Scope::Read),
             ([], _) => ("GET, POST", Scope::Read),
             ([_], _) => ("GET, PATCH, DELETE", Scope::Read),
             ([_, "events"], _) => ("GET", Scope::Read),
@@ -258,6 +268,10 @@ impl StreamApi {
             },
             ([id], _) => self.delete(id).await,
             ([id, "events"], _) => self.events(id, &query).await,
+            ([id, "recordings"], _) => self.recordings(id).await,
+            ([id, "recordings", rec], Method::GET) => self.recording(id, rec).await,
+            ([id, "recordings", rec], _) => self.delete_recording(id, rec).await,
+            ([id, "recordings", rec, _], _) => self.convert_recording(id, rec).await,
             ([id, "start"], _) => self.start(id).await,
             ([id, "stop"], _) => self.stop(id).await,
             ([id, _], _) => self.rotate_key(id).await,
@@ -370,6 +384,95 @@ impl StreamApi {
         }
         self.live.forget(id);
         tracing::info!(stream = %id, "live stream deleted");
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    async fn recordings(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        self.find(id).await?;
+        let list = self
+            .live
+            .registry()
+            .list_recordings(id)
+            .await
+            .map_err(|e| Box::new(internal(e)))?;
+        let recordings: Vec<Value> = list
+            .iter()
+            .map(|r| recording_json(r, &self.urls.http_base))
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "recordings": recordings, "total": recordings.len() }),
+        ))
+    }
+
+    async fn find_recording(
+        &self,
+        id: &str,
+        rec: &str,
+    ) -> Result<RecordingRecord, Box<HttpResponse>> {
+        self.find(id).await?;
+        match self.live.registry().get_recording(rec).await {
+            Ok(Some(r)) if r.stream_id == id => Ok(r),
+            Ok(_) => Err(Box::new(json_error(
+                StatusCode::NOT_FOUND,
+                format!("stream {id} has no recording {rec}"),
+            ))),
+            Err(e) => Err(Box::new(internal(e))),
+        }
+    }
+
+    async fn recording(&self, id: &str, rec: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        let r = self.find_recording(id, rec).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &recording_json(&r, &self.urls.http_base),
+        ))
+    }
+
+    async fn convert_recording(
+        &self,
+        id: &str,
+        rec: &str,
+    ) -> Result<HttpResponse, Box<HttpResponse>> {
+        let r = self.find_recording(id, rec).await?;
+        if r.status == "recording" {
+            return Err(Box::new(json_error(
+                StatusCode::CONFLICT,
+                "the recording is still live; convert it after the stream ends",
+            )));
+        }
+        self.live
+            .registry()
+            .convert_recording(rec)
+            .await
+            .map_err(|e| Box::new(internal(e)))?;
+        let r = self.find_recording(id, rec).await?;
+        tracing::info!(stream = %id, recording = %rec, "recording converted to VOD");
+        Ok(json_response(
+            StatusCode::OK,
+            &recording_json(&r, &self.urls.http_base),
+        ))
+    }
+
+    async fn delete_recording(
+        &self,
+        id: &str,
+        rec: &str,
+    ) -> Result<HttpResponse, Box<HttpResponse>> {
+        let r = self.find_recording(id, rec).await?;
+        if r.status == "recording" {
+            return Err(Box::new(json_error(
+                StatusCode::CONFLICT,
+                "the recording is still live; stop the stream first",
+            )));
+        }
+        self.archive
+            .delete(rec)
+            .await
+            .map_err(|e| Box::new(internal(e)))?;
+        tracing::info!(stream = %id, recording = %rec, "recording deleted");
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::NO_CONTENT;
         Ok(response)

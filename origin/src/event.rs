@@ -97,4 +97,10 @@ impl NewEvent {
         self.details = details;
         self
     }
+
+    /// Overrides the severity.
+    pub fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
 }

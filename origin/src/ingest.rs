@@ -391,6 +391,10 @@ impl Connection {
         if let Some(height) = metadata.and_then(|m| m.video_height) {
             settings.fit_to_input(height);
         }
+        self.live.packager().open(
+            &publishing.grant.stream_id,
+            publishing.grant.packaging.clone(),
+        );
         let (status_tx, mut status_rx) = mpsc::unbounded_channel();
         let transcoder = Transcoder::start(
             TranscodeJob {

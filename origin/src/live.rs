@@ -18,8 +18,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::event::{EventType, NewEvent};
+use crate::media::{LivePackager, packager_settings};
 use crate::metrics::live_metrics;
 use crate::monitor::{IngestMonitor, RenditionStats};
+use crate::packager::PackagerSettings;
 use crate::registry::{Registry, StreamRecord};
 use crate::stream::{self, Status, StreamSettings};
 
@@ -63,6 +65,8 @@ pub struct PublishGrant {
     pub session: u64,
     /// Transcoding settings.
     pub settings: StreamSettings,
+    /// How the media is packaged.
+    pub packaging: PackagerSettings,
     /// The stream continues from an earlier publisher (reconnect within the grace period).
     pub continues: bool,
     /// Becomes true when the stream is stopped: the session must close.
@@ -110,6 +114,7 @@ pub struct Live {
     registry: Registry,
     options: LiveOptions,
     monitor: Arc<IngestMonitor>,
+    packager: Arc<LivePackager>,
     streams: Mutex<HashMap<String, LiveEntry>>,
     sessions: AtomicU64,
 }
@@ -147,12 +152,19 @@ pub struct TranscoderView {
 }
 
 impl Live {
-    /// The live state over `registry`, handing media to `monitor`.
-    pub fn new(registry: Registry, options: LiveOptions, monitor: Arc<IngestMonitor>) -> Arc<Self> {
+    /// The live state over `registry`, handing media to `monitor`, which passes it on to
+    /// `packager`.
+    pub fn new(
+        registry: Registry,
+        options: LiveOptions,
+        monitor: Arc<IngestMonitor>,
+        packager: Arc<LivePackager>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             registry,
             options,
             monitor,
+            packager,
             streams: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(0),
         })
@@ -171,6 +183,11 @@ impl Live {
     /// x264 preset.
     pub fn preset(&self) -> &str {
         &self.options.preset
+    }
+
+    /// The packager.
+    pub fn packager(&self) -> &Arc<LivePackager> {
+        &self.packager
     }
 
     /// Where transcoded media goes.
@@ -322,6 +339,7 @@ impl Live {
             PublishGrant {
                 stream_id: stream.id,
                 session,
+                packaging: packager_settings(&stream.config),
                 settings: stream.config.settings,
                 continues,
                 kicked,
@@ -402,6 +420,7 @@ impl Live {
             Err(_) => None,
         };
         let was_live = entry.is_some();
+        self.packager.end(stream_id);
         if let Some(entry) = entry {
             if let Some(publisher) = entry.publisher {
                 let _ = publisher.kick.send(true);
@@ -543,6 +562,7 @@ impl Live {
     /// Forgets a deleted stream's hand-off statistics.
     pub fn forget(&self, stream_id: &str) {
         self.monitor.forget(stream_id);
+        self.packager.forget(stream_id);
     }
 
     /// Disconnects every publisher (shutdown); streams stay live in the registry so that a

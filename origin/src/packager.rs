@@ -174,6 +174,47 @@ pub struct Rendition {
 }
 
 impl Rendition {
+    /// A finished rendition rebuilt from an archive index (for VOD).
+    pub fn archived(
+        name: &str,
+        bandwidth: u32,
+        track: TrackInfo,
+        frame_rate: Option<f64>,
+        inits: Vec<InitVersion>,
+        segments: VecDeque<Segment>,
+    ) -> Self {
+        let next_msn = segments.back().map_or(0, |s| s.msn + 1);
+        let mut r = new_rendition_with(name, track, bandwidth);
+        r.frame_rate = frame_rate;
+        r.inits = inits;
+        r.segments = segments;
+        r.ended = true;
+        r.next_msn = next_msn;
+        r
+    }
+
+    /// The rendition's description without its segments (cheap to copy out of the lock).
+    pub fn header(&self) -> Rendition {
+        Rendition {
+            name: self.name.clone(),
+            bandwidth: self.bandwidth,
+            track: self.track.clone(),
+            frame_rate: self.frame_rate,
+            inits: Vec::new(),
+            segments: VecDeque::new(),
+            ended: self.ended,
+            longest_part: self.longest_part,
+            longest_segment: self.longest_segment,
+            run: self.run,
+            runs_seen: self.runs_seen,
+            run_offset: self.run_offset,
+            next_boundary: self.next_boundary,
+            next_msn: self.next_msn,
+            pending_discontinuity: self.pending_discontinuity,
+            pending_init: None,
+        }
+    }
+
     /// Timescale of the track.
     pub fn timescale(&self) -> u32 {
         self.track.timescale.max(1)
@@ -392,21 +433,18 @@ impl StreamPackager {
         self.renditions.values().map(Rendition::memory_bytes).sum()
     }
 
-    /// Ends the stream: completes every in-progress segment.
-    pub fn end(&mut self) -> Applied {
-        let mut applied = Applied::default();
+    /// Ends the stream: completes every in-progress segment; returns them as
+    /// `(rendition, msn)`.
+    pub fn end(&mut self) -> Vec<(String, u64)> {
+        let mut completed = Vec::new();
         for rendition in self.renditions.values_mut() {
             if let Some(msn) = close_segment(rendition) {
-                applied.completed.push(msn);
+                completed.push((rendition.name.clone(), msn));
             }
-            if !rendition.ended {
-                rendition.ended = true;
-                applied.changed = true;
-            }
+            rendition.ended = true;
         }
         self.ended = true;
-        applied.changed = true;
-        applied
+        completed
     }
 
     /// Applies one transcoder event of `rendition` at wall-clock `now_ms`.
@@ -666,10 +704,14 @@ impl StreamPackager {
 }
 
 fn new_rendition(name: &str, init: &InitSegment, bandwidth: u32) -> Rendition {
+    new_rendition_with(name, init.track.clone(), bandwidth)
+}
+
+fn new_rendition_with(name: &str, track: TrackInfo, bandwidth: u32) -> Rendition {
     Rendition {
         name: name.to_owned(),
         bandwidth,
-        track: init.track.clone(),
+        track,
         frame_rate: None,
         inits: Vec::new(),
         segments: VecDeque::new(),
@@ -964,8 +1006,7 @@ pub(crate) mod tests {
         p.apply("720p", init(TrackKind::Video, 15_360, 1), now)
             .unwrap();
         feed_video(&mut p, "720p", 0.0, 3.0, &mut now);
-        let applied = p.end();
-        assert_eq!(applied.completed, vec![1]);
+        assert_eq!(p.end(), vec![("720p".to_owned(), 1)]);
         assert!(p.ended());
         let r = p.rendition("720p").unwrap();
         assert_eq!(r.next_part(), None);

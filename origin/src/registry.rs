@@ -352,6 +352,189 @@ impl Registry {
     }
 }
 
+/// One recording as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecordingRecord {
+    /// Id (UUIDv7).
+    pub id: String,
+    /// The stream recorded.
+    pub stream_id: String,
+    /// `recording` (the stream is live), `ready` (ended; kept until `expires_at`) or `vod`
+    /// (converted: kept until deleted).
+    pub status: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Unix ms.
+    pub ended_at: Option<i64>,
+    /// Media duration archived (ms).
+    pub duration_ms: i64,
+    /// Bytes archived.
+    pub size_bytes: i64,
+    /// Segments archived (all renditions).
+    pub segments: i64,
+    /// When retention deletes it (Unix ms).
+    pub expires_at: Option<i64>,
+}
+
+const RECORDING_COLUMNS: &str =
+    "id, stream_id, status, started_at, ended_at, duration_ms, size_bytes, segments, expires_at";
+
+fn recording_from_row(row: &AnyRow) -> Result<RecordingRecord, RegistryError> {
+    Ok(RecordingRecord {
+        id: row.try_get("id")?,
+        stream_id: row.try_get("stream_id")?,
+        status: row.try_get("status")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        size_bytes: row.try_get("size_bytes")?,
+        segments: row.try_get("segments")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+impl Registry {
+    /// Starts a recording of `stream_id`.
+    pub async fn create_recording(
+        &self,
+        stream_id: &str,
+    ) -> Result<RecordingRecord, RegistryError> {
+        let record = RecordingRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            stream_id: stream_id.to_owned(),
+            status: "recording".into(),
+            started_at: now_ms(),
+            ended_at: None,
+            duration_ms: 0,
+            size_bytes: 0,
+            segments: 0,
+            expires_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO recordings (id, stream_id, status, started_at, duration_ms, size_bytes, segments) \
+             VALUES ($1, $2, $3, $4, 0, 0, 0)",
+        )
+        .bind(&record.id)
+        .bind(&record.stream_id)
+        .bind(&record.status)
+        .bind(record.started_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(record)
+    }
+
+    /// Updates what a recording holds.
+    pub async fn update_recording(
+        &self,
+        id: &str,
+        duration_ms: i64,
+        size_bytes: i64,
+        segments: i64,
+    ) -> Result<(), RegistryError> {
+        sqlx::query(
+            "UPDATE recordings SET duration_ms = $1, size_bytes = $2, segments = $3 WHERE id = $4",
+        )
+        .bind(duration_ms)
+        .bind(size_bytes)
+        .bind(segments)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a recording finished, to be kept until `expires_at` (Unix ms; `None`: forever).
+    pub async fn finish_recording(
+        &self,
+        id: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(), RegistryError> {
+        sqlx::query(
+            "UPDATE recordings SET status = 'ready', ended_at = $1, expires_at = $2 \
+             WHERE id = $3 AND status = 'recording'",
+        )
+        .bind(now_ms())
+        .bind(expires_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The recording `id`.
+    pub async fn get_recording(&self, id: &str) -> Result<Option<RecordingRecord>, RegistryError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| recording_from_row(&r)).transpose()
+    }
+
+    /// The recordings of `stream_id`, newest first.
+    pub async fn list_recordings(
+        &self,
+        stream_id: &str,
+    ) -> Result<Vec<RecordingRecord>, RegistryError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings WHERE stream_id = $1 ORDER BY id DESC"
+        ))
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+
+    /// Recordings in `status`.
+    pub async fn recordings_in(&self, status: &str) -> Result<Vec<RecordingRecord>, RegistryError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings WHERE status = $1 ORDER BY id"
+        ))
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+
+    /// Converts a finished recording to VOD: kept until deleted. False when it does not
+    /// exist or is still recording.
+    pub async fn convert_recording(&self, id: &str) -> Result<bool, RegistryError> {
+        let done = sqlx::query(
+            "UPDATE recordings SET status = 'vod', expires_at = NULL \
+             WHERE id = $1 AND status IN ('ready', 'vod')",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Finished recordings whose retention ended before `now` (Unix ms).
+    pub async fn expired_recordings(
+        &self,
+        now: i64,
+    ) -> Result<Vec<RecordingRecord>, RegistryError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORDING_COLUMNS} FROM recordings \
+             WHERE status = 'ready' AND expires_at IS NOT NULL AND expires_at <= $1"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+
+    /// Forgets a recording (its objects are deleted by the caller first).
+    pub async fn delete_recording(&self, id: &str) -> Result<bool, RegistryError> {
+        let done = sqlx::query("DELETE FROM recordings WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
 fn config_json(config: &StreamConfig) -> String {
     // Serialising plain structs of strings and numbers cannot fail.
     serde_json::to_string(config).unwrap_or_default()
@@ -482,6 +665,46 @@ mod tests {
         assert!(registry.delete(&a.id).await.unwrap());
         assert!(!registry.delete(&a.id).await.unwrap());
         assert!(registry.events(&a.id, 10, 0).await.unwrap().is_empty());
+
+        let rec = registry.create_recording(&b.id).await.unwrap();
+        assert_eq!(rec.status, "recording");
+        registry
+            .update_recording(&rec.id, 8_500, 1_000_000, 20)
+            .await
+            .unwrap();
+        assert!(
+            !registry.convert_recording(&rec.id).await.unwrap(),
+            "still recording"
+        );
+        assert_eq!(
+            registry.recordings_in("recording").await.unwrap()[0].id,
+            rec.id
+        );
+        registry
+            .finish_recording(&rec.id, Some(now_ms() - 1))
+            .await
+            .unwrap();
+        let done = registry.get_recording(&rec.id).await.unwrap().unwrap();
+        assert_eq!(
+            (done.status.as_str(), done.duration_ms, done.segments),
+            ("ready", 8_500, 20)
+        );
+        assert!(done.ended_at.is_some());
+        assert_eq!(
+            registry.expired_recordings(now_ms()).await.unwrap().len(),
+            1
+        );
+        let kept = registry.create_recording(&b.id).await.unwrap();
+        registry
+            .finish_recording(&kept.id, Some(now_ms() - 1))
+            .await
+            .unwrap();
+        assert!(registry.convert_recording(&kept.id).await.unwrap());
+        let expired = registry.expired_recordings(now_ms()).await.unwrap();
+        assert_eq!(expired.len(), 1, "a VOD recording does not expire");
+        assert_eq!(registry.list_recordings(&b.id).await.unwrap().len(), 2);
+        assert!(registry.delete_recording(&rec.id).await.unwrap());
+        assert!(registry.get_recording(&rec.id).await.unwrap().is_none());
 
         rotated
     }

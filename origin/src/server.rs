@@ -1,5 +1,6 @@
 //! The `cascade-origin` service body: opens the registry, binds the HTTP listener (management
-//! API; delivery comes with the packager) and the RTMP listener, and stops them on shutdown.
+//! API and media delivery), the RTMP listener, the packager and the archive, and stops them
+//! on shutdown.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,24 +11,50 @@ use cascade_config::OriginConfig;
 use cascade_service::auth::ApiTokens;
 use cascade_service::json::json_error;
 use cascade_service::run::Context;
+use cascade_transcoder::handoff::MediaSink;
 use cascade_transcoder::supervisor::TranscoderOptions;
 use hyper::StatusCode;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::api::{PublicUrls, StreamApi};
+use crate::archive::Archive;
+use crate::delivery::{Delivery, boxed};
 use crate::ingest;
 use crate::live::{Live, LiveOptions};
+use crate::media::LivePackager;
 use crate::monitor::IngestMonitor;
 use crate::registry::Registry;
+use crate::store;
+use crate::thumbnail::Thumbnails;
 
 /// Runs the origin until shutdown.
 pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     let config = ctx.config.origin.clone();
     let registry = Registry::open(&config.database_url).await?;
+    let store =
+        store::open(&ctx.config.storage).context("storage: cannot open the object store")?;
+    let (archive_tx, archive_rx) = mpsc::unbounded_channel();
+    let packager = Arc::new(LivePackager::new(Some(archive_tx)));
+    let archive = Archive::new(
+        store,
+        registry.clone(),
+        Arc::clone(&packager),
+        config.recording_retention.0,
+    );
+    archive
+        .recover()
+        .await
+        .context("cannot finish the recordings left open by the previous run")?;
+    let archive_task = tokio::spawn(Arc::clone(&archive).run(archive_rx));
+    let retention_task = tokio::spawn(Arc::clone(&archive).retention_loop(RETENTION_EVERY));
     let live = Live::new(
         registry,
         live_options(&config),
-        Arc::new(IngestMonitor::new(None)),
+        Arc::new(IngestMonitor::new(Some(
+            Arc::clone(&packager) as Arc<dyn MediaSink>
+        ))),
+        Arc::clone(&packager),
     );
     live.resume_after_restart()
         .await
@@ -56,20 +83,28 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         Arc::clone(&live),
         public_urls(&config),
         nvenc,
+        Arc::clone(&archive),
+    ));
+    let delivery = Arc::new(Delivery::new(
+        Arc::clone(&packager),
+        Arc::clone(&archive),
+        Thumbnails::new(&config.transcoder.ffmpeg),
     ));
     let http_task = tokio::spawn(cascade_service::admin::serve_http(
         http,
         "origin",
         move |req| {
             let api = Arc::clone(&api);
+            let delivery = Arc::clone(&delivery);
             async move {
-                if StreamApi::owns(req.uri().path()) {
-                    api.handle(req).await
+                let path = req.uri().path();
+                if Delivery::owns(path) {
+                    delivery.handle(req).await
+                } else if StreamApi::owns(path) {
+                    api.handle(req).await.map(boxed)
                 } else {
-                    json_error(
-                        StatusCode::NOT_FOUND,
-                        format!("nothing at {}", req.uri().path()),
-                    )
+                    let message = format!("nothing at {path}");
+                    json_error(StatusCode::NOT_FOUND, message).map(boxed)
                 }
             }
         },
@@ -81,11 +116,17 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     ctx.shutdown.wait().await;
     rtmp_task.abort();
     live.disconnect_all();
-    // Give publisher sessions a moment to drain their transcoders.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Give publisher sessions a moment to drain their transcoders, and the archive a moment
+    // to store what they completed.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     http_task.abort();
+    retention_task.abort();
+    archive_task.abort();
     Ok(())
 }
+
+/// How often expired recordings are looked for.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn live_options(config: &OriginConfig) -> LiveOptions {
     let t = &config.transcoder;

@@ -42,6 +42,9 @@ preset = "ultrafast"
 restart_delay = "200ms"
 work_dir = "{}"
 
+[storage.fs]
+root = "{}/objects"
+
 [[origin.tokens]]
 name = "ops"
 token = "{OPS}"
@@ -52,6 +55,7 @@ name = "dashboard"
 token = "{VIEWER}"
 scope = "read"
 "#,
+            dir.path().display(),
             dir.path().display(),
             dir.path().display()
         );

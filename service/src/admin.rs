@@ -74,10 +74,12 @@ pub struct PeerAddr(pub SocketAddr);
 /// Serves HTTP/1.1 on `listener` with `handler` until the future is dropped: one task per
 /// connection, a 10 s header read timeout, accept errors (out of descriptors) backed off.
 /// `label` names the listener in logs. Each request carries the client's [`PeerAddr`].
-pub async fn serve_http<H, F>(listener: TcpListener, label: &'static str, handler: H)
+pub async fn serve_http<H, F, B>(listener: TcpListener, label: &'static str, handler: H)
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let handler = Arc::new(handler);
     loop {

@@ -160,7 +160,10 @@ impl LadderSettings {
         args.push(graph);
 
         let keyframe_secs = self.keyframe_interval.as_secs_f64();
-        let part_us = self.part_target.as_micros().max(1).to_string();
+        let part_us = fragment_duration(self.part_target)
+            .as_micros()
+            .max(1)
+            .to_string();
         for (i, (rung, path)) in rungs.iter().zip(&outputs.video).enumerate() {
             args.extend(["-map".into(), format!("[out{i}]")]);
             args.extend(self.encoder_args(rung));
@@ -242,6 +245,16 @@ fn fragmented_mp4(part_us: &str, path: &std::path::Path) -> Vec<String> {
     ]
 }
 
+/// The `-frag_duration` that keeps every fragment within `part_target`: ffmpeg closes a
+/// fragment once it has reached the duration, so fragments run up to one frame over it. One
+/// AAC frame (1024 samples, at most 23.2 ms at 44.1 kHz) is the longest frame we produce at
+/// the frame rates we take, so asking for 25 ms less keeps parts at or under the target.
+pub fn fragment_duration(part_target: Duration) -> Duration {
+    part_target
+        .saturating_sub(Duration::from_millis(25))
+        .max(part_target / 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,7 +319,7 @@ mod tests {
             5,
             "four video outputs and one audio output"
         );
-        assert!(joined.contains("-frag_duration 500000"));
+        assert!(joined.contains("-frag_duration 475000"));
         assert!(joined.contains("-b:v 2800k"));
         assert!(joined.contains("-b:v 400k"));
         assert!(joined.contains("-map 0:a:0 -c:a aac"));

@@ -1,0 +1,625 @@
+//! The origin's delivery shell: LL-HLS playlists, DASH manifests, init segments, segments
+//! and parts over HTTP, with the cache headers the shield and edges rely on. Blocking
+//! playlist reloads and requests for the hinted part wait on the packager; an in-progress
+//! segment is streamed chunked as its parts arrive.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::archive::Archive;
+use crate::dash::{self, MpdOptions};
+use crate::hls::{self, BlockingState};
+use crate::media::{LiveMedia, LivePackager, now_ms};
+use crate::packager::{Rendition, StreamPackager};
+use crate::route::{self, Asset, Route, RouteError};
+use crate::thumbnail::Thumbnails;
+
+/// Response body of the delivery listener: whole or streamed. A streamed body that cannot
+/// finish ends with an error, so the client sees a truncated transfer, not a short object.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// `Cache-Control` of init segments, segments and parts: they never change.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of VOD playlists and manifests.
+pub const VOD_PLAYLIST: &str = "public, max-age=86400";
+
+/// Serves `/live/...`, `/vod/...` and `/time`.
+pub struct Delivery {
+    packager: Arc<LivePackager>,
+    archive: Arc<Archive>,
+    thumbnails: Thumbnails,
+}
+
+/// A whole-body response.
+pub fn full(body: impl Into<Bytes>) -> Body {
+    boxed(Full::new(body.into()))
+}
+
+/// A [`Full`] body as a delivery body.
+pub fn boxed(body: Full<Bytes>) -> Body {
+    body.map_err(|never: Infallible| match never {}).boxed()
+}
+
+/// A response with the delivery headers every answer carries (CORS, surrogate keys).
+pub fn reply(
+    status: StatusCode,
+    content_type: &str,
+    cache_control: &str,
+    surrogate_key: &str,
+    body: Body,
+) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, cache_control),
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        (
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            "Age, Content-Length, Date, Surrogate-Key",
+        ),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    if !surrogate_key.is_empty()
+        && let Ok(value) = HeaderValue::from_str(surrogate_key)
+    {
+        headers.insert("surrogate-key", value);
+    }
+    response
+}
+
+/// A plain-text error.
+pub fn error(
+    status: StatusCode,
+    surrogate_key: &str,
+    message: impl Into<String>,
+) -> Response<Body> {
+    let cache = match status {
+        // A missing object may appear later; let tiers hold the answer only briefly.
+        StatusCode::NOT_FOUND => "public, max-age=1",
+        _ => "no-store",
+    };
+    let mut text = message.into();
+    text.push('\n');
+    reply(
+        status,
+        "text/plain; charset=utf-8",
+        cache,
+        surrogate_key,
+        full(text),
+    )
+}
+
+fn route_error(e: RouteError) -> Response<Body> {
+    match e {
+        RouteError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "", m),
+        RouteError::NotFound(m) => error(StatusCode::NOT_FOUND, "", m),
+    }
+}
+
+/// Surrogate keys of a live asset: the stream, and the rendition when there is one.
+pub fn surrogate_key(kind: &str, id: &str, rendition: Option<&str>) -> String {
+    match rendition {
+        Some(r) => format!("{kind}/{id} rendition/{id}/{r}"),
+        None => format!("{kind}/{id}"),
+    }
+}
+
+/// Content type of a rendition's media.
+pub fn media_type(rendition: &Rendition) -> &'static str {
+    match rendition.track.kind {
+        cascade_transcoder::fmp4::TrackKind::Audio => "audio/mp4",
+        _ => "video/mp4",
+    }
+}
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const MPD_TYPE: &str = "application/dash+xml";
+
+impl Delivery {
+    /// Delivery over the live packager and the archive.
+    pub fn new(packager: Arc<LivePackager>, archive: Arc<Archive>, thumbnails: Thumbnails) -> Self {
+        Self {
+            packager,
+            archive,
+            thumbnails,
+        }
+    }
+
+    /// Whether `path` is delivery's.
+    pub fn owns(path: &str) -> bool {
+        route::owns(path)
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        match *req.method() {
+            Method::GET | Method::HEAD => {}
+            Method::OPTIONS => return preflight(),
+            _ => {
+                let mut r = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "",
+                    format!("{} is not allowed here; use GET or HEAD", req.method()),
+                );
+                r.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, OPTIONS"),
+                );
+                return r;
+            }
+        }
+        let route = match route::parse(req.uri().path()) {
+            Ok(route) => route,
+            Err(e) => return route_error(e),
+        };
+        match route {
+            Route::Time => time(),
+            Route::Live { stream, asset } => self.live(&stream, asset, req.uri().query()).await,
+            Route::Vod { recording, asset } => self.archive.serve_vod(&recording, asset).await,
+        }
+    }
+
+    async fn live(&self, stream: &str, asset: Asset, query: Option<&str>) -> Response<Body> {
+        let key = surrogate_key("stream", stream, asset.rendition());
+        let Some(media) = self.packager.get(stream) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &key,
+                format!("stream {stream} is not live"),
+            );
+        };
+        match asset {
+            Asset::Multivariant => {
+                let Some(state) = media.lock() else {
+                    return unavailable(&key);
+                };
+                if state.renditions().is_empty() {
+                    return error(StatusCode::NOT_FOUND, &key, "no media yet");
+                }
+                let text = hls::multivariant_playlist(&state);
+                reply(
+                    StatusCode::OK,
+                    PLAYLIST_TYPE,
+                    &live_playlist_cache(&state),
+                    &key,
+                    full(text),
+                )
+            }
+            Asset::Manifest => {
+                let Some(state) = media.lock() else {
+                    return unavailable(&key);
+                };
+                if state.renditions().is_empty() {
+                    return error(StatusCode::NOT_FOUND, &key, "no media yet");
+                }
+                let options = MpdOptions {
+                    now_ms: now_ms(),
+                    utc_timing_url: "../../time".into(),
+                    target_latency_ms: target_latency_ms(&state),
+                };
+                let text = dash::live_mpd(&state, &options);
+                reply(
+                    StatusCode::OK,
+                    MPD_TYPE,
+                    &live_playlist_cache(&state),
+                    &key,
+                    full(text),
+                )
+            }
+            Asset::Thumbnail => self.thumbnails.serve(&media, &key).await,
+            Asset::MediaPlaylist { rendition } => {
+                self.media_playlist(&media, &rendition, query, &key).await
+            }
+            Asset::Init { rendition, id } => {
+                let found = media.lock().and_then(|s| {
+                    let r = s.rendition(&rendition)?;
+                    Some((media_type(r), r.init(id)?.bytes.clone()))
+                });
+                match found {
+                    Some((kind, bytes)) => {
+                        reply(StatusCode::OK, kind, IMMUTABLE, &key, full(bytes))
+                    }
+                    None => match self
+                        .archive
+                        .live_object(stream, &rendition, &asset_file(id))
+                        .await
+                    {
+                        Some(bytes) => {
+                            reply(StatusCode::OK, "video/mp4", IMMUTABLE, &key, full(bytes))
+                        }
+                        None => error(
+                            StatusCode::NOT_FOUND,
+                            &key,
+                            format!("no init {id} for {rendition}"),
+                        ),
+                    },
+                }
+            }
+            Asset::Part {
+                rendition,
+                msn,
+                part,
+            } => self.part(&media, &rendition, msn, part, &key).await,
+            Asset::Segment { rendition, msn } => self.segment(&media, &rendition, msn, &key).await,
+        }
+    }
+
+    async fn media_playlist(
+        &self,
+        media: &Arc<LiveMedia>,
+        rendition: &str,
+        query: Option<&str>,
+        key: &str,
+    ) -> Response<Body> {
+        let query = match route::playlist_query(query) {
+            Ok(q) => q,
+            Err(e) => return route_error(e),
+        };
+        let (target, settings_ok) = match media.lock() {
+            Some(state) => match state.rendition(rendition) {
+                Some(r) => (
+                    hls::target_duration(state.settings().segment_target, r),
+                    true,
+                ),
+                None => (0, false),
+            },
+            None => return unavailable(key),
+        };
+        if !settings_ok {
+            return error(
+                StatusCode::NOT_FOUND,
+                key,
+                format!("no rendition {rendition}"),
+            );
+        }
+        let blocking = query.msn.is_some();
+        if let Some(msn) = query.msn {
+            let decide = |s: &StreamPackager| {
+                s.rendition(rendition).map_or(BlockingState::Ready, |r| {
+                    hls::blocking_state(r, msn, query.part, s.ended())
+                })
+            };
+            let state = media.lock().map(|s| decide(&s));
+            match state {
+                Some(BlockingState::TooFarAhead) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        key,
+                        format!("_HLS_msn={msn} is more than two segments beyond the live edge"),
+                    );
+                }
+                Some(BlockingState::Wait) => {
+                    // Hold for up to three target durations, as the specification asks.
+                    let wait = Duration::from_secs(3 * target.max(1));
+                    if !media
+                        .wait_for(wait, |s| decide(s) != BlockingState::Wait)
+                        .await
+                    {
+                        let mut r = error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            key,
+                            format!("msn {msn} part {:?} did not appear in time", query.part),
+                        );
+                        r.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        return r;
+                    }
+                }
+                Some(BlockingState::Ready) => {}
+                None => return unavailable(key),
+            }
+        }
+        let Some(state) = media.lock() else {
+            return unavailable(key);
+        };
+        let Some(r) = state.rendition(rendition) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                key,
+                format!("no rendition {rendition}"),
+            );
+        };
+        let text = hls::live_media_playlist(&state, r, query.skip);
+        let cache = if state.ended() {
+            VOD_PLAYLIST.to_owned()
+        } else if blocking {
+            // The answer for a given msn/part never changes.
+            format!("public, max-age={}", 3 * target)
+        } else {
+            live_playlist_cache(&state)
+        };
+        reply(StatusCode::OK, PLAYLIST_TYPE, &cache, key, full(text))
+    }
+
+    async fn part(
+        &self,
+        media: &Arc<LiveMedia>,
+        rendition: &str,
+        msn: u64,
+        part: usize,
+        key: &str,
+    ) -> Response<Body> {
+        let look = |s: &StreamPackager| -> PartLookup {
+            let Some(r) = s.rendition(rendition) else {
+                return PartLookup::Gone;
+            };
+            if let Some(segment) = r.segment(msn) {
+                if let Some(p) = segment.parts.get(part) {
+                    return match &p.bytes {
+                        Some(bytes) => PartLookup::Ready(media_type(r), bytes.clone()),
+                        None => PartLookup::Gone,
+                    };
+                }
+                if segment.complete {
+                    return PartLookup::Gone;
+                }
+                return PartLookup::Pending;
+            }
+            let first = r.segments.front().map_or(r.next_msn(), |s| s.msn);
+            if msn < first || s.ended() || r.ended {
+                PartLookup::Gone
+            } else if msn <= r.next_msn() + 1 {
+                PartLookup::Pending
+            } else {
+                PartLookup::TooFar
+            }
+        };
+        let mut waited = false;
+        loop {
+            let Some(found) = media.lock().map(|s| look(&s)) else {
+                return unavailable(key);
+            };
+            match found {
+                PartLookup::Ready(kind, bytes) => {
+                    return reply(StatusCode::OK, kind, IMMUTABLE, key, full(bytes));
+                }
+                PartLookup::Gone => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        key,
+                        format!("part {msn}.{part} of {rendition} is not in the live window"),
+                    );
+                }
+                PartLookup::TooFar => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        key,
+                        format!("part {msn}.{part} of {rendition} is too far beyond the live edge"),
+                    );
+                }
+                PartLookup::Pending if waited => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        key,
+                        format!("part {msn}.{part} of {rendition} did not appear in time"),
+                    );
+                }
+                PartLookup::Pending => {
+                    let wait = part_wait(media);
+                    media
+                        .wait_for(wait, |s| !matches!(look(s), PartLookup::Pending))
+                        .await;
+                    waited = true;
+                }
+            }
+        }
+    }
+
+    async fn segment(
+        &self,
+        media: &Arc<LiveMedia>,
+        rendition: &str,
+        msn: u64,
+        key: &str,
+    ) -> Response<Body> {
+        enum Found {
+            Whole(&'static str, Bytes),
+            Growing(&'static str),
+            Archived,
+            Missing,
+            Future,
+        }
+        let look = |s: &StreamPackager| -> Found {
+            let Some(r) = s.rendition(rendition) else {
+                return Found::Missing;
+            };
+            match r.segment(msn) {
+                Some(segment) if segment.complete => match segment.bytes() {
+                    Some(bytes) => Found::Whole(media_type(r), bytes),
+                    None => Found::Archived,
+                },
+                Some(_) if s.settings().low_latency => Found::Growing(media_type(r)),
+                Some(_) => Found::Future,
+                None if msn == r.next_msn() && s.settings().low_latency && !s.ended() => {
+                    Found::Future
+                }
+                None if r.segments.front().is_some_and(|f| msn < f.msn) => Found::Archived,
+                None => Found::Missing,
+            }
+        };
+        let mut found = match media.lock() {
+            Some(s) => look(&s),
+            None => return unavailable(key),
+        };
+        if matches!(found, Found::Future) && media.lock().is_some_and(|s| s.settings().low_latency)
+        {
+            // LL-DASH asks for a segment a part's time before it starts.
+            let wait = part_wait(media);
+            media
+                .wait_for(wait, |s| !matches!(look(s), Found::Future))
+                .await;
+            found = match media.lock() {
+                Some(s) => look(&s),
+                None => return unavailable(key),
+            };
+        }
+        match found {
+            Found::Whole(kind, bytes) => reply(StatusCode::OK, kind, IMMUTABLE, key, full(bytes)),
+            Found::Growing(kind) => reply(
+                StatusCode::OK,
+                kind,
+                IMMUTABLE,
+                key,
+                growing_segment(Arc::clone(media), rendition.to_owned(), msn),
+            ),
+            Found::Archived => match self
+                .archive
+                .live_object(&media.stream_id, rendition, &format!("{msn}.m4s"))
+                .await
+            {
+                Some(bytes) => reply(StatusCode::OK, "video/mp4", IMMUTABLE, key, full(bytes)),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    key,
+                    format!("segment {msn} of {rendition} is not available"),
+                ),
+            },
+            Found::Future => error(
+                StatusCode::NOT_FOUND,
+                key,
+                format!("segment {msn} of {rendition} is not complete yet"),
+            ),
+            Found::Missing => error(
+                StatusCode::NOT_FOUND,
+                key,
+                format!("no segment {msn} of {rendition}"),
+            ),
+        }
+    }
+}
+
+enum PartLookup {
+    Ready(&'static str, Bytes),
+    Pending,
+    Gone,
+    TooFar,
+}
+
+fn asset_file(init_id: u32) -> String {
+    crate::packager::init_file_name(init_id)
+}
+
+/// How long a request for a part that does not exist yet may wait: three part targets and
+/// at least a second (a restarting transcoder needs longer, and then 503 tells the client).
+fn part_wait(media: &LiveMedia) -> Duration {
+    let target = media.lock().map_or(2.0, |s| s.settings().segment_target);
+    Duration::from_secs_f64((target * 1.5).max(1.0))
+}
+
+/// Low-latency DASH target: a little over three parts, or three segments without LL.
+fn target_latency_ms(state: &StreamPackager) -> u64 {
+    let s = state.settings();
+    let seconds = if s.low_latency {
+        s.segment_target + 3.0 * s.part_target
+    } else {
+        3.0 * s.segment_target
+    };
+    (seconds * 1000.0) as u64
+}
+
+/// `Cache-Control` of a live playlist or manifest: about half a segment (at least a second).
+fn live_playlist_cache(state: &StreamPackager) -> String {
+    if state.ended() {
+        return VOD_PLAYLIST.to_owned();
+    }
+    let half = (state.settings().segment_target / 2.0).floor().max(1.0);
+    format!("public, max-age={half}")
+}
+
+fn unavailable(key: &str) -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        key,
+        "the packager is unavailable",
+    )
+}
+
+fn time() -> Response<Body> {
+    reply(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        "no-store",
+        "",
+        full(hls::date_time(now_ms())),
+    )
+}
+
+fn preflight() -> Response<Body> {
+    let mut r = reply(
+        StatusCode::NO_CONTENT,
+        "text/plain",
+        "public, max-age=86400",
+        "",
+        full(Bytes::new()),
+    );
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range, Origin, Accept"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    r
+}
+
+/// The body of a segment still being produced: its parts as they arrive, then the end.
+fn growing_segment(media: Arc<LiveMedia>, rendition: String, msn: u64) -> Body {
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    tokio::spawn(async move {
+        let mut sent = 0usize;
+        let mut changes = media.subscribe();
+        loop {
+            changes.mark_unchanged();
+            let (parts, complete) = {
+                let Some(state) = media.lock() else {
+                    return;
+                };
+                let Some(segment) = state.rendition(&rendition).and_then(|r| r.segment(msn)) else {
+                    return;
+                };
+                let parts: Vec<Bytes> = segment
+                    .parts
+                    .iter()
+                    .skip(sent)
+                    .filter_map(|p| p.bytes.clone())
+                    .collect();
+                (parts, segment.complete || state.ended())
+            };
+            for part in parts {
+                if tx.send(Frame::data(part)).await.is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+            if complete {
+                return;
+            }
+            let wait = tokio::time::timeout(Duration::from_secs(30), changes.changed()).await;
+            if !matches!(wait, Ok(Ok(()))) {
+                // The segment stopped growing: end the body short rather than hang.
+                tx.abort(std::io::Error::other("the segment stopped growing"));
+                return;
+            }
+        }
+    });
+    body.boxed()
+}
