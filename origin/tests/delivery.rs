@@ -1,0 +1,623 @@
+//! Delivery end to end: real ffmpeg publishes over RTMP to the `cascade-origin` binary, which
+//! transcodes, packages and serves LL-HLS and DASH; real clients read it (ffmpeg decodes every
+//! rendition, PyPI's `m3u8` parses every playlist), and the recording is archived to the
+//! filesystem or a real Garage S3 and played back as VOD, also after an origin restart.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cascade_testkit::{
+    BroadcastOptions, Broadcaster, CascadeProcess, Garage, HttpResponse, http_get, json_request,
+    wait_for,
+};
+use serde_json::Value;
+
+const OPS: &str = "ops-token-0123456789";
+
+/// Transcoding is CPU-heavy on two cores: one publishing test at a time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Origin {
+    process: CascadeProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Origin {
+    /// An origin storing objects as `storage` says (a TOML `[storage]` section).
+    fn start(storage: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display();
+        let config = format!(
+            r#"
+[origin]
+database_url = "sqlite://{path}/registry.db"
+reconnect_grace = "2s"
+
+[origin.transcoder]
+preset = "ultrafast"
+work_dir = "{path}"
+
+[[origin.tokens]]
+name = "ops"
+token = "{OPS}"
+scope = "write"
+
+{storage}
+"#
+        );
+        let storage_dir = dir.path().join("objects");
+        let config = config.replace("{objects}", &storage_dir.display().to_string());
+        let process = CascadeProcess::start("cascade-origin", "origin", &config).unwrap();
+        Self { process, dir }
+    }
+
+    fn http(&self) -> SocketAddr {
+        self.process.addr("listen").unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http())
+    }
+
+    fn get(&self, path: &str) -> HttpResponse {
+        http_get(self.http(), path).unwrap()
+    }
+
+    fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let r = json_request(self.http(), method, path, Some(OPS), body).unwrap();
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
+    }
+
+    fn create(&self, body: &str) -> Value {
+        let (status, stream) = self.api("POST", "/api/v1/livestreams", body);
+        assert_eq!(status, 201, "{stream}");
+        stream
+    }
+
+    fn recordings(&self, id: &str) -> Vec<Value> {
+        let (status, body) = self.api("GET", &format!("/api/v1/livestreams/{id}/recordings"), "");
+        assert_eq!(status, 200, "{body}");
+        body["recordings"].as_array().unwrap().clone()
+    }
+
+    fn events(&self, id: &str) -> String {
+        let (_, body) = self.api(
+            "GET",
+            &format!("/api/v1/livestreams/{id}/events?limit=100"),
+            "",
+        );
+        body.to_string()
+    }
+}
+
+fn publish(stream: &Value) -> Broadcaster {
+    let options = BroadcastOptions {
+        width: 854,
+        height: 480,
+        ..BroadcastOptions::default()
+    };
+    Broadcaster::start(stream["rtmp_ingest_url"].as_str().unwrap(), &options).unwrap()
+}
+
+/// Seconds of media ffmpeg decoded from `url` (reading at most `seconds`), with every stream
+/// of the input mapped.
+fn decode(url: &str, seconds: u32) -> f64 {
+    let ffmpeg = cascade_testkit::ffmpeg_path().unwrap();
+    let out = Command::new(ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostats",
+            "-progress",
+            "pipe:1",
+        ])
+        .args([
+            "-i",
+            url,
+            "-map",
+            "0",
+            "-t",
+            &seconds.to_string(),
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ffmpeg could not read {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("out_time_us="))
+        .filter_map(|v| v.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+        / 1e6
+}
+
+/// Parses playlists with PyPI's `m3u8` and returns what it read, as JSON.
+fn parse_with_m3u8(playlists: &[(&str, String)]) -> Value {
+    let python = std::env::var("CASCADE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import json, sys, m3u8
+out = {}
+for name, text in json.load(sys.stdin):
+    p = m3u8.loads(text)
+    out[name] = {
+        "variant": p.is_variant,
+        "playlists": [{"uri": v.uri, "bandwidth": v.stream_info.bandwidth,
+                       "average_bandwidth": v.stream_info.average_bandwidth,
+                       "codecs": v.stream_info.codecs, "resolution": v.stream_info.resolution,
+                       "frame_rate": v.stream_info.frame_rate, "audio": v.stream_info.audio}
+                      for v in p.playlists],
+        "media": [{"type": m.type, "group_id": m.group_id, "uri": m.uri} for m in p.media],
+        "version": p.version,
+        "target_duration": p.target_duration,
+        "media_sequence": p.media_sequence,
+        "segments": [{"uri": s.uri, "duration": s.duration, "discontinuity": s.discontinuity,
+                      "parts": [{"uri": x.uri, "duration": x.duration, "independent": x.independent == "YES"}
+                                for x in s.parts],
+                      "init": s.init_section.uri if s.init_section else None,
+                      "program_date_time": str(s.program_date_time) if s.program_date_time else None}
+                     for s in p.segments],
+        "part_target": p.part_inf.part_target if p.part_inf else None,
+        "server_control": {
+            "can_block_reload": p.server_control.can_block_reload,
+            "part_hold_back": p.server_control.part_hold_back,
+            "hold_back": p.server_control.hold_back,
+            "can_skip_until": p.server_control.can_skip_until,
+        } if p.server_control else None,
+        "preload_hint": {"type": p.preload_hint.hint_type, "uri": p.preload_hint.uri}
+                        if p.preload_hint else None,
+        "rendition_reports": [{"uri": r.uri, "last_msn": r.last_msn, "last_part": r.last_part}
+                              for r in p.rendition_reports],
+        "skipped_segments": p.skip.skipped_segments if p.skip else None,
+        "endlist": p.is_endlist,
+        "playlist_type": p.playlist_type,
+    }
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python with m3u8 (CASCADE_PYTHON, set by .ci/install-tools)");
+    serde_json::to_writer(child.stdin.take().unwrap(), &playlists).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "m3u8 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `(msn, part)` of a `<msn>.<part>.m4s` URI.
+fn part_of(uri: &str) -> (u64, u64) {
+    let stem = uri.strip_suffix(".m4s").unwrap();
+    let (msn, part) = stem.split_once('.').unwrap();
+    (msn.parse().unwrap(), part.parse().unwrap())
+}
+
+fn wait_for_media(origin: &Origin, id: &str) {
+    wait_for("the live playlists", Duration::from_secs(60), || {
+        origin
+            .get(&format!("/live/{id}/480p/playlist.m3u8"))
+            .text()
+            .matches("#EXTINF")
+            .count()
+            >= 3
+    });
+}
+
+#[test]
+fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("[storage.fs]\nroot = \"{objects}\"");
+    let stream = origin.create(
+        r#"{"title": "delivery", "dvr_enabled": false, "settings": {"resolutions": ["480p", "240p"], "playlist_length": 7}}"#,
+    );
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let mut publisher = publish(&stream);
+    wait_for_media(&origin, &id);
+
+    // Playlists as a player sees them, parsed by m3u8.
+    let master = origin.get(&format!("/live/{id}/master.m3u8"));
+    assert_eq!(master.status, 200);
+    assert_eq!(
+        master.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert_eq!(master.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        master.header("surrogate-key"),
+        Some(format!("stream/{id}").as_str())
+    );
+    let mut playlists = vec![("master", master.text())];
+    let names = ["480p", "240p", "audio"];
+    for name in names {
+        let r = origin.get(&format!("/live/{id}/{name}/playlist.m3u8"));
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert_eq!(r.header("cache-control"), Some("public, max-age=1"));
+        assert_eq!(
+            r.header("surrogate-key"),
+            Some(format!("stream/{id} rendition/{id}/{name}").as_str())
+        );
+        playlists.push((name, r.text()));
+    }
+    let parsed = parse_with_m3u8(&playlists);
+    let m = &parsed["master"];
+    assert_eq!(m["variant"], true);
+    let variants = m["playlists"].as_array().unwrap();
+    assert_eq!(variants.len(), 2, "{m}");
+    assert_eq!(variants[0]["uri"], "480p/playlist.m3u8");
+    assert_eq!(variants[0]["resolution"], serde_json::json!([854, 480]));
+    assert!(variants[0]["codecs"].as_str().unwrap().starts_with("avc1."));
+    assert!(
+        variants[0]["codecs"]
+            .as_str()
+            .unwrap()
+            .ends_with(",mp4a.40.2")
+    );
+    assert!(variants[0]["average_bandwidth"].as_u64().unwrap() > 0);
+    assert_eq!(variants[0]["frame_rate"], 30.0);
+    assert_eq!(variants[0]["audio"], "audio");
+    assert_eq!(m["media"][0]["type"], "AUDIO");
+    for name in names {
+        let p = &parsed[name];
+        assert_eq!(
+            p["server_control"]["can_block_reload"], "YES",
+            "{name}: {p}"
+        );
+        assert_eq!(p["part_target"], 0.5);
+        assert!(p["server_control"]["part_hold_back"].as_f64().unwrap() >= 1.5);
+        assert!(p["server_control"]["can_skip_until"].as_f64().unwrap() >= 12.0);
+        assert_eq!(p["preload_hint"]["type"], "PART");
+        assert_eq!(p["rendition_reports"].as_array().unwrap().len(), 2);
+        let segments = p["segments"].as_array().unwrap();
+        assert!(segments.len() >= 4, "{name}: {p}");
+        assert_eq!(segments[0]["init"], "init.mp4");
+        assert!(segments[0]["program_date_time"].is_string());
+        let parts: Vec<&Value> = segments
+            .iter()
+            .flat_map(|s| s["parts"].as_array().unwrap())
+            .collect();
+        assert!(parts.len() >= 4, "{name} lists its recent parts");
+        for part in &parts {
+            assert!(
+                part["duration"].as_f64().unwrap() <= 0.5,
+                "{name}: part over the target: {part}"
+            );
+        }
+        if name != "audio" {
+            assert!(
+                segments.iter().all(|s| s["parts"]
+                    .as_array()
+                    .unwrap()
+                    .first()
+                    .is_none_or(|p| p["independent"] == true)),
+                "{name}: every segment starts with an independent part"
+            );
+        }
+    }
+
+    // Blocking reload: ask for the hinted part; the answer comes when it exists and lists it.
+    let hint = parsed["480p"]["preload_hint"]["uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (msn, part) = part_of(&hint);
+    let started = Instant::now();
+    let blocked = origin.get(&format!(
+        "/live/{id}/480p/playlist.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+    ));
+    let waited = started.elapsed();
+    assert_eq!(blocked.status, 200, "{}", blocked.text());
+    assert!(
+        blocked.text().contains(&format!("URI=\"{hint}\"")),
+        "{}",
+        blocked.text()
+    );
+    assert!(waited < Duration::from_secs(3), "blocked for {waited:?}");
+    assert_eq!(blocked.header("cache-control"), Some("public, max-age=6"));
+    // The next hinted part, requested directly, waits for it and then arrives whole.
+    let next = parse_with_m3u8(&[("p", blocked.text())])["p"]["preload_hint"]["uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let part_response = origin.get(&format!("/live/{id}/480p/{next}"));
+    assert_eq!(part_response.status, 200);
+    assert_eq!(
+        part_response.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(part_response.header("content-type"), Some("video/mp4"));
+    assert!(part_response.body.len() > 100);
+    assert_eq!(&part_response.body[4..8], b"moof");
+
+    // A delta update skips old segments (once the playlist is long enough).
+    wait_for(
+        "a playlist longer than the skip boundary",
+        Duration::from_secs(40),
+        || {
+            origin
+                .get(&format!("/live/{id}/480p/playlist.m3u8?_HLS_skip=YES"))
+                .text()
+                .contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=")
+        },
+    );
+
+    // Bad requests are refused with a reason; nothing outside the store is reachable.
+    for (path, status) in [
+        (format!("/live/{id}/480p/playlist.m3u8?_HLS_msn=-1"), 400),
+        (format!("/live/{id}/480p/playlist.m3u8?_HLS_msn=abc"), 400),
+        (format!("/live/{id}/480p/playlist.m3u8?_HLS_part=1"), 400),
+        (
+            format!("/live/{id}/480p/playlist.m3u8?_HLS_msn={}", msn + 10),
+            400,
+        ),
+        (format!("/live/{id}/1080p/playlist.m3u8"), 404),
+        ("/live/nosuchstream/master.m3u8".to_owned(), 404),
+        (format!("/live/{id}/../../etc/passwd"), 400),
+        (format!("/live/{id}/%2e%2e/%2e%2e/etc/passwd"), 400),
+        (format!("/vod/{id}/..%2f..%2fregistry.db"), 400),
+    ] {
+        let r = origin.get(&path);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert!(!r.text().trim().is_empty(), "{path}: the error says why");
+    }
+
+    // DASH: the in-progress segment streams as its parts arrive, then equals the stored one.
+    let mpd = origin.get(&format!("/live/{id}/manifest.mpd"));
+    assert_eq!(mpd.status, 200);
+    assert_eq!(mpd.header("content-type"), Some("application/dash+xml"));
+    let text = mpd.text();
+    for needle in [
+        "type=\"dynamic\"",
+        "availabilityTimeOffset=",
+        "availabilityTimeComplete=\"false\"",
+        "<ServiceDescription",
+        "urn:mpeg:dash:utc:http-iso:2014",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    let playlist = origin.get(&format!("/live/{id}/240p/playlist.m3u8")).text();
+    let growing = part_of(
+        parse_with_m3u8(&[("p", playlist)])["p"]["preload_hint"]["uri"]
+            .as_str()
+            .unwrap(),
+    )
+    .0;
+    let started = Instant::now();
+    let chunked = origin.get(&format!("/live/{id}/240p/{growing}.m4s"));
+    assert_eq!(chunked.status, 200);
+    assert_eq!(chunked.header("transfer-encoding"), Some("chunked"));
+    assert!(
+        started.elapsed() > Duration::from_millis(300),
+        "it arrived as produced"
+    );
+    let whole = origin.get(&format!("/live/{id}/240p/{growing}.m4s"));
+    assert_eq!(
+        whole.header("content-length").map(str::to_owned),
+        Some(whole.body.len().to_string())
+    );
+    assert_eq!(chunked.body, whole.body);
+    let time = origin.get("/time");
+    assert!(time.text().ends_with('Z'), "{}", time.text());
+
+    // Thumbnail.
+    let thumb = origin.get(&format!("/live/{id}/thumbnail.jpg"));
+    assert_eq!(thumb.status, 200, "{}", thumb.text());
+    assert_eq!(thumb.header("content-type"), Some("image/jpeg"));
+    assert_eq!(&thumb.body[..2], &[0xFF, 0xD8]);
+
+    // Real players read it: every rendition, HLS and DASH.
+    for name in names {
+        let seconds = decode(&origin.url(&format!("/live/{id}/{name}/playlist.m3u8")), 3);
+        assert!(seconds >= 2.5, "{name}: decoded {seconds} s");
+    }
+    assert!(decode(&origin.url(&format!("/live/{id}/master.m3u8")), 3) >= 2.5);
+    assert!(decode(&origin.url(&format!("/live/{id}/manifest.mpd")), 3) >= 2.5);
+
+    // A part that left the live window is gone.
+    wait_for(
+        "part 0.0 to leave the window",
+        Duration::from_secs(40),
+        || origin.get(&format!("/live/{id}/480p/0.0.m4s")).status == 404,
+    );
+
+    // Stop: the live playlist ends, the session is a recording that plays as VOD.
+    publisher.kill().unwrap();
+    let (status, _) = origin.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
+    assert_eq!(status, 200);
+    wait_for("the recording", Duration::from_secs(20), || {
+        origin
+            .recordings(&id)
+            .first()
+            .is_some_and(|r| r["status"] == "ready")
+    });
+    let ended = origin.get(&format!("/live/{id}/480p/playlist.m3u8")).text();
+    assert!(ended.ends_with("#EXT-X-ENDLIST\n"), "{ended}");
+    let recording = origin.recordings(&id)[0].clone();
+    let rec = recording["id"].as_str().unwrap();
+    assert!(recording["duration"].as_f64().unwrap() > 8.0, "{recording}");
+    let vod_names = ["master", "480p", "audio"];
+    let vod: Vec<(&str, String)> = vod_names
+        .iter()
+        .map(|n| {
+            let path = if *n == "master" {
+                format!("/vod/{rec}/master.m3u8")
+            } else {
+                format!("/vod/{rec}/{n}/playlist.m3u8")
+            };
+            let r = origin.get(&path);
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            assert_eq!(r.header("cache-control"), Some("public, max-age=86400"));
+            (*n, r.text())
+        })
+        .collect();
+    let parsed = parse_with_m3u8(&vod);
+    assert_eq!(parsed["480p"]["endlist"], true);
+    assert_eq!(parsed["480p"]["playlist_type"], "vod");
+    assert!(parsed["480p"]["segments"].as_array().unwrap().len() >= 4);
+    assert!(decode(&origin.url(&format!("/vod/{rec}/master.m3u8")), 60) > 8.0);
+    assert!(decode(&origin.url(&format!("/vod/{rec}/manifest.mpd")), 60) > 8.0);
+    let archived = origin
+        .dir
+        .path()
+        .join("objects/recordings")
+        .join(rec)
+        .join("480p");
+    let files = std::fs::read_dir(&archived).unwrap().count();
+    assert!(files >= 5, "{files} files in {}", archived.display());
+
+    // Convert keeps it past retention.
+    let (status, converted) = origin.api(
+        "POST",
+        &format!("/api/v1/livestreams/{id}/recordings/{rec}/convert"),
+        "",
+    );
+    assert_eq!(status, 200, "{converted}");
+    assert_eq!(converted["status"], "vod");
+    assert!(converted["expires_at"].is_null());
+}
+
+#[test]
+fn archive_to_s3_survives_an_origin_restart() {
+    let _heavy = one_at_a_time();
+    let garage = Garage::start().unwrap();
+    let s3 = garage.storage_config();
+    let storage = format!(
+        "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        s3.endpoint,
+        s3.region,
+        s3.bucket,
+        s3.access_key_id,
+        s3.secret_access_key.expose()
+    );
+    let origin = Origin::start(&storage);
+    let stream = origin.create(r#"{"title": "s3", "settings": {"resolutions": ["240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let mut publisher = publish(&stream);
+    wait_for("the live playlist", Duration::from_secs(60), || {
+        origin
+            .get(&format!("/live/{id}/240p/playlist.m3u8"))
+            .text()
+            .matches("#EXTINF")
+            .count()
+            >= 4
+    });
+    publisher.kill().unwrap();
+    let (status, _) = origin.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
+    assert_eq!(status, 200);
+    wait_for("the recording", Duration::from_secs(30), || {
+        origin
+            .recordings(&id)
+            .first()
+            .is_some_and(|r| r["status"] == "ready")
+    });
+    let rec = origin.recordings(&id)[0]["id"].as_str().unwrap().to_owned();
+
+    // The objects are in the bucket.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys: Vec<String> = runtime.block_on(async {
+        let listed = garage
+            .client()
+            .list_objects_v2()
+            .bucket(&s3.bucket)
+            .prefix(format!("recordings/{rec}/"))
+            .send()
+            .await
+            .unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    });
+    assert!(
+        keys.contains(&format!("recordings/{rec}/index.json")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&format!("recordings/{rec}/240p/init.mp4")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().filter(|k| k.ends_with(".m4s")).count() >= 8,
+        "{keys:?}"
+    );
+
+    // Restart the origin: the recording and its playlists come back and play.
+    let mut process = origin.process;
+    process
+        .stop_with(libc_sigterm(), Duration::from_secs(20))
+        .unwrap();
+    let again = Origin {
+        process: process.start_again().unwrap(),
+        dir: origin.dir,
+    };
+    assert_eq!(again.recordings(&id)[0]["id"], rec.as_str());
+    let playlist = again.get(&format!("/vod/{rec}/240p/playlist.m3u8"));
+    assert_eq!(playlist.status, 200, "{}", playlist.text());
+    assert!(playlist.text().contains("#EXT-X-ENDLIST"));
+    assert!(decode(&again.url(&format!("/vod/{rec}/master.m3u8")), 60) > 6.0);
+}
+
+#[test]
+fn an_unreachable_archive_does_not_stop_live_delivery() {
+    let _heavy = one_at_a_time();
+    // An S3 endpoint where nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let storage = format!(
+        "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"down\"\naccess_key_id = \"GKnone\"\nsecret_access_key = \"none\"\n"
+    );
+    let origin = Origin::start(&storage);
+    let stream = origin.create(r#"{"title": "outage", "settings": {"resolutions": ["240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let _publisher = publish(&stream);
+    wait_for(
+        "live segments despite the outage",
+        Duration::from_secs(60),
+        || {
+            origin
+                .get(&format!("/live/{id}/240p/playlist.m3u8"))
+                .text()
+                .matches("#EXTINF")
+                .count()
+                >= 4
+        },
+    );
+    assert!(decode(&origin.url(&format!("/live/{id}/240p/playlist.m3u8")), 2) >= 1.5);
+    wait_for("the outage event", Duration::from_secs(30), || {
+        origin.events(&id).contains("archive is failing")
+    });
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
