@@ -286,6 +286,7 @@ impl Delivery {
             );
         }
         let blocking = query.msn.is_some();
+        let mut waited = false;
         if let Some(msn) = query.msn {
             let decide = |s: &StreamPackager| {
                 s.rendition(rendition).map_or(BlockingState::Ready, |r| {
@@ -317,6 +318,7 @@ impl Delivery {
                             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                         return r;
                     }
+                    waited = true;
                 }
                 Some(BlockingState::Ready) => {}
                 None => return unavailable(key),
@@ -341,7 +343,12 @@ impl Delivery {
         } else {
             live_playlist_cache(&state)
         };
-        reply(StatusCode::OK, PLAYLIST_TYPE, &cache, key, full(text))
+        drop(state);
+        let response = reply(StatusCode::OK, PLAYLIST_TYPE, &cache, key, full(text));
+        if waited {
+            media.observe_wake(rendition);
+        }
+        response
     }
 
     async fn part(
@@ -384,7 +391,11 @@ impl Delivery {
             };
             match found {
                 PartLookup::Ready(kind, bytes) => {
-                    return reply(StatusCode::OK, kind, IMMUTABLE, key, full(bytes));
+                    let response = reply(StatusCode::OK, kind, IMMUTABLE, key, full(bytes));
+                    if waited {
+                        media.observe_wake(rendition);
+                    }
+                    return response;
                 }
                 PartLookup::Gone => {
                     return error(

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cascade_transcoder::handoff::{MediaEvent, MediaSink};
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::delivery_metrics;
 use crate::packager::{PackagerSettings, StreamPackager};
 use crate::stream::StreamConfig;
 
@@ -66,6 +67,16 @@ pub struct LiveMedia {
     pub stream_id: String,
     state: Mutex<StreamPackager>,
     version: watch::Sender<u64>,
+    last_change: Mutex<HashMap<String, Instant>>,
+    ingest_clock: Mutex<Option<IngestClock>>,
+}
+
+/// When the transcoder run `run` started taking media: its media time zero entered the
+/// origin then (the transcoder starts at the publisher's first keyframe).
+#[derive(Debug, Clone, Copy)]
+struct IngestClock {
+    run: u32,
+    started: Instant,
 }
 
 impl LiveMedia {
@@ -74,6 +85,8 @@ impl LiveMedia {
             stream_id: stream_id.to_owned(),
             state: Mutex::new(StreamPackager::new(settings)),
             version: watch::channel(0).0,
+            last_change: Mutex::new(HashMap::new()),
+            ingest_clock: Mutex::new(None),
         }
     }
 
@@ -82,8 +95,26 @@ impl LiveMedia {
         self.state.lock().ok()
     }
 
-    fn changed(&self) {
+    fn changed(&self, rendition: Option<&str>) {
+        if let Some(rendition) = rendition
+            && let Ok(mut at) = self.last_change.lock()
+        {
+            at.insert(rendition.to_owned(), Instant::now());
+        }
         self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Time since `rendition` last changed (a part was added): for a request that waited,
+    /// how long its answer took after the part it waited for.
+    pub fn since_change(&self, rendition: &str) -> Option<Duration> {
+        Some(self.last_change.lock().ok()?.get(rendition)?.elapsed())
+    }
+
+    /// Records a waited-for answer about `rendition` in the wake-up histogram.
+    pub fn observe_wake(&self, rendition: &str) {
+        if let Some(since) = self.since_change(rendition) {
+            delivery_metrics().blocked_wake.observe(since.as_secs_f64());
+        }
     }
 
     /// Waits until `ready` holds for the packager state or `timeout` passes; returns whether
@@ -135,16 +166,27 @@ impl LivePackager {
         let Ok(mut streams) = self.streams.lock() else {
             return Arc::new(LiveMedia::new(stream_id, settings));
         };
-        if let Some(existing) = streams.get(stream_id) {
-            let reusable = existing
-                .lock()
-                .is_some_and(|s| !s.ended() && *s.settings() == settings);
-            if reusable {
-                return Arc::clone(existing);
+        let media = match streams.get(stream_id) {
+            Some(existing)
+                if existing
+                    .lock()
+                    .is_some_and(|s| !s.ended() && *s.settings() == settings) =>
+            {
+                Arc::clone(existing)
             }
+            _ => {
+                let media = Arc::new(LiveMedia::new(stream_id, settings));
+                streams.insert(stream_id.to_owned(), Arc::clone(&media));
+                media
+            }
+        };
+        let run = media.lock().map_or(0, |s| s.runs());
+        if let Ok(mut clock) = media.ingest_clock.lock() {
+            *clock = Some(IngestClock {
+                run,
+                started: Instant::now(),
+            });
         }
-        let media = Arc::new(LiveMedia::new(stream_id, settings));
-        streams.insert(stream_id.to_owned(), Arc::clone(&media));
         media
     }
 
@@ -170,7 +212,7 @@ impl LivePackager {
                 msn,
             });
         }
-        media.changed();
+        media.changed(None);
         self.send(ArchiveJob::StreamEnded {
             stream_id: stream_id.to_owned(),
         });
@@ -207,10 +249,31 @@ impl MediaSink for LivePackager {
             Some(media) => media,
             None => self.open(stream_id, PackagerSettings::default()),
         };
-        let result = match media.lock() {
-            Some(mut state) => state.apply(rendition, event, now_ms()),
+        let fragment_end = match &event {
+            MediaEvent::Fragment(f) => Some(f.decode_time.saturating_add(f.duration)),
+            _ => None,
+        };
+        let (result, run_and_time) = match media.lock() {
+            Some(mut state) => {
+                let result = state.apply(rendition, event, now_ms());
+                let measured = state
+                    .rendition(rendition)
+                    .and_then(|r| Some((r.runs().checked_sub(1)?, r.seconds(fragment_end?))));
+                (result, measured)
+            }
             None => return,
         };
+        if let Some((run, end)) = run_and_time
+            && let Ok(clock) = media.ingest_clock.lock()
+            && let Some(clock) = *clock
+            && clock.run == run
+        {
+            let ingested = clock.started + Duration::from_secs_f64(end);
+            let latency = Instant::now().saturating_duration_since(ingested);
+            delivery_metrics()
+                .part_latency
+                .observe(latency.as_secs_f64());
+        }
         match result {
             Ok(applied) => {
                 if let Some(id) = applied.new_init {
@@ -220,6 +283,11 @@ impl MediaSink for LivePackager {
                         id,
                     });
                 }
+                if !applied.completed.is_empty() {
+                    delivery_metrics()
+                        .memory_bytes
+                        .set(i64::try_from(self.memory_bytes()).unwrap_or(i64::MAX));
+                }
                 for msn in &applied.completed {
                     self.send(ArchiveJob::Segment {
                         stream_id: stream_id.to_owned(),
@@ -228,7 +296,7 @@ impl MediaSink for LivePackager {
                     });
                 }
                 if applied.changed {
-                    media.changed();
+                    media.changed(Some(rendition));
                 }
             }
             Err(e) => {

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 use cascade_service::metrics::must;
 
@@ -108,6 +108,66 @@ pub fn live_metrics() -> &'static LiveMetrics {
             Box::new(m.transcoder_bitrate.clone()),
             Box::new(m.transcoder_dropped.clone()),
             Box::new(m.transcoder_restarts.clone()),
+        ] {
+            let _ = prometheus::register(c);
+        }
+        m
+    })
+}
+
+/// Packaging and delivery metrics.
+pub struct DeliveryMetrics {
+    /// Seconds from a part being packaged to a blocked playlist or part request that waited
+    /// for it having its answer.
+    pub blocked_wake: Histogram,
+    /// Seconds from a part's last frame entering the origin (RTMP) to the part being
+    /// available for delivery: transcoding plus packaging latency.
+    pub part_latency: Histogram,
+    /// Bytes of media the packager holds in memory, all live streams.
+    pub memory_bytes: IntGauge,
+    /// Segments waiting for the archive (upload failing or behind).
+    pub archive_backlog: IntGauge,
+}
+
+/// The process's delivery metrics, registered on first use.
+pub fn delivery_metrics() -> &'static DeliveryMetrics {
+    static METRICS: OnceLock<DeliveryMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let fine = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+        ];
+        let coarse = vec![
+            0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0,
+        ];
+        let m = DeliveryMetrics {
+            blocked_wake: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "origin_blocked_request_wake_seconds",
+                    "From a part being packaged to the answer of a request that waited for it",
+                )
+                .buckets(fine),
+            )),
+            part_latency: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "origin_part_latency_seconds",
+                    "From a part's last frame arriving over RTMP to the part being deliverable",
+                )
+                .buckets(coarse),
+            )),
+            memory_bytes: must(IntGauge::new(
+                "origin_packager_memory_bytes",
+                "Media bytes held in memory by the packager",
+            )),
+            archive_backlog: must(IntGauge::new(
+                "origin_archive_backlog",
+                "Archive jobs queued or being retried",
+            )),
+        };
+        for c in [
+            Box::new(m.blocked_wake.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.part_latency.clone()),
+            Box::new(m.memory_bytes.clone()),
+            Box::new(m.archive_backlog.clone()),
         ] {
             let _ = prometheus::register(c);
         }

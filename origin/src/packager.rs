@@ -168,6 +168,7 @@ pub struct Rendition {
     runs_seen: u32,
     run_offset: u64,
     next_boundary: f64,
+    boundary_tolerance: f64,
     next_msn: u64,
     pending_discontinuity: bool,
     pending_init: Option<Bytes>,
@@ -209,10 +210,16 @@ impl Rendition {
             runs_seen: self.runs_seen,
             run_offset: self.run_offset,
             next_boundary: self.next_boundary,
+            boundary_tolerance: self.boundary_tolerance,
             next_msn: self.next_msn,
             pending_discontinuity: self.pending_discontinuity,
             pending_init: None,
         }
+    }
+
+    /// Transcoder runs this rendition has started (its current run is `runs() - 1`).
+    pub fn runs(&self) -> u32 {
+        self.runs_seen
     }
 
     /// Timescale of the track.
@@ -266,12 +273,16 @@ impl Rendition {
     }
 
     /// The part a client should ask for next, as `(msn, part index)`: the preload hint.
+    /// Once the segment in progress has reached its boundary, the next part starts the next
+    /// segment (the keyframes are on the same clock), so that is the one hinted.
     pub fn next_part(&self) -> Option<(u64, usize)> {
         if self.ended {
             return None;
         }
         let last = self.segments.back()?;
-        if last.complete {
+        let run_end = self.seconds(last.end().saturating_sub(self.run_offset));
+        let at_boundary = run_end + self.boundary_tolerance >= self.next_boundary;
+        if last.complete || (!last.parts.is_empty() && at_boundary) {
             Some((last.msn + 1, 0))
         } else {
             Some((last.msn, last.parts.len()))
@@ -392,6 +403,15 @@ impl StreamPackager {
     /// The stream has ended: every rendition is complete and no more media will come.
     pub fn ended(&self) -> bool {
         self.ended
+    }
+
+    /// Transcoder runs started so far (by the rendition furthest along).
+    pub fn runs(&self) -> u32 {
+        self.renditions
+            .values()
+            .map(|r| r.runs_seen)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The rendition `name`.
@@ -561,6 +581,7 @@ impl StreamPackager {
         }
 
         let tolerance = (settings.part_target / 2.0).min(settings.segment_target / 4.0);
+        r.boundary_tolerance = tolerance;
         let open = r.segments.back().is_some_and(|s| !s.complete);
         let cut = !open || (independent && run_time + tolerance >= r.next_boundary);
         if cut {
@@ -722,6 +743,7 @@ fn new_rendition_with(name: &str, track: TrackInfo, bandwidth: u32) -> Rendition
         runs_seen: 0,
         run_offset: 0,
         next_boundary: 0.0,
+        boundary_tolerance: 0.0,
         next_msn: 0,
         pending_discontinuity: false,
         pending_init: None,
@@ -844,6 +866,11 @@ pub(crate) mod tests {
         assert_eq!(r.seconds(r.segments[1].duration), 2.0);
         assert_eq!(r.last_part(), Some((2, 1)));
         assert_eq!(r.next_part(), Some((2, 2)));
+        // At the segment's end the next part is the next segment's first.
+        feed_video(&mut p, "720p", 5.0, 1.0, &mut now);
+        let r = p.rendition("720p").unwrap();
+        assert_eq!(r.segment(2).map(|s| s.parts.len()), Some(4));
+        assert_eq!(r.next_part(), Some((3, 0)));
         assert!((r.frame_rate.unwrap() - 30.0).abs() < 1e-9);
         // The anchor is the wall-clock time of timeline zero.
         assert_eq!(p.anchor_ms(), Some(1_000_000 - 500));
