@@ -61,7 +61,7 @@ pub fn live_mpd(stream: &StreamPackager, options: &MpdOptions) -> String {
     };
     let listed: Vec<(&Rendition, Vec<&Segment>)> = renditions
         .iter()
-        .map(|r| (*r, live_segments(r, list, low_latency)))
+        .map(|r| (*r, r.listed_segments(list, low_latency)))
         .collect();
     let end_ms = listed
         .iter()
@@ -251,22 +251,6 @@ struct PeriodPlan<'a> {
     duration_ms: Option<u64>,
     /// Renditions with segments in the Period, video highest first, audio last.
     tracks: Vec<Track<'a>>,
-}
-
-/// The segments a live manifest lists: the last `list` complete ones (all when `None`) and,
-/// with `in_progress`, the segment in progress once it has a part.
-fn live_segments(rendition: &Rendition, list: Option<usize>, in_progress: bool) -> Vec<&Segment> {
-    let all: Vec<&Segment> = rendition
-        .segments
-        .iter()
-        .filter(|s| s.complete || (in_progress && !s.parts.is_empty()))
-        .collect();
-    let Some(list) = list else {
-        return all;
-    };
-    let complete = all.iter().filter(|s| s.complete).count();
-    let drop = complete.saturating_sub(list);
-    all.into_iter().skip(drop).collect()
 }
 
 /// Splits each rendition's segments into Periods by discontinuity sequence.

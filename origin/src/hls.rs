@@ -176,7 +176,7 @@ pub fn media_playlist(
     };
     let vod = kind == PlaylistKind::Vod;
     let target = target_duration(segment_target, rendition);
-    let segments = listed_segments(rendition, list);
+    let segments = rendition.listed_segments(list, true);
     let mut out = String::with_capacity(256 + segments.len() * 64);
     let version = if low_latency { 9 } else { 7 };
     let _ = writeln!(
@@ -302,22 +302,6 @@ pub fn media_playlist(
         out.push_str("#EXT-X-ENDLIST\n");
     }
     out
-}
-
-/// The segments a playlist lists: the last `list` complete ones (all when `None`) and the
-/// one in progress.
-fn listed_segments(rendition: &Rendition, list: Option<usize>) -> Vec<&Segment> {
-    let all: Vec<&Segment> = rendition
-        .segments
-        .iter()
-        .filter(|s| s.complete || !s.parts.is_empty())
-        .collect();
-    let Some(list) = list else {
-        return all;
-    };
-    let complete = all.iter().filter(|s| s.complete).count();
-    let drop = complete.saturating_sub(list);
-    all.into_iter().skip(drop).collect()
 }
 
 /// How many leading segments a delta update may replace: complete ones lying wholly more

@@ -217,6 +217,31 @@ impl Rendition {
         }
     }
 
+    /// Sort key for listings: video before audio, tallest first, then by name.
+    pub fn listing_order(&self) -> (bool, std::cmp::Reverse<u16>, String) {
+        (
+            self.track.kind != TrackKind::Video,
+            std::cmp::Reverse(self.track.height),
+            self.name.clone(),
+        )
+    }
+
+    /// The segments a live playlist or manifest lists: the last `list` complete ones (all
+    /// held when `None`), plus the one in progress when `in_progress`.
+    pub fn listed_segments(&self, list: Option<usize>, in_progress: bool) -> Vec<&Segment> {
+        let all: Vec<&Segment> = self
+            .segments
+            .iter()
+            .filter(|s| s.complete || (in_progress && !s.parts.is_empty()))
+            .collect();
+        let Some(list) = list else {
+            return all;
+        };
+        let complete = all.iter().filter(|s| s.complete).count();
+        let drop = complete.saturating_sub(list);
+        all.into_iter().skip(drop).collect()
+    }
+
     /// Transcoder runs this rendition has started (its current run is `runs() - 1`).
     pub fn runs(&self) -> u32 {
         self.runs_seen
@@ -438,13 +463,7 @@ impl StreamPackager {
             .values()
             .filter(|r| !r.inits.is_empty())
             .collect();
-        list.sort_by_key(|r| {
-            (
-                r.track.kind != TrackKind::Video,
-                std::cmp::Reverse(r.track.height),
-                r.name.clone(),
-            )
-        });
+        list.sort_by_key(|r| r.listing_order());
         list
     }
 

@@ -195,13 +195,7 @@ impl RecordingIndex {
             .filter(|r| !r.segments.is_empty())
             .map(to_rendition)
             .collect();
-        list.sort_by_key(|r| {
-            (
-                r.track.kind != TrackKind::Video,
-                std::cmp::Reverse(r.track.height),
-                r.name.clone(),
-            )
-        });
+        list.sort_by_key(|r| r.listing_order());
         list
     }
 }
