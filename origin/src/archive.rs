@@ -21,6 +21,7 @@ use crate::delivery::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, re
 use crate::event::{EventType, NewEvent, Severity};
 use crate::hls::{self, PlaylistKind, Skip};
 use crate::media::{ArchiveJob, LivePackager};
+use crate::metrics::delivery_metrics;
 use crate::packager::{Rendition, Segment, init_file_name};
 use crate::recording::{self, RecordingIndex};
 use crate::registry::{Registry, now_ms};
@@ -98,7 +99,10 @@ impl Archive {
                 batch.push(more);
             }
             let mut touched: Vec<String> = Vec::new();
+            let backlog = &delivery_metrics().archive_backlog;
+            backlog.set(i64::try_from(batch.len()).unwrap_or(i64::MAX));
             for job in batch {
+                backlog.dec();
                 match job {
                     ArchiveJob::Init {
                         stream_id,

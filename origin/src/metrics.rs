@@ -125,7 +125,7 @@ pub struct DeliveryMetrics {
     pub part_latency: Histogram,
     /// Bytes of media the packager holds in memory, all live streams.
     pub memory_bytes: IntGauge,
-    /// Segments waiting for the archive (upload failing or behind).
+    /// Archive jobs of the batch in progress not yet done (grows while uploads fail).
     pub archive_backlog: IntGauge,
 }
 
