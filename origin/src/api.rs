@@ -423,12 +423,30 @@ impl StreamApi {
         }
     }
 
+    fn recording_response(&self, r: &RecordingRecord) -> HttpResponse {
+        json_response(StatusCode::OK, &recording_json(r, &self.urls.http_base))
+    }
+
+    /// The recording, unless it is still being recorded (409: `action` waits for the end).
+    async fn finished_recording(
+        &self,
+        id: &str,
+        rec: &str,
+        action: &str,
+    ) -> Result<RecordingRecord, Box<HttpResponse>> {
+        let r = self.find_recording(id, rec).await?;
+        if r.status == "recording" {
+            return Err(Box::new(json_error(
+                StatusCode::CONFLICT,
+                format!("the recording is still live; {action} it after the stream ends"),
+            )));
+        }
+        Ok(r)
+    }
+
     async fn recording(&self, id: &str, rec: &str) -> Result<HttpResponse, Box<HttpResponse>> {
         let r = self.find_recording(id, rec).await?;
-        Ok(json_response(
-            StatusCode::OK,
-            &recording_json(&r, &self.urls.http_base),
-        ))
+        Ok(self.recording_response(&r))
     }
 
     async fn convert_recording(
@@ -436,24 +454,16 @@ impl StreamApi {
         id: &str,
         rec: &str,
     ) -> Result<HttpResponse, Box<HttpResponse>> {
-        let r = self.find_recording(id, rec).await?;
-        if r.status == "recording" {
-            return Err(Box::new(json_error(
-                StatusCode::CONFLICT,
-                "the recording is still live; convert it after the stream ends",
-            )));
-        }
+        let mut r = self.finished_recording(id, rec, "convert").await?;
         self.live
             .registry()
             .convert_recording(rec)
             .await
             .map_err(|e| Box::new(internal(e)))?;
-        let r = self.find_recording(id, rec).await?;
+        r.status = "vod".into();
+        r.expires_at = None;
         tracing::info!(stream = %id, recording = %rec, "recording converted to VOD");
-        Ok(json_response(
-            StatusCode::OK,
-            &recording_json(&r, &self.urls.http_base),
-        ))
+        Ok(self.recording_response(&r))
     }
 
     async fn delete_recording(
@@ -461,13 +471,7 @@ impl StreamApi {
         id: &str,
         rec: &str,
     ) -> Result<HttpResponse, Box<HttpResponse>> {
-        let r = self.find_recording(id, rec).await?;
-        if r.status == "recording" {
-            return Err(Box::new(json_error(
-                StatusCode::CONFLICT,
-                "the recording is still live; stop the stream first",
-            )));
-        }
+        self.finished_recording(id, rec, "delete").await?;
         self.archive
             .delete(rec)
             .await

@@ -268,23 +268,19 @@ impl Delivery {
             Ok(q) => q,
             Err(e) => return route_error(e),
         };
-        let (target, settings_ok) = match media.lock() {
-            Some(state) => match state.rendition(rendition) {
-                Some(r) => (
-                    hls::target_duration(state.settings().segment_target, r),
-                    true,
-                ),
-                None => (0, false),
-            },
+        let target = match media.lock() {
+            Some(state) => state
+                .rendition(rendition)
+                .map(|r| hls::target_duration(state.settings().segment_target, r)),
             None => return unavailable(key),
         };
-        if !settings_ok {
+        let Some(target) = target else {
             return error(
                 StatusCode::NOT_FOUND,
                 key,
                 format!("no rendition {rendition}"),
             );
-        }
+        };
         let blocking = query.msn.is_some();
         let mut waited = false;
         if let Some(msn) = query.msn {

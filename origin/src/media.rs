@@ -236,6 +236,16 @@ impl LivePackager {
             .sum()
     }
 
+    /// Publishes [`LivePackager::memory_bytes`] every `every`, off the media path.
+    pub async fn report_memory(self: Arc<Self>, every: Duration) {
+        loop {
+            delivery_metrics()
+                .memory_bytes
+                .set(i64::try_from(self.memory_bytes()).unwrap_or(i64::MAX));
+            tokio::time::sleep(every).await;
+        }
+    }
+
     fn send(&self, job: ArchiveJob) {
         if let Some(archive) = &self.archive {
             let _ = archive.send(job);
@@ -282,11 +292,6 @@ impl MediaSink for LivePackager {
                         rendition: rendition.to_owned(),
                         id,
                     });
-                }
-                if !applied.completed.is_empty() {
-                    delivery_metrics()
-                        .memory_bytes
-                        .set(i64::try_from(self.memory_bytes()).unwrap_or(i64::MAX));
                 }
                 for msn in &applied.completed {
                     self.send(ArchiveJob::Segment {

@@ -92,11 +92,18 @@ pub struct Segment {
     pub size: u64,
     /// The archive holds it.
     pub archived: bool,
+    /// A complete segment's bytes in one buffer, while in memory; its parts are slices of it,
+    /// so serving the whole segment copies nothing.
+    pub whole: Option<Bytes>,
 }
 
 impl Segment {
-    /// The whole segment when every part is still in memory.
+    /// The whole segment when every part is still in memory (a copy only while the segment
+    /// is in progress).
     pub fn bytes(&self) -> Option<Bytes> {
+        if let Some(whole) = &self.whole {
+            return Some(whole.clone());
+        }
         if self.parts.len() == 1 {
             return self.parts.first().and_then(|p| p.bytes.clone());
         }
@@ -625,6 +632,7 @@ impl StreamPackager {
                 program_date_time_ms: anchor_ms.saturating_add((start_seconds * 1000.0) as u64),
                 size: 0,
                 archived: false,
+                whole: None,
             });
         }
         let part_seconds = fragment.duration as f64 / timescale;
@@ -738,6 +746,7 @@ impl StreamPackager {
                 for part in &mut segment.parts {
                     part.bytes = None;
                 }
+                segment.whole = None;
             }
         }
     }
@@ -782,6 +791,17 @@ fn close_segment(r: &mut Rendition) -> Option<u64> {
         return None;
     }
     segment.complete = true;
+    // One buffer for the whole segment, parts re-pointed into it: segment requests and the
+    // archive then share it instead of concatenating parts each time.
+    if let Some(whole) = segment.bytes() {
+        let mut at = 0;
+        for part in &mut segment.parts {
+            let len = part.bytes.as_ref().map_or(0, Bytes::len);
+            part.bytes = Some(whole.slice(at..at + len));
+            at += len;
+        }
+        segment.whole = Some(whole);
+    }
     let seconds = segment.duration as f64 / timescale;
     r.longest_segment = r.longest_segment.max(seconds);
     Some(segment.msn)
@@ -878,6 +898,18 @@ pub(crate) mod tests {
         assert_eq!(msns, vec![0, 1, 2]);
         assert_eq!(r.segments[0].parts.len(), 4);
         assert!(r.segments[0].complete && r.segments[1].complete);
+        let whole = r.segments[0].whole.clone().unwrap();
+        assert_eq!(whole.len(), 400);
+        assert_eq!(
+            r.segments[0].bytes().unwrap().as_ptr(),
+            whole.as_ptr(),
+            "no copy"
+        );
+        assert_eq!(
+            r.segments[0].parts[1].bytes.as_ref().unwrap().as_ptr(),
+            whole[100..].as_ptr(),
+            "parts are slices of the whole"
+        );
         assert!(!r.segments[2].complete);
         assert_eq!(r.segments[2].parts.len(), 2);
         assert!(r.segments[1].parts[0].independent);

@@ -237,6 +237,7 @@ fn to_rendition(r: &RenditionIndex) -> Rendition {
             program_date_time_ms: s.program_date_time_ms,
             size: s.size,
             archived: true,
+            whole: None,
         })
         .collect();
     let inits = r

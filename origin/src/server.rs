@@ -48,6 +48,7 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         .context("cannot finish the recordings left open by the previous run")?;
     let archive_task = tokio::spawn(Arc::clone(&archive).run(archive_rx));
     let retention_task = tokio::spawn(Arc::clone(&archive).retention_loop(RETENTION_EVERY));
+    let memory_task = tokio::spawn(Arc::clone(&packager).report_memory(MEMORY_EVERY));
     let live = Live::new(
         registry,
         live_options(&config),
@@ -121,9 +122,13 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     http_task.abort();
     retention_task.abort();
+    memory_task.abort();
     archive_task.abort();
     Ok(())
 }
+
+/// How often the packager's memory gauge is refreshed.
+const MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often expired recordings are looked for.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);

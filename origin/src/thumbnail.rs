@@ -46,34 +46,9 @@ impl Thumbnails {
 
     /// Answers a thumbnail request for `media`.
     pub async fn serve(&self, media: &Arc<LiveMedia>, key: &str) -> Response<Body> {
-        let cache_control = format!("public, max-age={}", REFRESH.as_secs());
-        if let Some(jpeg) = self.cached(&media.stream_id) {
-            return reply(
-                StatusCode::OK,
-                "image/jpeg",
-                &cache_control,
-                key,
-                full(jpeg),
-            );
-        }
-        let _turn = self.decoding.lock().await;
-        if let Some(jpeg) = self.cached(&media.stream_id) {
-            return reply(
-                StatusCode::OK,
-                "image/jpeg",
-                &cache_control,
-                key,
-                full(jpeg),
-            );
-        }
-        let Some(input) = newest_keyframe_segment(media) else {
-            return error(StatusCode::NOT_FOUND, key, "no complete video segment yet");
-        };
-        match decode_first_frame(&self.ffmpeg, input).await {
+        match self.thumbnail(media).await {
             Ok(jpeg) => {
-                if let Ok(mut cache) = self.cache.lock() {
-                    cache.insert(media.stream_id.clone(), (Instant::now(), jpeg.clone()));
-                }
+                let cache_control = format!("public, max-age={}", REFRESH.as_secs());
                 reply(
                     StatusCode::OK,
                     "image/jpeg",
@@ -82,13 +57,41 @@ impl Thumbnails {
                     full(jpeg),
                 )
             }
+            Err(response) => *response,
+        }
+    }
+
+    /// The cached thumbnail, or a fresh one (one decode at a time; a request that waited
+    /// for another's decode takes its result).
+    async fn thumbnail(&self, media: &LiveMedia) -> Result<Bytes, Box<Response<Body>>> {
+        if let Some(jpeg) = self.cached(&media.stream_id) {
+            return Ok(jpeg);
+        }
+        let _turn = self.decoding.lock().await;
+        if let Some(jpeg) = self.cached(&media.stream_id) {
+            return Ok(jpeg);
+        }
+        let Some(input) = newest_keyframe_segment(media) else {
+            return Err(Box::new(error(
+                StatusCode::NOT_FOUND,
+                "",
+                "no complete video segment yet",
+            )));
+        };
+        match decode_first_frame(&self.ffmpeg, input).await {
+            Ok(jpeg) => {
+                if let Ok(mut cache) = self.cache.lock() {
+                    cache.insert(media.stream_id.clone(), (Instant::now(), jpeg.clone()));
+                }
+                Ok(jpeg)
+            }
             Err(e) => {
                 tracing::warn!(stream = %media.stream_id, error = %e, "thumbnail failed");
-                error(
+                Err(Box::new(error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    key,
+                    "",
                     "the thumbnail could not be made",
-                )
+                )))
             }
         }
     }

@@ -216,15 +216,33 @@ fn part_of(uri: &str) -> (u64, u64) {
     (msn.parse().unwrap(), part.parse().unwrap())
 }
 
-fn wait_for_media(origin: &Origin, id: &str) {
-    wait_for("the live playlists", Duration::from_secs(60), || {
+/// Waits until the live playlist of `rendition` lists `segments` complete segments.
+fn wait_for_segments(origin: &Origin, id: &str, rendition: &str, segments: usize) {
+    wait_for(
+        &format!("{segments} segments of {rendition}"),
+        Duration::from_secs(60),
+        || {
+            origin
+                .get(&format!("/live/{id}/{rendition}/playlist.m3u8"))
+                .text()
+                .matches("#EXTINF")
+                .count()
+                >= segments
+        },
+    );
+}
+
+/// Stops the stream and waits for its recording; returns the recording id.
+fn stop_and_wait_for_recording(origin: &Origin, id: &str) -> String {
+    let (status, _) = origin.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
+    assert_eq!(status, 200);
+    wait_for("the recording", Duration::from_secs(30), || {
         origin
-            .get(&format!("/live/{id}/480p/playlist.m3u8"))
-            .text()
-            .matches("#EXTINF")
-            .count()
-            >= 3
+            .recordings(id)
+            .first()
+            .is_some_and(|r| r["status"] == "ready")
     });
+    origin.recordings(id)[0]["id"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -236,7 +254,7 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
     );
     let id = stream["id"].as_str().unwrap().to_owned();
     let mut publisher = publish(&stream);
-    wait_for_media(&origin, &id);
+    wait_for_segments(&origin, &id, "480p", 3);
 
     // Playlists as a player sees them, parsed by m3u8.
     let master = origin.get(&format!("/live/{id}/master.m3u8"));
@@ -445,18 +463,11 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
 
     // Stop: the live playlist ends, the session is a recording that plays as VOD.
     publisher.kill().unwrap();
-    let (status, _) = origin.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
-    assert_eq!(status, 200);
-    wait_for("the recording", Duration::from_secs(20), || {
-        origin
-            .recordings(&id)
-            .first()
-            .is_some_and(|r| r["status"] == "ready")
-    });
+    let rec = &stop_and_wait_for_recording(&origin, &id);
     let ended = origin.get(&format!("/live/{id}/480p/playlist.m3u8")).text();
     assert!(ended.ends_with("#EXT-X-ENDLIST\n"), "{ended}");
     let recording = origin.recordings(&id)[0].clone();
-    let rec = recording["id"].as_str().unwrap();
+    assert_eq!(recording["id"], rec.as_str());
     assert!(recording["duration"].as_f64().unwrap() > 8.0, "{recording}");
     let vod_names = ["master", "480p", "audio"];
     let vod: Vec<(&str, String)> = vod_names
@@ -516,24 +527,9 @@ fn archive_to_s3_survives_an_origin_restart() {
     let stream = origin.create(r#"{"title": "s3", "settings": {"resolutions": ["240p"]}}"#);
     let id = stream["id"].as_str().unwrap().to_owned();
     let mut publisher = publish(&stream);
-    wait_for("the live playlist", Duration::from_secs(60), || {
-        origin
-            .get(&format!("/live/{id}/240p/playlist.m3u8"))
-            .text()
-            .matches("#EXTINF")
-            .count()
-            >= 4
-    });
+    wait_for_segments(&origin, &id, "240p", 4);
     publisher.kill().unwrap();
-    let (status, _) = origin.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
-    assert_eq!(status, 200);
-    wait_for("the recording", Duration::from_secs(30), || {
-        origin
-            .recordings(&id)
-            .first()
-            .is_some_and(|r| r["status"] == "ready")
-    });
-    let rec = origin.recordings(&id)[0]["id"].as_str().unwrap().to_owned();
+    let rec = stop_and_wait_for_recording(&origin, &id);
 
     // The objects are in the bucket.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -600,18 +596,7 @@ fn an_unreachable_archive_does_not_stop_live_delivery() {
     let stream = origin.create(r#"{"title": "outage", "settings": {"resolutions": ["240p"]}}"#);
     let id = stream["id"].as_str().unwrap().to_owned();
     let _publisher = publish(&stream);
-    wait_for(
-        "live segments despite the outage",
-        Duration::from_secs(60),
-        || {
-            origin
-                .get(&format!("/live/{id}/240p/playlist.m3u8"))
-                .text()
-                .matches("#EXTINF")
-                .count()
-                >= 4
-        },
-    );
+    wait_for_segments(&origin, &id, "240p", 4);
     assert!(decode(&origin.url(&format!("/live/{id}/240p/playlist.m3u8")), 2) >= 1.5);
     wait_for("the outage event", Duration::from_secs(30), || {
         origin.events(&id).contains("archive is failing")
