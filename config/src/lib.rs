@@ -7,6 +7,7 @@
 //! the field, and what to write instead, on one line.
 
 mod env;
+mod http3;
 mod kafka;
 mod log;
 mod services;
@@ -19,6 +20,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use http3::{CongestionController, Http3Config, MAX_HTTP3_STREAMS};
 pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
 pub use services::{

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::http3::Http3Config;
 use crate::kafka::is_host_port;
 use crate::validate::Problems;
 use crate::values::{ByteSize, HumanDuration, ListenAddr, Secret};
@@ -458,6 +459,8 @@ pub struct EdgeConfig {
     pub upgrade_socket: String,
     /// Following the purge bus.
     pub purge: PurgeFeedConfig,
+    /// HTTP/3 on the UDP side of `tls_listen`.
+    pub http3: Http3Config,
 }
 
 /// One `[[edge.sites]]` entry.
@@ -501,6 +504,7 @@ impl Default for EdgeConfig {
             }],
             upgrade_socket: String::new(),
             purge: PurgeFeedConfig::default(),
+            http3: Http3Config::default(),
         }
     }
 }
@@ -510,6 +514,7 @@ impl EdgeConfig {
         validate_service(self, p);
         validate_threads("edge", self.threads, p);
         self.purge.validate("edge", p);
+        self.http3.validate(p);
         validate_upstreams("edge.shields", &self.shields, p);
         if !self.origin.is_empty() && !is_host_port(&self.origin) {
             p.push(

@@ -83,6 +83,41 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
     })
 }
 
+/// Metrics of the HTTP/3 listener (its requests are counted with the others, `protocol="h3"`).
+pub struct Http3Metrics {
+    /// QUIC handshakes by outcome (`ok`, `failed`).
+    pub handshakes: IntCounterVec,
+    /// QUIC connections open now.
+    pub open_connections: IntGauge,
+    /// Request streams refused before reaching the proxy, by reason.
+    pub refused_streams: IntCounterVec,
+}
+
+/// The process's HTTP/3 metrics, registered on first use.
+pub fn http3_metrics() -> &'static Http3Metrics {
+    static METRICS: OnceLock<Http3Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let m = Http3Metrics {
+            handshakes: must(IntCounterVec::new(
+                Opts::new("cascade_http3_handshakes_total", "QUIC handshakes on the HTTP/3 listener, by outcome"),
+                &["outcome"],
+            )),
+            open_connections: must(IntGauge::new("cascade_http3_open_connections", "QUIC connections open on the HTTP/3 listener")),
+            refused_streams: must(IntCounterVec::new(
+                Opts::new(
+                    "cascade_http3_refused_streams_total",
+                    "HTTP/3 request streams refused before the proxy (malformed, headers_too_large)",
+                ),
+                &["reason"],
+            )),
+        };
+        let _ = prometheus::register(Box::new(m.handshakes.clone()));
+        let _ = prometheus::register(Box::new(m.open_connections.clone()));
+        let _ = prometheus::register(Box::new(m.refused_streams.clone()));
+        m
+    })
+}
+
 /// How one storage gauge is read.
 type Reading = fn(&TieredStorage) -> u64;
 

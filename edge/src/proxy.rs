@@ -105,6 +105,7 @@ impl Sites {
 }
 
 /// What the cache needs, shared by every tier.
+#[derive(Clone)]
 pub struct CacheCore {
     /// Object store.
     pub storage: &'static TieredStorage,
@@ -135,21 +136,23 @@ pub const FILL_SECRET_HEADER: &str = "x-cascade-fill-secret";
 /// Header naming the tier that answered a server-wide `OPTIONS *` (the readiness probe).
 pub const TIER_HEADER: &str = "x-cascade-tier";
 
-/// The caching proxy of a tier (edge or shield), pingora's `ProxyHttp`.
+/// The caching proxy of a tier (edge or shield), pingora's `ProxyHttp`. Clones share the
+/// cache, the sites and the upstreams: the HTTP/3 listener runs a clone.
+#[derive(Clone)]
 pub struct CachingProxy {
     /// `edge` or `shield`.
     pub tier: &'static str,
     /// The cache.
     pub core: CacheCore,
     /// Served hosts.
-    pub sites: Sites,
+    pub sites: Arc<Sites>,
     /// Where misses go.
     pub upstreams: Arc<Upstreams>,
     /// Upstream timeouts.
     pub timeouts: UpstreamTimeouts,
     /// Requests in progress (for draining on shutdown).
     pub inflight: Arc<AtomicUsize>,
-    /// `Alt-Svc` value to advertise, if any (set by the HTTP/3 listener).
+    /// `Alt-Svc` value advertised on HTTPS (H1/H2) responses when HTTP/3 is served.
     pub alt_svc: Option<HeaderValue>,
     /// This node's `Via` token, e.g. `1.1 cascade-edge`.
     pub via: HeaderValue,
@@ -191,6 +194,23 @@ impl CachingProxy {
     fn next_upstream(&self, ctx: &RequestCtx) -> Option<SocketAddr> {
         let key = ctx.key.as_ref()?;
         self.upstreams.choose(key.primary().as_bytes(), &ctx.tried)
+    }
+
+    /// `h1`, `h2` or `h3` (the HTTP/3 listener's sessions are pingora "custom" sessions).
+    fn protocol(session: &Session) -> &'static str {
+        if session.as_downstream().is_custom() {
+            "h3"
+        } else if session.is_http2() {
+            "h2"
+        } else {
+            "h1"
+        }
+    }
+
+    /// Whether the client reached us over TLS (HTTPS or QUIC).
+    fn secure(session: &Session) -> bool {
+        session.as_downstream().is_custom()
+            || session.digest().is_some_and(|d| d.ssl_digest.is_some())
     }
 
     fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -659,8 +679,12 @@ impl ProxyHttp for CachingProxy {
         if let Some(ip) = Self::client_ip(session) {
             upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let proto = if Self::secure(session) {
+            "https"
+        } else {
+            "http"
+        };
+        upstream.insert_header("x-forwarded-proto", proto)?;
         upstream.insert_header(header::VIA, self.via.clone())?;
         if let Some(secret) = &self.sent_fill_secret {
             upstream.insert_header(FILL_SECRET_HEADER, secret.clone())?;
@@ -732,7 +756,11 @@ impl ProxyHttp for CachingProxy {
                 "Content-Length, Content-Range, Age, Date, X-Cache",
             )?;
         }
-        if let Some(alt_svc) = &self.alt_svc {
+        // Browsers take an h3 alternative only from an HTTPS origin.
+        if let Some(alt_svc) = &self.alt_svc
+            && Self::secure(session)
+            && Self::protocol(session) != "h3"
+        {
             resp.insert_header(header::ALT_SVC, alt_svc.clone())?;
         }
         Ok(())
@@ -761,7 +789,7 @@ impl ProxyHttp for CachingProxy {
         } else {
             "refused"
         };
-        let protocol = if session.is_http2() { "h2" } else { "h1" };
+        let protocol = Self::protocol(session);
         let m = proxy_metrics();
         m.requests
             .with_label_values(&[status_label(status), cache, protocol])

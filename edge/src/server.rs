@@ -25,6 +25,7 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch,
 use pingora_core::services::background::{BackgroundService, background_service};
 
 use crate::disk::DiskTier;
+use crate::http3::{Http3Listener, alt_svc, server_config};
 use crate::metrics::{StorageCollector, proxy_metrics};
 use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
 use crate::purge_api::{BusApplier, PurgeEndpoint};
@@ -100,7 +101,7 @@ pub fn build_proxy(
     // blocking requests), so the lock must not be considered abandoned before that.
     let lock_age = cache.upstream_read_timeout.0.max(cache.collapse_timeout.0);
     let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_age));
-    let sites = match &tier.hosts {
+    let sites = Arc::new(match &tier.hosts {
         HostPolicy::Any => Sites::any_host(Site {
             token: None,
             cors: false,
@@ -120,7 +121,7 @@ pub fn build_proxy(
             }
             sites
         }
-    };
+    });
     let sent_fill_secret = match &tier.send_fill_secret {
         Some(secret) => {
             let mut value = HeaderValue::from_str(secret.expose())
@@ -190,7 +191,7 @@ fn serve(
         }
     };
     StorageCollector::register(storage);
-    let proxy = build_proxy(tier, storage, Arc::clone(&inflight))?;
+    let mut proxy = build_proxy(tier, storage, Arc::clone(&inflight))?;
     let upstreams = Arc::clone(&proxy.upstreams);
     let purge = PurgeEndpoint::new(storage, &tier.admin_token, tier.cache.keyed_query.clone());
     proxy_metrics();
@@ -220,6 +221,24 @@ fn serve(
             })?);
         }
     }
+    // HTTP/3 shares the HTTPS port number, on UDP.
+    let http3 = match (&tier.http3, tier.tls_listen) {
+        (Some(settings), Some(tls_listen)) => {
+            let socket = if upgrade {
+                None
+            } else {
+                Some(Http3Listener::bind(tls_listen.0).map_err(|e| {
+                    anyhow!(
+                        "{}.tls_listen: cannot listen for HTTP/3 on UDP {tls_listen}: {e} (is another process using the port?)",
+                        tier.name
+                    )
+                })?)
+            };
+            proxy.alt_svc = alt_svc(tls_listen.0.port(), settings.alt_svc_max_age.0);
+            Some((settings, tls_listen.0, socket))
+        }
+        _ => None,
+    };
 
     let readiness = Readiness::new();
     let started = readiness.gate("traffic listener starting");
@@ -241,11 +260,28 @@ fn serve(
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    // The HTTP/3 listener drives a clone of the proxy: same storage, lock, sites and upstreams.
+    let h3_proxy = http3.is_some().then(|| {
+        Arc::new(pingora_proxy::http_proxy(
+            &server.configuration,
+            CachingProxy {
+                alt_svc: None,
+                ..proxy.clone()
+            },
+        ))
+    });
     let mut proxy_service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, tier.name);
     proxy_service.add_tcp(&tier.listen.to_string());
     if let Some(tls_listen) = tier.tls_listen {
         let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);
+        if let (Some((settings, addr, socket)), Some(h3_proxy)) = (http3, h3_proxy) {
+            let quic = server_config(Arc::clone(&certs), settings)?;
+            server.add_service(background_service(
+                "http3",
+                Http3Listener::new(socket, addr, quic, h3_proxy),
+            ));
+        }
         if let Some(pem) = certs.self_signed_pem() {
             let path = std::env::temp_dir().join(format!(
                 "cascade-{}-{}.pem",
@@ -259,6 +295,13 @@ fn serve(
                 "serving HTTPS with a generated self-signed certificate for localhost; trust it with `curl --cacert {}`",
                 path.display()
             );
+            if let (Some(spki), Some(_)) = (certs.self_signed_spki_sha256(), &tier.http3) {
+                let port = tls_listen.0.port();
+                tracing::warn!(
+                    spki_sha256 = spki,
+                    "HTTP/3 uses the same certificate; in Chromium: `chromium --origin-to-force-quic-on=localhost:{port} --ignore-certificate-errors-spki-list={spki} https://localhost:{port}/`"
+                );
+            }
         }
         // Certificate paths are ignored when a resolver is set: the store picks by SNI.
         let mut tls = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;

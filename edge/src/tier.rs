@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cascade_config::{
-    CacheConfig, DiskCacheConfig, EdgeConfig, ListenAddr, PurgeFeedConfig, Secret, ShieldConfig,
-    SiteConfig,
+    CacheConfig, DiskCacheConfig, EdgeConfig, Http3Config, ListenAddr, PurgeFeedConfig, Secret,
+    ShieldConfig, SiteConfig,
 };
 
 /// How a tier picks the upstream for a miss.
@@ -53,6 +53,8 @@ pub struct TierSettings {
     pub listen: ListenAddr,
     /// HTTPS listener, if the tier has one.
     pub tls_listen: Option<ListenAddr>,
+    /// HTTP/3 on the UDP side of `tls_listen`, if served.
+    pub http3: Option<Http3Config>,
     /// Admin listener.
     pub admin_listen: ListenAddr,
     /// Graceful shutdown bound.
@@ -94,6 +96,7 @@ impl TierSettings {
             name: "edge",
             listen: edge.listen,
             tls_listen: Some(edge.tls_listen),
+            http3: edge.http3.enabled.then(|| edge.http3.clone()),
             admin_listen: edge.admin_listen,
             shutdown_grace: edge.shutdown_grace.0,
             threads: edge.threads,
@@ -120,6 +123,7 @@ impl TierSettings {
             name: "shield",
             listen: shield.listen,
             tls_listen: None,
+            http3: None,
             admin_listen: shield.admin_listen,
             shutdown_grace: shield.shutdown_grace.0,
             threads: shield.threads,

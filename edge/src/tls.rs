@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
+use base64::Engine as _;
 use cascade_config::{CertificateConfig, TlsConfig};
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use sha2::{Digest, Sha256};
 
 /// What is loaded now.
 #[derive(Default)]
@@ -29,7 +31,13 @@ struct Loaded {
 pub struct CertStore {
     sources: Vec<CertificateConfig>,
     loaded: RwLock<Loaded>,
-    self_signed_pem: Option<String>,
+    self_signed: Option<SelfSigned>,
+}
+
+/// A certificate generated at start-up, and what a client needs to trust it.
+struct SelfSigned {
+    pem: String,
+    spki_sha256: String,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -120,7 +128,7 @@ impl CertStore {
         Ok(Self {
             sources: tls.certificates.clone(),
             loaded: RwLock::new(loaded),
-            self_signed_pem: None,
+            self_signed: None,
         })
     }
 
@@ -138,6 +146,8 @@ impl CertStore {
             vec![generated.cert.der().clone()],
             signing,
         ));
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&generated.signing_key);
+        let spki_sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki));
         let loaded = Loaded {
             default: Some(certified),
             ..Loaded::default()
@@ -145,13 +155,23 @@ impl CertStore {
         Ok(Self {
             sources: Vec::new(),
             loaded: RwLock::new(loaded),
-            self_signed_pem: Some(generated.cert.pem()),
+            self_signed: Some(SelfSigned {
+                pem: generated.cert.pem(),
+                spki_sha256,
+            }),
         })
     }
 
     /// The generated certificate in PEM, when self-signed (clients trust it with this).
     pub fn self_signed_pem(&self) -> Option<&str> {
-        self.self_signed_pem.as_deref()
+        self.self_signed.as_ref().map(|s| s.pem.as_str())
+    }
+
+    /// Base64 SHA-256 of the generated certificate's public key, when self-signed: what
+    /// Chromium's `--ignore-certificate-errors-spki-list` takes (its QUIC stack ignores
+    /// locally added roots).
+    pub fn self_signed_spki_sha256(&self) -> Option<&str> {
+        self.self_signed.as_ref().map(|s| s.spki_sha256.as_str())
     }
 
     /// Re-reads the files if any changed. `Ok(true)` when new certificates were loaded; on an

@@ -1,0 +1,339 @@
+//! The edge's HTTP/3 listener: a quinn endpoint on the UDP side of `edge.tls_listen`, run as a
+//! Pingora background service, with the same certificates as the HTTPS listener (ALPN `h3`).
+//!
+//! Each request stream is wrapped in an [`H3Session`] and handed straight to a Pingora
+//! `HttpProxy` over the same `CachingProxy` the H1/H2 listeners run (one storage, one cache
+//! lock, one purge path, one set of tokens and metrics). No loopback hop: Pingora's proxy
+//! drives the h3 stream directly, so body frames go out as the cache or the upstream yields
+//! them. The H3 proxy instance has its own upstream connection pool; the cache is shared.
+//!
+//! What quinn and h3 refuse on their own, and how: datagrams that are not QUIC, or not for a
+//! known connection, are dropped; a client that opens more streams than
+//! `max_concurrent_streams` breaks QUIC flow control and its connection is closed
+//! (`STREAM_LIMIT_ERROR`); header sections over [`MAX_HEADER_BYTES`] get 431; a malformed
+//! request stream is reset with `H3_MESSAGE_ERROR`. Requests that h3 accepts but HTTP/3
+//! forbids (a `Host` that disagrees with `:authority`) get a 400 here.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cascade_config::{CongestionController, Http3Config};
+use http::HeaderValue;
+use pingora_core::apps::HttpServerApp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_proxy::HttpProxy;
+use quinn::crypto::rustls::QuicServerConfig;
+
+use crate::h3_session::{H3Session, MalformedRequest, request_header};
+use crate::metrics::http3_metrics;
+use crate::proxy::{CachingProxy, MAX_HEADER_BYTES};
+use crate::tls::CertStore;
+
+/// The `Alt-Svc` value that points browsers at HTTP/3 on `port` for `max_age`; `None` when the
+/// age is zero (advertise nothing).
+pub fn alt_svc(port: u16, max_age: Duration) -> Option<HeaderValue> {
+    let secs = max_age.as_secs();
+    if secs == 0 {
+        return None;
+    }
+    HeaderValue::from_str(&format!("h3=\":{port}\"; ma={secs}")).ok()
+}
+
+/// quinn's server configuration from `[edge.http3]` and the node's certificates.
+pub fn server_config(
+    certs: Arc<CertStore>,
+    config: &Http3Config,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("edge.http3: TLS 1.3 is unavailable")?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    // quinn accepts only "none" or "unbounded" early data; 0-RTT requests are idempotent GETs.
+    tls.max_early_data_size = if config.zero_rtt { u32::MAX } else { 0 };
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| anyhow!("edge.http3: {e}"))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(config.max_concurrent_streams.into())
+        // The client's control and QPACK streams; a client needs three.
+        .max_concurrent_uni_streams(8u32.into())
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(config.idle_timeout.0).map_err(|_| {
+                anyhow!(
+                    "edge.http3.idle_timeout: {} is too long",
+                    config.idle_timeout
+                )
+            })?,
+        ))
+        .enable_segmentation_offload(config.gso);
+    match config.congestion {
+        CongestionController::Cubic => {
+            transport
+                .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()));
+        }
+        CongestionController::Bbr => {
+            transport
+                .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+        }
+    }
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+/// The QUIC listener, a Pingora background service.
+pub struct Http3Listener {
+    /// Bound before start-up (so a taken port is a clear error); `None` when upgrading, as the
+    /// running instance still holds the port until it exits.
+    socket: Mutex<Option<std::net::UdpSocket>>,
+    addr: SocketAddr,
+    server_config: quinn::ServerConfig,
+    proxy: Arc<HttpProxy<CachingProxy>>,
+}
+
+impl Http3Listener {
+    /// A listener on `addr` (with `socket` already bound there, unless upgrading) that hands
+    /// requests to `proxy`.
+    pub fn new(
+        socket: Option<std::net::UdpSocket>,
+        addr: SocketAddr,
+        server_config: quinn::ServerConfig,
+        proxy: Arc<HttpProxy<CachingProxy>>,
+    ) -> Self {
+        Self {
+            socket: Mutex::new(socket),
+            addr,
+            server_config,
+            proxy,
+        }
+    }
+
+    /// Binds the UDP port, for the pre-start check.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+        std::net::UdpSocket::bind(addr)
+    }
+
+    async fn socket(&self, shutdown: &mut ShutdownWatch) -> Option<std::net::UdpSocket> {
+        let prebound = self
+            .socket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(socket) = prebound {
+            return Some(socket);
+        }
+        // Upgrading: the old instance frees the port when it exits; until then it serves H3.
+        loop {
+            if let Ok(socket) = std::net::UdpSocket::bind(self.addr) {
+                return Some(socket);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.changed() => return None,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Http3Listener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(socket) = self.socket(&mut shutdown).await else {
+            return;
+        };
+        let endpoint = match quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(self.server_config.clone()),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        ) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                tracing::error!(listen = %self.addr, error = %e, "cannot serve HTTP/3");
+                return;
+            }
+        };
+        tracing::info!(listen = %self.addr, "serving HTTP/3");
+        loop {
+            tokio::select! {
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let proxy = Arc::clone(&self.proxy);
+                    let shutdown = shutdown.clone();
+                    let local = self.addr;
+                    tokio::spawn(serve_connection(incoming, proxy, local, shutdown));
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        // By now the drain has waited for in-flight requests; tell clients to go elsewhere.
+        endpoint.close(quinn::VarInt::from_u32(0x100), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        http3_metrics().open_connections.inc();
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        http3_metrics().open_connections.dec();
+    }
+}
+
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    proxy: Arc<HttpProxy<CachingProxy>>,
+    local: SocketAddr,
+    mut shutdown: ShutdownWatch,
+) {
+    let client = incoming.remote_address();
+    let metrics = http3_metrics();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(e) => {
+            metrics.handshakes.with_label_values(&["failed"]).inc();
+            tracing::debug!(%client, error = %e, "QUIC handshake failed");
+            return;
+        }
+    };
+    metrics.handshakes.with_label_values(&["ok"]).inc();
+    let _open = OpenConnection::new();
+    let built = h3::server::builder()
+        .max_field_section_size(MAX_HEADER_BYTES as u64)
+        // A reserved ("grease") frame after the last DATA frame keeps aioquic-based clients
+        // from ever seeing the end of the response.
+        .send_grease(false)
+        .build::<_, Bytes>(h3_quinn::Connection::new(connection))
+        .await;
+    let mut h3 = match built {
+        Ok(h3) => h3,
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "HTTP/3 connection set-up failed");
+            return;
+        }
+    };
+    let mut going_away = false;
+    loop {
+        tokio::select! {
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let proxy = Arc::clone(&proxy);
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        match resolver.resolve_request().await {
+                            Ok((request, stream)) => {
+                                serve_request(request, stream, client, local, &proxy, &shutdown).await;
+                            }
+                            Err(e) => {
+                                metrics.refused_streams.with_label_values(&[refusal_reason(&e)]).inc();
+                                tracing::debug!(%client, error = %e, "HTTP/3 request refused");
+                            }
+                        }
+                    });
+                }
+                // The client sent GOAWAY, or we did and every request is done.
+                Ok(None) => break,
+                Err(e) => {
+                    if !e.is_h3_no_error() {
+                        tracing::debug!(%client, error = %e, "HTTP/3 connection closed");
+                    }
+                    break;
+                }
+            },
+            _ = shutdown.changed(), if !going_away => {
+                going_away = true;
+                if let Err(e) = h3.shutdown(0).await {
+                    tracing::debug!(%client, error = %e, "could not send GOAWAY");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn refusal_reason(e: &h3::error::StreamError) -> &'static str {
+    match e {
+        h3::error::StreamError::HeaderTooBig { .. } => "headers_too_large",
+        _ => "malformed",
+    }
+}
+
+async fn serve_request(
+    request: http::Request<()>,
+    mut stream: crate::h3_session::H3Stream,
+    client: SocketAddr,
+    local: SocketAddr,
+    proxy: &Arc<HttpProxy<CachingProxy>>,
+    shutdown: &ShutdownWatch,
+) {
+    let header = match request_header(request) {
+        Ok(header) => header,
+        Err(MalformedRequest(why)) => {
+            http3_metrics()
+                .refused_streams
+                .with_label_values(&["malformed"])
+                .inc();
+            refuse(&mut stream, 400, &why).await;
+            return;
+        }
+    };
+    let session = H3Session::new(header, stream, client, local);
+    // The proxy answers, logs and counts the request; nothing of the stream is reused.
+    let _ = proxy
+        .process_new_http(ServerSession::new_custom(Box::new(session)), shutdown)
+        .await;
+}
+
+/// Answers a request the proxy never sees with `status` and `why`.
+async fn refuse(stream: &mut crate::h3_session::H3Stream, status: u16, why: &str) {
+    let body = Bytes::from(format!("{why}\n"));
+    let response = http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(());
+    let Ok(response) = response else { return };
+    let sent = async {
+        stream.send_response(response).await?;
+        stream.send_data(body).await?;
+        stream.finish().await
+    };
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), sent)
+        .await
+        .unwrap_or_else(|_| Ok(()))
+    {
+        tracing::debug!(error = %e, "could not send the refusal");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alt_svc_names_the_port_and_age() {
+        assert_eq!(
+            alt_svc(8443, Duration::from_secs(86400)).unwrap(),
+            "h3=\":8443\"; ma=86400"
+        );
+        assert!(alt_svc(8443, Duration::ZERO).is_none());
+    }
+}
