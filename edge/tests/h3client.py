@@ -4,9 +4,12 @@ quinn and h3).
     h3client.py --connect 127.0.0.1:8443 --ca cert.pem [options] URL [URL ...]
 
 Fetches every URL over one QUIC connection (in order, or all at once with --parallel) and
-prints one JSON object per request: status, headers, body length and SHA-256, or the error
+prints one JSON object per request: status, headers, body length and SHA-256, when the first
+body byte and the end arrived (ms after the request was sent), and the error, if any
 (`reset <code>` when the server reset the stream). --reset-after N resets each request stream
-after N body bytes, as a viewer that gives up would; --header adds request header fields.
+after N body bytes, as a viewer that gives up would; --header adds request header fields;
+--pad-headers N adds an N-byte field, encoded here because aioquic's encoder refuses header
+sections larger than the server allows (which is what the test wants to send).
 """
 
 import argparse
@@ -15,6 +18,7 @@ import hashlib
 import json
 import ssl
 import sys
+import time
 from urllib.parse import urlsplit
 
 from aioquic.asyncio.client import connect
@@ -25,6 +29,37 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, StreamReset
 
 
+def varint(value):
+    """A QUIC variable-length integer (RFC 9000 §16)."""
+    for length, prefix in ((1, 0x00), (2, 0x40), (4, 0x80), (8, 0xC0)):
+        if value < 1 << (8 * length - 2):
+            return (value | prefix << (8 * length - 8)).to_bytes(length, "big")
+    raise ValueError("too large for a varint")
+
+
+def qpack_int(value, prefix_bits, flags):
+    """A QPACK/HPACK prefixed integer (RFC 7541 §5.1)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([flags | value])
+    out = [flags | limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def literal_headers_frame(headers):
+    """A HEADERS frame of literal field lines only (no static or dynamic table)."""
+    block = b"\x00\x00"  # Required Insert Count 0, Delta Base 0
+    for name, value in headers:
+        block += qpack_int(len(name), 3, 0x20) + name
+        block += qpack_int(len(value), 7, 0x00) + value
+    return varint(0x01) + varint(len(block)) + block
+
+
 class Exchange:
     def __init__(self, url, reset_after):
         self.url = url
@@ -33,18 +68,26 @@ class Exchange:
         self.headers = {}
         self.body = bytearray()
         self.error = None
+        self.started = time.monotonic()
+        self.first_byte = None
+        self.ended = None
         self.done = asyncio.get_event_loop().create_future()
 
     def finish(self, error=None):
         if self.done.done():
             return
         self.error = error
+        self.ended = time.monotonic()
         self.done.set_result(None)
 
     def report(self):
         out = {"url": self.url, "status": self.status, "headers": self.headers}
         out["length"] = len(self.body)
         out["sha256"] = hashlib.sha256(self.body).hexdigest()
+        if self.first_byte is not None:
+            out["first_byte_ms"] = round((self.first_byte - self.started) * 1000, 1)
+        if self.ended is not None:
+            out["elapsed_ms"] = round((self.ended - self.started) * 1000, 1)
         if self.error:
             out["error"] = self.error
         return out
@@ -56,7 +99,7 @@ class Client(QuicConnectionProtocol):
         self.h3 = H3Connection(self._quic)
         self.exchanges = {}
 
-    def request(self, url, extra_headers, reset_after):
+    def request(self, url, extra_headers, reset_after, pad=0):
         parts = urlsplit(url)
         path = parts.path + ("?" + parts.query if parts.query else "")
         stream_id = self._quic.get_next_available_stream_id()
@@ -69,7 +112,11 @@ class Client(QuicConnectionProtocol):
             (b":path", path.encode()),
             (b"user-agent", b"cascade-h3client/aioquic"),
         ] + [(k.encode(), v.encode()) for k, v in extra_headers]
-        self.h3.send_headers(stream_id, headers, end_stream=True)
+        if pad:
+            headers.append((b"x-pad", b"a" * pad))
+            self._quic.send_stream_data(stream_id, literal_headers_frame(headers), end_stream=True)
+        else:
+            self.h3.send_headers(stream_id, headers, end_stream=True)
         self.transmit()
         return exchange
 
@@ -95,6 +142,8 @@ class Client(QuicConnectionProtocol):
                             else value.decode()
                         )
             elif isinstance(h3_event, DataReceived):
+                if h3_event.data and exchange.first_byte is None:
+                    exchange.first_byte = time.monotonic()
                 exchange.body += h3_event.data
                 if exchange.reset_after is not None and len(exchange.body) >= exchange.reset_after:
                     self._quic.reset_stream(h3_event.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
@@ -118,12 +167,12 @@ async def run(args):
     headers = [(k.strip().lower(), v.strip()) for k, v in headers]
     async with connect(host, int(port), configuration=configuration, create_protocol=Client) as client:
         if args.parallel:
-            exchanges = [client.request(u, headers, args.reset_after) for u in args.urls]
+            exchanges = [client.request(u, headers, args.reset_after, args.pad_headers) for u in args.urls]
             await asyncio.wait_for(asyncio.gather(*(e.done for e in exchanges)), args.timeout)
         else:
             exchanges = []
             for url in args.urls:
-                exchange = client.request(url, headers, args.reset_after)
+                exchange = client.request(url, headers, args.reset_after, args.pad_headers)
                 exchanges.append(exchange)
                 await asyncio.wait_for(exchange.done, args.timeout)
         if args.reset_after is not None:
@@ -140,6 +189,7 @@ def main():
     parser.add_argument("--header", action="append", default=[], help="name: value")
     parser.add_argument("--parallel", action="store_true")
     parser.add_argument("--reset-after", type=int)
+    parser.add_argument("--pad-headers", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("urls", nargs="+")
     args = parser.parse_args()
