@@ -317,10 +317,12 @@ fn a_cut_upstream_body_resets_the_h3_stream_and_is_not_cached() {
     );
     let edge = H3Edge::start(&upstream, "");
     let cut = edge.h3_get("/live/s/cut.m4s");
+    // Cut before the header went out: a 502. Cut after: the stream is reset, never finished.
+    let reset = cut["error"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("reset"));
     assert!(
-        cut["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("reset")),
+        status(&cut) == 502 || (status(&cut) == 200 && reset),
         "a cut body must not end cleanly: {cut}"
     );
     assert!(cut["length"].as_u64().unwrap() < 80_000);
