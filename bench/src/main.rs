@@ -9,6 +9,7 @@ mod http_load;
 mod live;
 mod purge_apply;
 mod stats;
+mod tls_load;
 mod transcode;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -50,6 +51,34 @@ enum Command {
         /// Allow a target that is not on loopback.
         #[arg(long)]
         allow_remote: bool,
+    },
+    /// Closed-loop GETs over HTTP/2 (TLS) or HTTP/3 (QUIC) against one URL: connections ×
+    /// concurrent streams each.
+    Https {
+        /// `https://host:port/path`; the host is the SNI and authority.
+        #[arg(long)]
+        url: String,
+        /// Where to connect (loopback), e.g. `127.0.0.1:8443`.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// `h2` or `h3`.
+        #[arg(long, value_enum)]
+        protocol: tls_load::TlsProtocol,
+        /// PEM certificate to trust (the edge's).
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        /// Connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Concurrent request streams per connection.
+        #[arg(long, default_value_t = 16)]
+        streams: usize,
+        /// How long to run.
+        #[arg(long, default_value = "10s")]
+        duration: HumanDuration,
+        /// Per-request timeout.
+        #[arg(long, default_value = "10s")]
+        timeout: HumanDuration,
     },
     /// N viewers request one not-yet-cached object at the same instant; reports the spread
     /// of their times to first byte (request collapsing).
@@ -145,6 +174,45 @@ fn main() -> anyhow::Result<()> {
                 rounds,
             }))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Https {
+            url,
+            connect,
+            protocol,
+            ca,
+            connections,
+            streams,
+            duration,
+            timeout,
+        } => {
+            if !connect.ip().is_loopback() {
+                bail!("{connect} is not loopback: this benchmark runs on this machine only");
+            }
+            if connections == 0 || streams == 0 {
+                bail!("--connections and --streams must be at least 1");
+            }
+            let rest = url
+                .strip_prefix("https://")
+                .with_context(|| format!("{url} is not an https:// URL"))?;
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            let plan = tls_load::TlsLoadPlan {
+                addr: connect,
+                host: host.to_owned(),
+                path: path.to_owned(),
+                protocol,
+                connections,
+                streams,
+                duration: duration.0,
+                timeout: timeout.0,
+                ca,
+            };
+            let summary = runtime()?.block_on(tls_load::run(plan))?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }
         Command::PurgeApply { objects, json } => {

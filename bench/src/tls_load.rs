@@ -1,0 +1,239 @@
+//! Closed-loop HTTPS load over HTTP/2 (TLS over TCP, hyper) or HTTP/3 (QUIC, quinn + h3): C
+//! connections, each carrying S request streams at once; every stream GETs one URL, reads the
+//! whole body, and sends the next request, until the duration ends. The same shape for both
+//! protocols, so a run of each against one edge compares the protocols, not the clients.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::stats::{Recorder, Summary};
+
+/// HTTP/2 or HTTP/3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsProtocol {
+    /// HTTP/2 over TLS.
+    H2,
+    /// HTTP/3 over QUIC.
+    H3,
+}
+
+/// One load run.
+#[derive(Debug, Clone)]
+pub struct TlsLoadPlan {
+    /// UDP (H3) or TCP (H2) address of the edge.
+    pub addr: SocketAddr,
+    /// Host name: SNI and `:authority`.
+    pub host: String,
+    /// Path and query.
+    pub path: String,
+    /// Which protocol.
+    pub protocol: TlsProtocol,
+    /// Connections.
+    pub connections: usize,
+    /// Concurrent request streams per connection.
+    pub streams: usize,
+    /// How long to send.
+    pub duration: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// PEM certificate to trust (the edge's).
+    pub ca: PathBuf,
+}
+
+fn tls_config(plan: &TlsLoadPlan) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&plan.ca)
+        .with_context(|| format!("cannot read {}", plan.ca.display()))?
+    {
+        roots.add(cert.with_context(|| format!("{} is not PEM", plan.ca.display()))?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![match plan.protocol {
+        TlsProtocol::H2 => b"h2".to_vec(),
+        TlsProtocol::H3 => b"h3".to_vec(),
+    }];
+    Ok(config)
+}
+
+/// Runs `plan` and summarises it.
+pub async fn run(plan: TlsLoadPlan) -> anyhow::Result<Summary> {
+    let config = Arc::new(tls_config(&plan)?);
+    let uri = format!("https://{}:{}{}", plan.host, plan.addr.port(), plan.path);
+    let start = Instant::now();
+    let deadline = start + plan.duration;
+    let mut workers = Vec::new();
+    for _ in 0..plan.connections {
+        let (plan, config, uri) = (plan.clone(), Arc::clone(&config), uri.clone());
+        workers.push(tokio::spawn(async move {
+            match plan.protocol {
+                TlsProtocol::H2 => h2_connection(plan, config, uri, deadline).await,
+                TlsProtocol::H3 => h3_connection(plan, config, uri, deadline).await,
+            }
+        }));
+    }
+    let mut total = Recorder::default();
+    for w in workers {
+        match w.await {
+            Ok(recorder) => total.merge(recorder),
+            Err(e) => total.error(format!("worker panicked: {e}")),
+        }
+    }
+    Ok(total.summarise(start.elapsed()))
+}
+
+async fn h2_connection(
+    plan: TlsLoadPlan,
+    config: Arc<rustls::ClientConfig>,
+    uri: String,
+    deadline: Instant,
+) -> Recorder {
+    let mut rec = Recorder::default();
+    let connected = async {
+        let tcp = tokio::net::TcpStream::connect(plan.addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(plan.host.clone())?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        anyhow::Ok(sender)
+    };
+    let sender = match connected.await {
+        Ok(sender) => sender,
+        Err(e) => {
+            rec.error(format!("h2 connect: {e}"));
+            return rec;
+        }
+    };
+    let streams: Vec<_> = (0..plan.streams)
+        .map(|_| {
+            let mut sender = sender.clone();
+            let (uri, timeout) = (uri.clone(), plan.timeout);
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                while Instant::now() < deadline {
+                    let Ok(request) = Request::get(&uri).body(Empty::<Bytes>::new()) else {
+                        rec.error("request");
+                        break;
+                    };
+                    let sent = Instant::now();
+                    let exchange = async {
+                        let response = sender.send_request(request).await?;
+                        let status = response.status().as_u16();
+                        let body = response.into_body().collect().await?.to_bytes();
+                        Ok::<_, hyper::Error>((status, body.len() as u64))
+                    };
+                    match tokio::time::timeout(timeout, exchange).await {
+                        Ok(Ok((status, bytes))) => rec.response(status, sent.elapsed(), bytes),
+                        Ok(Err(e)) => {
+                            rec.error(format!("h2: {e}"));
+                            break;
+                        }
+                        Err(_) => {
+                            rec.error("timeout");
+                            break;
+                        }
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    for stream in streams {
+        match stream.await {
+            Ok(r) => rec.merge(r),
+            Err(e) => rec.error(format!("stream panicked: {e}")),
+        }
+    }
+    rec
+}
+
+async fn h3_connection(
+    plan: TlsLoadPlan,
+    config: Arc<rustls::ClientConfig>,
+    uri: String,
+    deadline: Instant,
+) -> Recorder {
+    let mut rec = Recorder::default();
+    let connected = async {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
+            .map_err(|e| anyhow!("QUIC client config: {e}"))?;
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let connection = endpoint.connect(plan.addr, &plan.host)?.await?;
+        let (mut driver, sender) = h3::client::builder()
+            .send_grease(false)
+            .build::<_, _, Bytes>(h3_quinn::Connection::new(connection))
+            .await?;
+        tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        anyhow::Ok((endpoint, sender))
+    };
+    let (_endpoint, sender) = match connected.await {
+        Ok(pair) => pair,
+        Err(e) => {
+            rec.error(format!("h3 connect: {e}"));
+            return rec;
+        }
+    };
+    let streams: Vec<_> = (0..plan.streams)
+        .map(|_| {
+            let mut sender = sender.clone();
+            let (uri, timeout) = (uri.clone(), plan.timeout);
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                while Instant::now() < deadline {
+                    let Ok(request) = Request::get(&uri).body(()) else {
+                        rec.error("request");
+                        break;
+                    };
+                    let sent = Instant::now();
+                    let exchange = async {
+                        let mut stream = sender.send_request(request).await?;
+                        stream.finish().await?;
+                        let response = stream.recv_response().await?;
+                        let mut bytes = 0u64;
+                        while let Some(chunk) = stream.recv_data().await? {
+                            bytes += chunk.remaining() as u64;
+                        }
+                        anyhow::Ok((response.status().as_u16(), bytes))
+                    };
+                    match tokio::time::timeout(timeout, exchange).await {
+                        Ok(Ok((status, bytes))) => rec.response(status, sent.elapsed(), bytes),
+                        Ok(Err(e)) => {
+                            rec.error(format!("h3: {e}"));
+                            break;
+                        }
+                        Err(_) => {
+                            rec.error("timeout");
+                            break;
+                        }
+                    }
+                }
+                rec
+            })
+        })
+        .collect();
+    for stream in streams {
+        match stream.await {
+            Ok(r) => rec.merge(r),
+            Err(e) => rec.error(format!("stream panicked: {e}")),
+        }
+    }
+    rec
+}
