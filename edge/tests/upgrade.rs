@@ -71,4 +71,31 @@ fn a_new_instance_takes_over_without_dropping_a_request() {
         health.status, 200,
         "the new instance serves the admin port too"
     );
+    // HTTP/3 is not handed over (only TCP sockets are): the new instance binds the UDP port
+    // once the old one is gone, and serves it.
+    let tls_port = new.addr("tls_listen").unwrap().port();
+    let python = std::env::var("CASCADE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/h3client.py");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .args([
+                "--timeout",
+                "2",
+                "--connect",
+                &format!("127.0.0.1:{tls_port}"),
+            ])
+            .arg(format!("https://localhost:{tls_port}/live/s/1.m4s"))
+            .output()
+            .expect("python with aioquic (CASCADE_PYTHON, set by .ci/install-tools)");
+        if String::from_utf8_lossy(&out.stdout).contains("\"status\": 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new instance does not serve HTTP/3: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
