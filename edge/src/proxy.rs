@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -175,8 +175,15 @@ impl Drop for InflightGuard {
     }
 }
 
+/// Numbers requests for their tracing spans (unique within the process).
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
 /// Per-request state.
 pub struct RequestCtx {
+    /// The request's tracing span (`cascade::request`): every event about the request is
+    /// recorded in it, so one request's warnings and its access-log line share its id. It
+    /// carries the cache key, never the raw path, which may hold a viewer's token.
+    span: tracing::Span,
     key: Option<RequestKey>,
     site: Option<Arc<Site>>,
     class: ContentClass,
@@ -398,6 +405,7 @@ impl ProxyHttp for CachingProxy {
     fn new_ctx(&self) -> RequestCtx {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         RequestCtx {
+            span: tracing::Span::none(),
             key: None,
             site: None,
             class: ContentClass::Other,
@@ -411,8 +419,20 @@ impl ProxyHttp for CachingProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.span = tracing::info_span!(
+            target: "cascade::request",
+            "request",
+            id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+            tier = self.tier,
+            protocol = Self::protocol(session),
+            method = %session.req_header().method,
+            client = %Self::client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
+            key = tracing::field::Empty,
+            upstream = tracing::field::Empty,
+        );
         match self.admit(session, ctx) {
             Ok(key) => {
+                ctx.span.record("key", tracing::field::display(&key));
                 let target: Uri = key.upstream_target().parse().map_err(|e| {
                     Error::because(
                         ErrorType::InvalidHTTPHeader,
@@ -506,7 +526,7 @@ impl ProxyHttp for CachingProxy {
                 .storage
                 .predates_purge(&key.to_string(), &tags, fetched)
             {
-                tracing::warn!(key = %key, "upstream sent a copy older than a purge applied here; not storing it");
+                tracing::warn!(parent: &ctx.span, key = %key, "upstream sent a copy older than a purge applied here; not storing it");
                 return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
                     "copy predates a purge applied here",
                 )));
@@ -579,6 +599,7 @@ impl ProxyHttp for CachingProxy {
             })?;
         ctx.tried.push(addr);
         ctx.upstream = Some(addr);
+        ctx.span.record("upstream", tracing::field::display(addr));
         ctx.upstream_started = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.timeouts.connect);
@@ -600,7 +621,7 @@ impl ProxyHttp for CachingProxy {
             && self.upstreams.set_healthy(addr, false)
         {
             proxy_metrics().upstream_health_changes.inc();
-            tracing::warn!(upstream = %addr, error = %e, "upstream unreachable; marked unhealthy");
+            tracing::warn!(parent: &ctx.span, upstream = %addr, error = %e, "upstream unreachable; marked unhealthy");
         }
         // GET and HEAD are idempotent: try the next upstream in ring order.
         let key_bytes = ctx
@@ -645,14 +666,14 @@ impl ProxyHttp for CachingProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, message) = failure_response(e);
         if code > 0 && session.response_written().is_none() {
             // Naming the tier tells an operator which hop failed (edge → shield → origin).
             let body = Bytes::from(format!("cascade-{}: {message}\n", self.tier));
             if let Err(write_error) = session.respond_error_with_body(code, body).await {
-                tracing::debug!(error = %write_error, "could not send the error response");
+                tracing::debug!(parent: &ctx.span, error = %write_error, "could not send the error response");
             }
         }
         FailToProxy {
@@ -804,6 +825,7 @@ impl ProxyHttp for CachingProxy {
         let req = session.req_header();
         tracing::info!(
             target: "cascade::access",
+            parent: &ctx.span,
             client = %Self::client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
             method = %req.method,
             key = %ctx.key.as_ref().map(ToString::to_string).unwrap_or_default(),

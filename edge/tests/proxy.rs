@@ -848,3 +848,63 @@ fn blocking_playlist_requests_that_wait_at_the_upstream_collapse_and_are_not_cut
         "the answer for a given msn/part is cached"
     );
 }
+
+#[test]
+fn each_request_has_a_tracing_span_that_carries_its_key_and_never_its_token() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/live/s/720p/1.m4s", Route::ok("media"));
+    let edge = edge_for(
+        &upstream,
+        "[[edge.sites]]\nhosts = [\"localhost\"]\ntoken_secret = \"s3cret\"\n\
+         [log]\nformat = \"json\"\n",
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = TokenKey::new(b"s3cret").sign("/live/s/", now + 60, None);
+    assert_eq!(
+        get(&edge, &format!("/t/{token}/live/s/720p/1.m4s")).status,
+        200
+    );
+    assert_eq!(
+        get(&edge, &format!("/t/{token}/live/s/720p/1.m4s")).status,
+        200
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let access: Vec<serde_json::Value> = loop {
+        let lines: Vec<serde_json::Value> = edge
+            .process()
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "cascade::access" && v["method"] == "GET")
+            .collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(access.len(), 2, "one access line per request");
+    let spans: Vec<&serde_json::Value> = access.iter().map(|l| &l["span"]).collect();
+    for span in &spans {
+        assert_eq!(span["name"], "request", "{span}");
+        assert_eq!(span["key"], "localhost/live/s/720p/1.m4s", "{span}");
+        assert_eq!(span["protocol"], "h1");
+        assert_eq!(span["client"], "127.0.0.1");
+    }
+    assert_eq!(
+        spans[0]["upstream"],
+        upstream.addr().to_string(),
+        "the miss went upstream"
+    );
+    assert_ne!(
+        spans[0]["id"], spans[1]["id"],
+        "each request has its own span"
+    );
+    assert!(
+        !edge.process().log().contains(&token),
+        "the viewer's token is never logged"
+    );
+}
