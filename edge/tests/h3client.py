@@ -9,7 +9,8 @@ body byte and the end arrived (ms after the request was sent), and the error, if
 (`reset <code>` when the server reset the stream). --reset-after N resets each request stream
 after N body bytes, as a viewer that gives up would; --header adds request header fields;
 --pad-headers N adds an N-byte field, encoded here because aioquic's encoder refuses header
-sections larger than the server allows (which is what the test wants to send).
+sections larger than the server allows (which is what the test wants to send). --resume sends
+the requests as 0-RTT on a resumed session and reports whether the server took the early data.
 """
 
 import argparse
@@ -165,7 +166,21 @@ async def run(args):
         configuration.verify_mode = ssl.CERT_NONE
     headers = [h.split(":", 1) for h in args.header]
     headers = [(k.strip().lower(), v.strip()) for k, v in headers]
-    async with connect(host, int(port), configuration=configuration, create_protocol=Client) as client:
+    handshake = None
+    if args.resume:
+        # A first connection only to be given a session ticket; the requests then go on a
+        # second connection that resumes with it and sends them as 0-RTT early data (which the
+        # server may accept or refuse; refused early data is sent again after the handshake).
+        tickets = []
+        async with connect(host, int(port), configuration=configuration, create_protocol=Client,
+                           session_ticket_handler=tickets.append) as first:
+            await first.ping()
+            await asyncio.sleep(0.2)
+        if not tickets:
+            raise RuntimeError("the server issued no session ticket")
+        configuration.session_ticket = tickets[-1]
+    async with connect(host, int(port), configuration=configuration, create_protocol=Client,
+                       wait_connected=not args.resume) as client:
         if args.parallel:
             exchanges = [client.request(u, headers, args.reset_after, args.pad_headers) for u in args.urls]
             await asyncio.wait_for(asyncio.gather(*(e.done for e in exchanges)), args.timeout)
@@ -178,8 +193,13 @@ async def run(args):
         if args.reset_after is not None:
             # Let the resets reach the server before the connection closes.
             await asyncio.sleep(0.2)
+        tls = client._quic.tls
+        handshake = {"handshake": {"session_resumed": tls.session_resumed,
+                                   "early_data_accepted": tls.early_data_accepted}}
     for exchange in exchanges:
         print(json.dumps(exchange.report()), flush=True)
+    if args.resume:
+        print(json.dumps(handshake), flush=True)
 
 
 def main():
@@ -190,6 +210,7 @@ def main():
     parser.add_argument("--parallel", action="store_true")
     parser.add_argument("--reset-after", type=int)
     parser.add_argument("--pad-headers", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="resume a session and send the requests as 0-RTT")
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("urls", nargs="+")
     args = parser.parse_args()

@@ -510,3 +510,20 @@ fn chromium_fetches_a_segment_over_h3() {
         "the page and the segment came over h3"
     );
 }
+
+#[test]
+fn zero_rtt_is_refused_by_default_and_accepted_when_enabled() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/live/s/index.m3u8", Route::ok("#EXTM3U\n"));
+    for (extra, accepted) in [("", false), ("[edge.http3]\nzero_rtt = true\n", true)] {
+        let edge = H3Edge::start(&upstream, extra);
+        let reports = edge.h3(&["--resume"], &["/live/s/index.m3u8"]);
+        assert_eq!(status(&reports[0]), 200, "{}", reports[0]);
+        let handshake = &reports[1]["handshake"];
+        assert_eq!(handshake["session_resumed"], true, "{handshake}");
+        assert_eq!(
+            handshake["early_data_accepted"], accepted,
+            "early data with `{extra}`: {handshake}"
+        );
+    }
+}
