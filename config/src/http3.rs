@@ -38,6 +38,9 @@ pub struct Http3Config {
     pub gso: bool,
     /// Accept 0-RTT (early data) requests: faster reconnects, but a replayable first flight.
     pub zero_rtt: bool,
+    /// Most QUIC connections open at once; further handshakes are refused
+    /// (`CONNECTION_REFUSED`), and clients fall back to HTTPS over TCP.
+    pub max_connections: u32,
 }
 
 impl Default for Http3Config {
@@ -50,6 +53,7 @@ impl Default for Http3Config {
             congestion: CongestionController::Cubic,
             gso: true,
             zero_rtt: false,
+            max_connections: 10_000,
         }
     }
 }
@@ -70,6 +74,12 @@ impl Http3Config {
             p.push(
                 "edge.http3.idle_timeout",
                 format!("{} must be between 1ms and 24h", self.idle_timeout),
+            );
+        }
+        if self.max_connections == 0 {
+            p.push(
+                "edge.http3.max_connections",
+                "must be at least 1 (set edge.http3.enabled = false to serve no HTTP/3)",
             );
         }
         if self.alt_svc_max_age.0.as_secs() > u64::from(u32::MAX) {

@@ -122,6 +122,7 @@ pub struct Http3Listener {
     addr: SocketAddr,
     server_config: quinn::ServerConfig,
     proxy: Arc<HttpProxy<CachingProxy>>,
+    max_connections: usize,
 }
 
 impl Http3Listener {
@@ -132,12 +133,14 @@ impl Http3Listener {
         addr: SocketAddr,
         server_config: quinn::ServerConfig,
         proxy: Arc<HttpProxy<CachingProxy>>,
+        max_connections: usize,
     ) -> Self {
         Self {
             socket: Mutex::new(socket),
             addr,
             server_config,
             proxy,
+            max_connections,
         }
     }
 
@@ -192,6 +195,12 @@ impl BackgroundService for Http3Listener {
             tokio::select! {
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    // Handshakes in progress count too: a flood of them must not get past.
+                    if endpoint.open_connections() >= self.max_connections {
+                        http3_metrics().handshakes.with_label_values(&["refused"]).inc();
+                        incoming.refuse();
+                        continue;
+                    }
                     let proxy = Arc::clone(&self.proxy);
                     let shutdown = shutdown.clone();
                     let local = self.addr;

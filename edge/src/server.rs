@@ -279,7 +279,13 @@ fn serve(
             let quic = server_config(Arc::clone(&certs), settings)?;
             server.add_service(background_service(
                 "http3",
-                Http3Listener::new(socket, addr, quic, h3_proxy),
+                Http3Listener::new(
+                    socket,
+                    addr,
+                    quic,
+                    h3_proxy,
+                    usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+                ),
             ));
         }
         if let Some(pem) = certs.self_signed_pem() {

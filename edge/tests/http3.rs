@@ -85,6 +85,24 @@ impl H3Edge {
             .collect()
     }
 
+    /// The aioquic client's output, whether or not it succeeded (one JSON value per line).
+    fn h3_raw(&self, args: &[&str], paths: &[&str]) -> Vec<Value> {
+        let python = std::env::var("CASCADE_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h3client.py");
+        let out = Command::new(&python)
+            .arg(script)
+            .arg("--connect")
+            .arg(format!("127.0.0.1:{}", self.port()))
+            .args(args)
+            .args(paths.iter().map(|p| self.url(p)))
+            .output()
+            .expect("python with aioquic (CASCADE_PYTHON, set by .ci/install-tools)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     fn h3_get(&self, path: &str) -> Value {
         self.h3(&[], &[path]).remove(0)
     }
@@ -417,11 +435,11 @@ fn bad_input_on_the_quic_port_is_refused_and_the_listener_keeps_serving() {
     let python = std::env::var("CASCADE_PYTHON").unwrap_or_else(|_| "python3".into());
     let other = Command::new(python)
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h3client.py"))
-        .args([
-            "--connect",
-            &target,
-            &format!("https://unknown.example:{}/live/s/1.m4s", edge.port()),
-        ])
+        .args(["--connect", &target])
+        .arg(format!(
+            "https://unknown.example:{}/live/s/1.m4s",
+            edge.port()
+        ))
         .output()
         .unwrap();
     let other: Value = serde_json::from_slice(&other.stdout).unwrap();
@@ -526,4 +544,37 @@ fn zero_rtt_is_refused_by_default_and_accepted_when_enabled() {
             "early data with `{extra}`: {handshake}"
         );
     }
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_until_one_closes() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route(
+        "/live/s/slow.m3u8",
+        Route::ok("#EXTM3U\n").delay(Duration::from_secs(2)),
+    );
+    upstream.route("/live/s/1.m4s", Route::ok("segment"));
+    let edge = H3Edge::start(&upstream, "[edge.http3]\nmax_connections = 1\n");
+    std::thread::scope(|s| {
+        let holder = s.spawn(|| edge.h3_get("/live/s/slow.m3u8"));
+        std::thread::sleep(Duration::from_millis(500));
+        let refused = edge.h3_raw(&["--timeout", "5"], &["/live/s/1.m4s"]);
+        let error = refused[0]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("ConnectionError"),
+            "a second connection is refused: {refused:?}"
+        );
+        assert_eq!(status(&holder.join().unwrap()), 200, "the first is served");
+    });
+    // Once the first connection is gone, a new one is accepted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let retry = edge.h3_raw(&[], &["/live/s/1.m4s"]);
+        if status(&retry[0]) == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never accepted again: {retry:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(edge.edge.metric("cascade_http3_handshakes_total") >= 3.0);
 }
