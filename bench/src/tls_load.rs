@@ -15,6 +15,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::task::JoinHandle;
 
 use crate::stats::{Recorder, Summary};
 
@@ -121,47 +122,20 @@ async fn h2_connection(
             return rec;
         }
     };
-    let streams: Vec<_> = (0..plan.streams)
-        .map(|_| {
-            let mut sender = sender.clone();
-            let (uri, timeout) = (uri.clone(), plan.timeout);
-            tokio::spawn(async move {
-                let mut rec = Recorder::default();
-                while Instant::now() < deadline {
-                    let Ok(request) = Request::get(&uri).body(Empty::<Bytes>::new()) else {
-                        rec.error("request");
-                        break;
-                    };
-                    let sent = Instant::now();
-                    let exchange = async {
-                        let response = sender.send_request(request).await?;
-                        let status = response.status().as_u16();
-                        let body = response.into_body().collect().await?.to_bytes();
-                        Ok::<_, hyper::Error>((status, body.len() as u64))
-                    };
-                    match tokio::time::timeout(timeout, exchange).await {
-                        Ok(Ok((status, bytes))) => rec.response(status, sent.elapsed(), bytes),
-                        Ok(Err(e)) => {
-                            rec.error(format!("h2: {e}"));
-                            break;
-                        }
-                        Err(_) => {
-                            rec.error("timeout");
-                            break;
-                        }
-                    }
-                }
-                rec
-            })
+    let streams = (0..plan.streams).map(|_| {
+        let (sender, uri) = (sender.clone(), uri.clone());
+        request_loop(deadline, plan.timeout, move || {
+            let (mut sender, uri) = (sender.clone(), uri.clone());
+            async move {
+                let request = Request::get(&uri).body(Empty::<Bytes>::new())?;
+                let response = sender.send_request(request).await?;
+                let status = response.status().as_u16();
+                let body = response.into_body().collect().await?.to_bytes();
+                anyhow::Ok((status, body.len() as u64))
+            }
         })
-        .collect();
-    for stream in streams {
-        match stream.await {
-            Ok(r) => rec.merge(r),
-            Err(e) => rec.error(format!("stream panicked: {e}")),
-        }
-    }
-    rec
+    });
+    join_streams(streams.collect(), rec).await
 }
 
 async fn h3_connection(
@@ -205,44 +179,58 @@ async fn h3_connection(
             return rec;
         }
     };
-    let streams: Vec<_> = (0..plan.streams)
-        .map(|_| {
-            let mut sender = sender.clone();
-            let (uri, timeout) = (uri.clone(), plan.timeout);
-            tokio::spawn(async move {
-                let mut rec = Recorder::default();
-                while Instant::now() < deadline {
-                    let Ok(request) = Request::get(&uri).body(()) else {
-                        rec.error("request");
-                        break;
-                    };
-                    let sent = Instant::now();
-                    let exchange = async {
-                        let mut stream = sender.send_request(request).await?;
-                        stream.finish().await?;
-                        let response = stream.recv_response().await?;
-                        let mut bytes = 0u64;
-                        while let Some(chunk) = stream.recv_data().await? {
-                            bytes += chunk.remaining() as u64;
-                        }
-                        anyhow::Ok((response.status().as_u16(), bytes))
-                    };
-                    match tokio::time::timeout(timeout, exchange).await {
-                        Ok(Ok((status, bytes))) => rec.response(status, sent.elapsed(), bytes),
-                        Ok(Err(e)) => {
-                            rec.error(format!("h3: {e}"));
-                            break;
-                        }
-                        Err(_) => {
-                            rec.error("timeout");
-                            break;
-                        }
-                    }
+    let streams = (0..plan.streams).map(|_| {
+        let (sender, uri) = (sender.clone(), uri.clone());
+        request_loop(deadline, plan.timeout, move || {
+            let (mut sender, uri) = (sender.clone(), uri.clone());
+            async move {
+                let mut stream = sender.send_request(Request::get(&uri).body(())?).await?;
+                stream.finish().await?;
+                let response = stream.recv_response().await?;
+                let mut bytes = 0u64;
+                while let Some(chunk) = stream.recv_data().await? {
+                    bytes += chunk.remaining() as u64;
                 }
-                rec
-            })
+                anyhow::Ok((response.status().as_u16(), bytes))
+            }
         })
-        .collect();
+    });
+    join_streams(streams.collect(), rec).await
+}
+
+/// Spawns one request stream: `exchange` sends a request and reads the whole answer, again
+/// and again until `deadline`; the stream stops at its first error (its connection is broken).
+fn request_loop<F, Fut>(
+    deadline: Instant,
+    timeout: Duration,
+    mut exchange: F,
+) -> JoinHandle<Recorder>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<(u16, u64)>> + Send,
+{
+    tokio::spawn(async move {
+        let mut rec = Recorder::default();
+        while Instant::now() < deadline {
+            let sent = Instant::now();
+            match tokio::time::timeout(timeout, exchange()).await {
+                Ok(Ok((status, bytes))) => rec.response(status, sent.elapsed(), bytes),
+                Ok(Err(e)) => {
+                    rec.error(format!("{e}"));
+                    break;
+                }
+                Err(_) => {
+                    rec.error("timeout");
+                    break;
+                }
+            }
+        }
+        rec
+    })
+}
+
+/// Waits for a connection's streams and adds what they saw to `rec`.
+async fn join_streams(streams: Vec<JoinHandle<Recorder>>, mut rec: Recorder) -> Recorder {
     for stream in streams {
         match stream.await {
             Ok(r) => rec.merge(r),

@@ -59,48 +59,44 @@ impl H3Edge {
         format!("https://localhost:{}{path}", self.port())
     }
 
-    /// Runs the aioquic client with `args` on one connection; one JSON report per request.
-    fn h3(&self, args: &[&str], paths: &[&str]) -> Vec<Value> {
+    /// Runs the aioquic client with `args` on one connection, trusting the edge's certificate:
+    /// whether it succeeded, one JSON report per request, and its stderr.
+    fn run_client(&self, args: &[&str], paths: &[&str]) -> (bool, Vec<Value>, String) {
         let python = std::env::var("CASCADE_PYTHON").unwrap_or_else(|_| "python3".into());
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h3client.py");
-        let out = Command::new(&python)
+        let mut command = Command::new(&python);
+        command
             .arg(script)
             .arg("--connect")
             .arg(format!("127.0.0.1:{}", self.port()))
             .arg("--ca")
-            .arg(&self.ca)
+            .arg(&self.ca);
+        let out = command
             .args(args)
             .args(paths.iter().map(|p| self.url(p)))
             .output()
             .expect("python with aioquic (CASCADE_PYTHON, set by .ci/install-tools)");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "h3client failed: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        let reports = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+            .collect();
+        (
+            out.status.success(),
+            reports,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
-    /// The aioquic client's output, whether or not it succeeded (one JSON value per line).
+    /// The client's reports; it must succeed.
+    fn h3(&self, args: &[&str], paths: &[&str]) -> Vec<Value> {
+        let (ok, reports, stderr) = self.run_client(args, paths);
+        assert!(ok, "h3client failed: {reports:?} {stderr}");
+        reports
+    }
+
+    /// The client's reports, whether or not it succeeded.
     fn h3_raw(&self, args: &[&str], paths: &[&str]) -> Vec<Value> {
-        let python = std::env::var("CASCADE_PYTHON").unwrap_or_else(|_| "python3".into());
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/h3client.py");
-        let out = Command::new(&python)
-            .arg(script)
-            .arg("--connect")
-            .arg(format!("127.0.0.1:{}", self.port()))
-            .args(args)
-            .args(paths.iter().map(|p| self.url(p)))
-            .output()
-            .expect("python with aioquic (CASCADE_PYTHON, set by .ci/install-tools)");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.run_client(args, paths).1
     }
 
     fn h3_get(&self, path: &str) -> Value {
