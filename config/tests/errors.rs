@@ -30,6 +30,29 @@ type Case = (
 fn bad_configs_are_refused_with_a_line_naming_origin_field_and_fix() {
     let cases: &[Case] = &[
         (
+            "no HTTP/3 streams",
+            "[edge.http3]\nmax_concurrent_streams = 0\n",
+            &[],
+            &["edge.http3.max_concurrent_streams: 0 must be between 1 and 10000"],
+        ),
+        (
+            "unknown congestion controller",
+            "[edge.http3]\ncongestion = \"reno\"\n",
+            &[],
+            &[
+                "cascade.toml: edge.http3.congestion",
+                "unknown variant `reno`",
+                "cubic",
+                "bbr",
+            ],
+        ),
+        (
+            "HTTP/3 connection limit of zero, from the environment",
+            "",
+            &[("CASCADE_EDGE__HTTP3__MAX_CONNECTIONS", "0")],
+            &["edge.http3.max_connections: must be at least 1"],
+        ),
+        (
             "unparsable address",
             "[edge]\nlisten = \"abc\"\n",
             &[],
