@@ -292,14 +292,23 @@ fn group<'a>(listed: Vec<(&'a Rendition, Vec<&'a Segment>)>) -> BTreeMap<u32, Ve
 
 /// `Period@start` of the live Period `id` (milliseconds on the stream timeline).
 ///
-/// The first run starts the timeline, so Period 0 starts at zero. A later run starts with its
-/// discontinuity segment: the earliest segment of the run any rendition still holds. The
-/// packager keeps no run starts of its own, so once the window has moved past that segment
-/// the Period (then the first one listed) starts at its oldest held segment instead; the
-/// segments' presentation times do not change, as `presentationTimeOffset` moves with it.
+/// The first run starts the timeline, so Period 0 starts at zero. A later run starts where its
+/// earliest rendition's first segment did, as the packager recorded it: the start stays put
+/// while the window slides through the Period. Renditions rebuilt from an archive index carry
+/// no run starts; their Period starts at its earliest segment still held.
 fn live_period_start(renditions: &[&Rendition], id: u32, tracks: &[Track<'_>]) -> u64 {
     if id == 0 {
         return 0;
+    }
+    let recorded = renditions
+        .iter()
+        .filter_map(|r| {
+            r.run_start(id)
+                .map(|t| ticks_to_ms(t, r.timescale(), Rounding::Down))
+        })
+        .min();
+    if let Some(start) = recorded {
+        return start;
     }
     let held = renditions.iter().filter_map(|r| {
         r.segments
@@ -1046,6 +1055,64 @@ mod tests {
             Some("$RepresentationID$/init.mp4")
         );
         assert!(representation(list[1], "audio").is_some());
+    }
+
+    #[test]
+    fn a_period_keeps_its_start_while_the_window_slides_through_it() {
+        let mut p = restarted(10_000);
+        let before = live_mpd(&p, &options());
+        let start = attr(periods(&before)[1], "Period", "start")
+            .unwrap()
+            .to_owned();
+        let offset = attr(
+            representation(periods(&before)[1], "720p").unwrap(),
+            "SegmentTemplate",
+            "presentationTimeOffset",
+        )
+        .unwrap()
+        .to_owned();
+        // 40 s more of the second run: its first segments (and all of run 0) leave the window.
+        let mut now = START + 60_000;
+        let (mut a, mut b) = (now, now);
+        feed_video(&mut p, "720p", 4.5, 40.0, &mut now);
+        feed_video(&mut p, "480p", 4.5, 40.0, &mut a);
+        feed_audio(&mut p, 4.5, 40.0, &mut b);
+        let r = p.rendition("720p").unwrap();
+        assert!(
+            !r.segments.iter().any(|s| s.discontinuity),
+            "the run's first segment has left the window"
+        );
+        let later = MpdOptions {
+            now_ms: START + 120_000,
+            ..options()
+        };
+        let after = live_mpd(&p, &later);
+        assert_well_formed(&after);
+        let list = periods(&after);
+        assert_eq!(list.len(), 1, "Period 0 is gone");
+        assert_eq!(attr(list[0], "Period", "id"), Some("1"));
+        assert_eq!(
+            attr(list[0], "Period", "start"),
+            Some(start.as_str()),
+            "the start stays put"
+        );
+        let new = representation(list[0], "720p").unwrap();
+        assert_eq!(
+            attr(new, "SegmentTemplate", "presentationTimeOffset"),
+            Some(offset.as_str())
+        );
+        // The first listed segment starts after the Period does, at its own time.
+        let first_t: u64 = new
+            .split("<S t=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(first_t > offset.parse::<u64>().unwrap(), "{new}");
+        assert!(r.segments.iter().any(|s| s.start == first_t));
     }
 
     #[test]

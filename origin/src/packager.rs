@@ -173,6 +173,9 @@ pub struct Rendition {
     pub longest_segment: f64,
     run: Option<u32>,
     runs_seen: u32,
+    /// Timeline start (ticks) of each run's first segment, by discontinuity sequence; kept
+    /// after the segments leave the window, so a DASH Period keeps its start.
+    run_starts: Vec<u64>,
     run_offset: u64,
     next_boundary: f64,
     boundary_tolerance: f64,
@@ -215,6 +218,7 @@ impl Rendition {
             longest_segment: self.longest_segment,
             run: self.run,
             runs_seen: self.runs_seen,
+            run_starts: self.run_starts.clone(),
             run_offset: self.run_offset,
             next_boundary: self.next_boundary,
             boundary_tolerance: self.boundary_tolerance,
@@ -222,6 +226,12 @@ impl Rendition {
             pending_discontinuity: self.pending_discontinuity,
             pending_init: None,
         }
+    }
+
+    /// Where run `sequence` (a discontinuity sequence) started on the timeline, in ticks, if
+    /// this rendition saw it start.
+    pub fn run_start(&self, sequence: u32) -> Option<u64> {
+        self.run_starts.get(sequence as usize).copied()
     }
 
     /// Sort key for listings: video before audio, tallest first, then by name.
@@ -619,6 +629,11 @@ impl StreamPackager {
             let k = ((run_time + tolerance) / settings.segment_target).floor() + 1.0;
             r.next_boundary = k * settings.segment_target;
             let discontinuity = std::mem::take(&mut r.pending_discontinuity);
+            let sequence = r.runs_seen.saturating_sub(1);
+            // A run that gave this rendition no segment starts where the next one does.
+            while r.run_starts.len() <= sequence as usize {
+                r.run_starts.push(timeline_time);
+            }
             let start_seconds = timeline_time as f64 / timescale;
             r.segments.push_back(Segment {
                 msn,
@@ -627,7 +642,7 @@ impl StreamPackager {
                 parts: Vec::new(),
                 complete: false,
                 discontinuity,
-                discontinuity_sequence: r.runs_seen.saturating_sub(1),
+                discontinuity_sequence: sequence,
                 init_id: r.inits.last().map_or(0, |i| i.id),
                 program_date_time_ms: anchor_ms.saturating_add((start_seconds * 1000.0) as u64),
                 size: 0,
@@ -769,6 +784,7 @@ fn new_rendition_with(name: &str, track: TrackInfo, bandwidth: u32) -> Rendition
         longest_segment: 0.0,
         run: None,
         runs_seen: 0,
+        run_starts: Vec::new(),
         run_offset: 0,
         next_boundary: 0.0,
         boundary_tolerance: 0.0,
