@@ -508,6 +508,43 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
     assert_eq!(status, 200, "{converted}");
     assert_eq!(converted["status"], "vod");
     assert!(converted["expires_at"].is_null());
+
+    // A browser's CORS preflight for a playlist is answered without a body.
+    let preflight = json_request(
+        origin.http(),
+        "OPTIONS",
+        &format!("/vod/{rec}/master.m3u8"),
+        None,
+        "",
+    )
+    .unwrap();
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-methods"),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("Range"))
+    );
+
+    // Deleting the recording removes its objects and its VOD URLs.
+    let (status, _) = origin.api(
+        "DELETE",
+        &format!("/api/v1/livestreams/{id}/recordings/{rec}"),
+        "",
+    );
+    assert_eq!(status, 204);
+    assert!(origin.recordings(&id).is_empty());
+    assert_eq!(origin.get(&format!("/vod/{rec}/master.m3u8")).status, 404);
+    assert!(!archived.exists(), "{} is still there", archived.display());
+    let (status, _) = origin.api(
+        "DELETE",
+        &format!("/api/v1/livestreams/{id}/recordings/{rec}"),
+        "",
+    );
+    assert_eq!(status, 404, "a second delete finds nothing");
 }
 
 #[test]
