@@ -148,19 +148,12 @@ async fn h3_connection(
     let connected = async {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
             .map_err(|e| anyhow!("QUIC client config: {e}"))?;
-        // Large socket buffers, as browsers use: the default drops datagrams under load.
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )?;
-        socket.set_recv_buffer_size(4 << 20)?;
-        socket.set_send_buffer_size(4 << 20)?;
-        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        // The edge's socket set-up: large buffers, as the default drops datagrams under load.
+        let socket = cascade_edge::http3::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             None,
-            socket.into(),
+            socket,
             Arc::new(quinn::TokioRuntime),
         )?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));

@@ -99,16 +99,11 @@ pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    for (what, set) in [
-        (
-            "receive",
-            Socket::set_recv_buffer_size as fn(&Socket, usize) -> std::io::Result<()>,
-        ),
-        ("send", Socket::set_send_buffer_size),
-    ] {
-        if let Err(e) = set(&socket, UDP_BUFFER_BYTES) {
-            tracing::debug!(error = %e, "cannot size the UDP {what} buffer");
-        }
+    if let Err(e) = socket.set_recv_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::debug!(error = %e, "cannot size the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::debug!(error = %e, "cannot size the UDP send buffer");
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())
@@ -142,12 +137,6 @@ impl Http3Listener {
             proxy,
             max_connections,
         }
-    }
-
-    /// Binds the UDP port (before start-up, so a taken port is a clear error), with socket
-    /// buffers of [`UDP_BUFFER_BYTES`].
-    pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-        bind_udp(addr)
     }
 
     async fn socket(&self, shutdown: &mut ShutdownWatch) -> Option<std::net::UdpSocket> {

@@ -182,7 +182,9 @@ static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 pub struct RequestCtx {
     /// The request's tracing span (`cascade::request`): every event about the request is
     /// recorded in it, so one request's warnings and its access-log line share its id. It
-    /// carries the cache key, never the raw path, which may hold a viewer's token.
+    /// holds only what those events need to be tied together (the access line carries the
+    /// rest): the id, the cache key (never the raw path, which may hold a viewer's token) and
+    /// the upstream tried.
     span: tracing::Span,
     key: Option<RequestKey>,
     site: Option<Arc<Site>>,
@@ -214,10 +216,9 @@ impl CachingProxy {
         }
     }
 
-    /// Whether the client reached us over TLS (HTTPS or QUIC).
-    fn secure(session: &Session) -> bool {
-        session.as_downstream().is_custom()
-            || session.digest().is_some_and(|d| d.ssl_digest.is_some())
+    /// Whether the client reached us over TLS on TCP (HTTPS H1/H2).
+    fn https_over_tcp(session: &Session) -> bool {
+        session.digest().is_some_and(|d| d.ssl_digest.is_some())
     }
 
     fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -423,10 +424,6 @@ impl ProxyHttp for CachingProxy {
             target: "cascade::request",
             "request",
             id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
-            tier = self.tier,
-            protocol = Self::protocol(session),
-            method = %session.req_header().method,
-            client = %Self::client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
             key = tracing::field::Empty,
             upstream = tracing::field::Empty,
         );
@@ -700,7 +697,7 @@ impl ProxyHttp for CachingProxy {
         if let Some(ip) = Self::client_ip(session) {
             upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
-        let proto = if Self::secure(session) {
+        let proto = if Self::https_over_tcp(session) || Self::protocol(session) == "h3" {
             "https"
         } else {
             "http"
@@ -779,8 +776,7 @@ impl ProxyHttp for CachingProxy {
         }
         // Browsers take an h3 alternative only from an HTTPS origin.
         if let Some(alt_svc) = &self.alt_svc
-            && Self::secure(session)
-            && Self::protocol(session) != "h3"
+            && Self::https_over_tcp(session)
         {
             resp.insert_header(header::ALT_SVC, alt_svc.clone())?;
         }

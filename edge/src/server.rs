@@ -25,7 +25,7 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch,
 use pingora_core::services::background::{BackgroundService, background_service};
 
 use crate::disk::DiskTier;
-use crate::http3::{Http3Listener, alt_svc, server_config};
+use crate::http3::{Http3Listener, alt_svc, bind_udp, server_config};
 use crate::metrics::{StorageCollector, proxy_metrics};
 use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
 use crate::purge_api::{BusApplier, PurgeEndpoint};
@@ -227,7 +227,7 @@ fn serve(
             let socket = if upgrade {
                 None
             } else {
-                Some(Http3Listener::bind(tls_listen.0).map_err(|e| {
+                Some(bind_udp(tls_listen.0).map_err(|e| {
                     anyhow!(
                         "{}.tls_listen: cannot listen for HTTP/3 on UDP {tls_listen}: {e} (is another process using the port?)",
                         tier.name
