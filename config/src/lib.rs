@@ -24,9 +24,9 @@ pub use http3::{CongestionController, Http3Config, MAX_HTTP3_STREAMS};
 pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
 pub use services::{
-    ApiTokenConfig, CacheConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE, OriginConfig,
-    PurgeBusConfig, PurgeFeedConfig, ServiceSection, ShieldConfig, SiteConfig, TokenScope,
-    TranscoderConfig, hostname,
+    ApiTokenConfig, CacheConfig, ClientConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE,
+    OriginConfig, PurgeBusConfig, PurgeFeedConfig, ServiceSection, ShieldConfig, SiteConfig,
+    TokenScope, TranscoderConfig, hostname,
 };
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use tls::{CertificateConfig, TlsConfig};

@@ -1,6 +1,8 @@
 //! `[origin]`, `[shield]`, `[edge]`, `[purge_bus]`: where each server listens and how it stops.
 //! Later capabilities add their own fields to these sections.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::http3::Http3Config;
@@ -255,6 +257,45 @@ impl Default for CacheConfig {
     }
 }
 
+/// `[edge.clients]` and `[shield.clients]`: how long a client connection may hold a proxy
+/// worker without making progress.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// A request header must be complete this long after its first byte arrived (after the
+    /// connection opened, for the first request); slower clients are disconnected.
+    pub header_timeout: HumanDuration,
+    /// A keep-alive connection with no new request for this long is closed (whole seconds).
+    pub keepalive_timeout: HumanDuration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: HumanDuration::secs(10),
+            keepalive_timeout: HumanDuration::secs(60),
+        }
+    }
+}
+
+impl ClientConfig {
+    fn validate(&self, section: &str, p: &mut Problems) {
+        let hour = Duration::from_secs(3600);
+        if self.header_timeout.0 < Duration::from_millis(100) || self.header_timeout.0 > hour {
+            p.push(
+                format!("{section}.clients.header_timeout"),
+                format!("{} must be between 100ms and 1h", self.header_timeout),
+            );
+        }
+        if self.keepalive_timeout.0 < Duration::from_secs(1) || self.keepalive_timeout.0 > hour {
+            p.push(
+                format!("{section}.clients.keepalive_timeout"),
+                format!("{} must be between 1s and 1h", self.keepalive_timeout),
+            );
+        }
+    }
+}
+
 /// `[shield.disk]`: the shield's disk tier.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -360,6 +401,8 @@ pub struct ShieldConfig {
     pub admin_token: Secret,
     /// Memory tier and fill behaviour.
     pub cache: CacheConfig,
+    /// Client connection timeouts.
+    pub clients: ClientConfig,
     /// Disk tier.
     pub disk: DiskCacheConfig,
     /// Unix socket for `--upgrade` hand-over; empty: `/tmp/cascade-shield-<listen port>.upgrade.sock`.
@@ -379,6 +422,7 @@ impl Default for ShieldConfig {
             fill_secret: Secret::default(),
             admin_token: Secret::default(),
             cache: CacheConfig::with_capacity(ByteSize(1 << 30)),
+            clients: ClientConfig::default(),
             disk: DiskCacheConfig::default(),
             upgrade_socket: String::new(),
             purge: PurgeFeedConfig::default(),
@@ -398,6 +442,7 @@ impl ShieldConfig {
         }
         validate_upstreams("shield.origins", &self.origins, p);
         self.cache.validate("shield", p);
+        self.clients.validate("shield", p);
         self.purge.validate("shield", p);
         if !self.disk.dir.is_empty() && self.disk.capacity.0 < 1 << 20 {
             p.push(
@@ -450,6 +495,8 @@ pub struct EdgeConfig {
     pub fill_secret: Secret,
     /// Memory cache and fill behaviour.
     pub cache: CacheConfig,
+    /// Client connection timeouts.
+    pub clients: ClientConfig,
     /// Bearer token for the admin purge endpoint; empty disables the endpoint.
     pub admin_token: Secret,
     /// Sites (host names) this edge serves; requests for any other host get 421.
@@ -497,6 +544,7 @@ impl Default for EdgeConfig {
             origin: String::new(),
             fill_secret: Secret::default(),
             cache: CacheConfig::default(),
+            clients: ClientConfig::default(),
             admin_token: Secret::default(),
             sites: vec![SiteConfig {
                 hosts: vec!["localhost".into(), "127.0.0.1".into()],
@@ -529,6 +577,7 @@ impl EdgeConfig {
             );
         }
         self.cache.validate("edge", p);
+        self.clients.validate("edge", p);
         if self.sites.is_empty() {
             p.push(
                 "edge.sites",

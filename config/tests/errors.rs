@@ -53,6 +53,18 @@ fn bad_configs_are_refused_with_a_line_naming_origin_field_and_fix() {
             &["edge.http3.max_connections: must be at least 1"],
         ),
         (
+            "a header timeout too short to receive any header",
+            "[edge.clients]\nheader_timeout = \"10ms\"\n",
+            &[],
+            &["edge.clients.header_timeout: 10ms must be between 100ms and 1h"],
+        ),
+        (
+            "a keep-alive limit of zero, from the environment",
+            "",
+            &[("CASCADE_SHIELD__CLIENTS__KEEPALIVE_TIMEOUT", "0")],
+            &["shield.clients.keepalive_timeout: 0s must be between 1s and 1h"],
+        ),
+        (
             "unparsable address",
             "[edge]\nlisten = \"abc\"\n",
             &[],

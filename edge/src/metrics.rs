@@ -25,6 +25,8 @@ pub struct ProxyMetrics {
     pub collapsed: IntCounter,
     /// Upstream health changes observed.
     pub upstream_health_changes: IntCounter,
+    /// Connections closed because a request header did not arrive in time.
+    pub header_timeouts: IntCounter,
     /// Share of requests served from cache (hit, stale or revalidated) since start.
     pub hit_ratio: Gauge,
     served_from_cache: AtomicU64,
@@ -65,6 +67,10 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
                 "cascade_proxy_upstream_health_changes_total",
                 "Times an upstream was marked healthy or unhealthy",
             )),
+            header_timeouts: must(IntCounter::new(
+                "cascade_proxy_header_timeouts_total",
+                "Client connections closed because a request header did not arrive within clients.header_timeout",
+            )),
             hit_ratio: must(Gauge::new(
                 "cascade_proxy_hit_ratio",
                 "Share of keyed requests since start served from cache (hit, stale or revalidated)",
@@ -78,6 +84,7 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
         let _ = prometheus::register(Box::new(m.response_bytes.clone()));
         let _ = prometheus::register(Box::new(m.upstream_latency.clone()));
         let _ = prometheus::register(Box::new(m.collapsed.clone()));
+        let _ = prometheus::register(Box::new(m.header_timeouts.clone()));
         let _ = prometheus::register(Box::new(m.upstream_health_changes.clone()));
         m
     })

@@ -164,6 +164,8 @@ pub struct CachingProxy {
     pub honour_request_no_cache: bool,
     /// Connect errors, timeouts and 5xx answers move an idempotent request to the next upstream.
     pub failover_on_error: bool,
+    /// Seconds an idle keep-alive connection is kept (`clients.keepalive_timeout`).
+    pub keepalive_secs: u64,
 }
 
 /// Decrements the in-flight count when the request's context is dropped.
@@ -420,6 +422,10 @@ impl ProxyHttp for CachingProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Pingora has already turned keep-alive off for `Connection: close` and for shutdown.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.keepalive_secs));
+        }
         ctx.span = tracing::info_span!(
             target: "cascade::request",
             "request",

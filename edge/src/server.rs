@@ -19,11 +19,14 @@ use cascade_service::shutdown::SignalListener;
 use cascade_service::{Gate, Readiness, ServiceInfo, Startup};
 use http::HeaderValue;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
+use pingora_core::services::listening::Service;
 
+use crate::client_timeouts::HeaderDeadlineApp;
 use crate::disk::DiskTier;
 use crate::http3::{Http3Listener, alt_svc, bind_udp, server_config};
 use crate::metrics::{StorageCollector, proxy_metrics};
@@ -162,6 +165,7 @@ pub fn build_proxy(
         sent_fill_secret,
         honour_request_no_cache: tier.honour_request_no_cache,
         failover_on_error: tier.failover_on_error,
+        keepalive_secs: tier.clients.keepalive_timeout.0.as_secs().max(1),
     })
 }
 
@@ -270,8 +274,18 @@ fn serve(
             },
         ))
     });
-    let mut proxy_service =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, tier.name);
+    let mut http_proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2_idle_timeout = Some(tier.clients.keepalive_timeout.0);
+    http_proxy.server_options = Some(server_options);
+    let mut proxy_service = Service::new(
+        tier.name.to_string(),
+        HeaderDeadlineApp::new(
+            http_proxy,
+            tier.clients.header_timeout.0,
+            proxy_metrics().header_timeouts.clone(),
+        ),
+    );
     proxy_service.add_tcp(&tier.listen.to_string());
     if let Some(tls_listen) = tier.tls_listen {
         let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cascade_config::{
-    CacheConfig, DiskCacheConfig, EdgeConfig, Http3Config, ListenAddr, PurgeFeedConfig, Secret,
-    ShieldConfig, SiteConfig,
+    CacheConfig, ClientConfig, DiskCacheConfig, EdgeConfig, Http3Config, ListenAddr,
+    PurgeFeedConfig, Secret, ShieldConfig, SiteConfig,
 };
 
 /// How a tier picks the upstream for a miss.
@@ -63,6 +63,8 @@ pub struct TierSettings {
     pub threads: usize,
     /// The caching core's settings.
     pub cache: CacheConfig,
+    /// Client connection timeouts.
+    pub clients: ClientConfig,
     /// Disk tier, if any.
     pub disk: Option<DiskCacheConfig>,
     /// Upstream selection.
@@ -101,6 +103,7 @@ impl TierSettings {
             shutdown_grace: edge.shutdown_grace.0,
             threads: edge.threads,
             cache: edge.cache.clone(),
+            clients: edge.clients.clone(),
             disk: None,
             upstreams: UpstreamPlan::Hashed {
                 shields: edge.shields.clone(),
@@ -128,6 +131,7 @@ impl TierSettings {
             shutdown_grace: shield.shutdown_grace.0,
             threads: shield.threads,
             cache: shield.cache.clone(),
+            clients: shield.clients.clone(),
             disk: (!shield.disk.dir.is_empty()).then(|| shield.disk.clone()),
             upstreams: UpstreamPlan::Ordered {
                 origins: shield.origins.clone(),

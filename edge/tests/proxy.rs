@@ -910,3 +910,123 @@ fn each_request_has_a_tracing_span_that_carries_its_key_and_never_its_token() {
         "the viewer's token is never logged"
     );
 }
+
+/// Reads until the edge closes the connection (or `limit` passes); returns the bytes and when.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return (received, Some(started.elapsed())),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (received, Some(started.elapsed())),
+        }
+    }
+    (received, None)
+}
+
+#[test]
+fn slow_stalled_and_idle_clients_are_disconnected_while_others_are_served() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/ok", Route::ok("fine"));
+    let edge = edge_for(
+        &upstream,
+        "[edge.clients]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\n",
+    );
+    let addr = listen(&edge);
+
+    // A client trickling its header a line every 200 ms (each read well inside Pingora's own
+    // per-read limit) is cut once the whole header is a second late.
+    let trickler = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let started = Instant::now();
+        stream
+            .write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        while started.elapsed() < Duration::from_secs(8) {
+            if stream.write_all(b"X-Slow: 1\r\n").is_err() {
+                return (Vec::new(), started.elapsed());
+            }
+            match stream.read(&mut buf) {
+                Ok(n) => return (buf[..n].to_vec(), started.elapsed()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return (Vec::new(), started.elapsed()),
+            }
+        }
+        panic!("a trickling client was still connected after 8s");
+    });
+
+    // A client that connects and says nothing is closed too.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    // Meanwhile, other clients are served.
+    assert_eq!(get(&edge, "/ok").status, 200);
+    // A header sent in two parts, inside the limit, is answered.
+    let mut split = TcpStream::connect(addr).unwrap();
+    split.write_all(b"GET /ok HTTP/1.1\r\nHost: local").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    split
+        .write_all(b"host\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut split, Duration::from_secs(5));
+    assert!(closed.is_some());
+    assert_eq!(parse_response(&answer).unwrap().status, 200);
+
+    let (silent_got, silent_closed) = read_until_closed(&mut silent, Duration::from_secs(8));
+    assert!(silent_got.is_empty(), "nothing is sent to a silent client");
+    assert!(silent_closed.is_some(), "a silent connection is closed");
+
+    let (trickled, trickle_closed) = trickler.join().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&trickled).contains(" 200 "),
+        "the trickled request was not answered: {:?}",
+        String::from_utf8_lossy(&trickled)
+    );
+    assert!(
+        trickle_closed >= Duration::from_millis(900) && trickle_closed < Duration::from_secs(4),
+        "the trickling client was cut after {trickle_closed:?}, for a 1s header limit"
+    );
+
+    // Keep-alive: a connection that answered a request is closed after 2s of idleness, not
+    // by the 1s header limit (idle time is not header time).
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (first, idle_closed) = read_until_closed(&mut idle, Duration::from_secs(8));
+    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200"));
+    let idle_closed = idle_closed.expect("an idle keep-alive connection is closed");
+    assert!(
+        idle_closed >= Duration::from_millis(1800) && idle_closed < Duration::from_secs(5),
+        "idle connection closed after {idle_closed:?}, for a 2s keep-alive limit"
+    );
+
+    let metrics = cascade_testkit::http_get(edge.addr("admin_listen").unwrap(), "/metrics")
+        .unwrap()
+        .text();
+    let timeouts: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cascade_proxy_header_timeouts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(
+        timeouts >= 2,
+        "trickler and silent client counted: {timeouts}"
+    );
+    assert_eq!(get(&edge, "/ok").status, 200, "the edge still serves");
+}

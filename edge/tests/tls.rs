@@ -2,6 +2,7 @@
 //! chosen by SNI, and a renewed certificate served without a restart.
 #![allow(clippy::unwrap_used)]
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -110,5 +111,142 @@ fn https_with_sni_certificates_h1_h2_and_renewal() {
     assert!(
         curl(&edge, "a.test", &old_ca, "--http2").is_err(),
         "the old certificate is no longer served"
+    );
+}
+
+/// A TLS connection to the edge trusting `root`, offering `alpn`.
+fn tls_connect(
+    edge: &CascadeProcess,
+    root: rustls::pki_types::CertificateDer<'static>,
+    alpn: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "a.test".try_into().unwrap())
+            .unwrap();
+    let socket = std::net::TcpStream::connect(edge.addr("tls_listen").unwrap()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    rustls::StreamOwned::new(conn, socket)
+}
+
+/// Reads until the connection closes or `limit` passes; returns the bytes and when it closed.
+fn read_until_closed(stream: &mut impl Read, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return (received, Some(started.elapsed())),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (received, Some(started.elapsed())),
+        }
+    }
+    (received, None)
+}
+
+#[test]
+fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("a.pem"), generated.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("a.key"),
+        generated.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let root = generated.cert.der().clone();
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/live/s/1.m4s", Route::ok("segment"));
+    let d = dir.path().display();
+    let config = format!(
+        "[edge]\nshields = []\norigin = \"{}\"\n[[edge.sites]]\nhosts = [\"a.test\"]\n\
+         [edge.clients]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\n\
+         [tls]\nself_signed = false\n\
+         [[tls.certificates]]\nhosts = [\"a.test\"]\ncert = \"{d}/a.pem\"\nkey = \"{d}/a.key\"\n",
+        upstream.addr()
+    );
+    let edge = CascadeProcess::start("cascade-edge", "edge", &config).unwrap();
+
+    // HTTP/1.1 over TLS: a header trickled a line every 200 ms is cut after about a second.
+    let mut h1 = tls_connect(&edge, root.clone(), b"http/1.1");
+    h1.write_all(b"GET /live/s/1.m4s HTTP/1.1\r\nHost: a.test\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let cut = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a trickling TLS client was still connected after 8s"
+        );
+        if h1.write_all(b"X-Slow: 1\r\n").is_err() {
+            break started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        match h1.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break started.elapsed(),
+        }
+    };
+    assert!(answer.is_empty(), "nothing answered: {answer:?}");
+    assert!(
+        cut >= Duration::from_millis(900) && cut < Duration::from_secs(4),
+        "cut after {cut:?} for a 1s header limit"
+    );
+
+    // HTTP/2: a connection with no open stream closes after the 2s keep-alive limit.
+    let mut h2 = tls_connect(&edge, root, b"h2");
+    let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    h2.write_all(&settings).unwrap();
+    let (frames, closed) = read_until_closed(&mut h2, Duration::from_secs(8));
+    let closed = closed.expect("an idle HTTP/2 connection is closed");
+    assert!(
+        closed >= Duration::from_millis(1800) && closed < Duration::from_secs(5),
+        "idle HTTP/2 connection closed after {closed:?}, for a 2s limit"
+    );
+    let mut offset = 0;
+    let mut types = Vec::new();
+    while offset + 9 <= frames.len() {
+        let len = u32::from_be_bytes([0, frames[offset], frames[offset + 1], frames[offset + 2]]);
+        types.push(frames[offset + 3]);
+        offset += 9 + len as usize;
+    }
+    assert_eq!(
+        types.first(),
+        Some(&4),
+        "the edge spoke HTTP/2 (SETTINGS first): {types:?}"
+    );
+
+    // Well-behaved clients are still served on both.
+    let ca = dir.path().join("a.pem");
+    assert_eq!(
+        curl(&edge, "a.test", &ca, "--http1.1").unwrap(),
+        ("200".into(), "1.1".into())
+    );
+    assert_eq!(
+        curl(&edge, "a.test", &ca, "--http2").unwrap(),
+        ("200".into(), "2".into())
     );
 }
