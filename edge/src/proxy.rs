@@ -33,7 +33,7 @@ use subtle::ConstantTimeEq;
 use crate::key::{RequestKey, normalise_host};
 use crate::metrics::proxy_metrics;
 use crate::purge::{FETCHED_HEADER, format_fetched, parse_fetched, surrogate_tags};
-use crate::storage::TieredStorage;
+use crate::storage::{self, TieredStorage};
 use crate::token::TokenKey;
 use crate::ttl::{ContentClass, Decision, Directives, TtlPolicy};
 use crate::upstream::Upstreams;
@@ -478,10 +478,14 @@ impl ProxyHttp for CachingProxy {
         &self,
         session: &mut Session,
         _meta: &CacheMeta,
-        _hit_handler: &mut HitHandler,
+        hit_handler: &mut HitHandler,
         is_fresh: bool,
         _ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
+        // Released collapse waiters arrive together: each sends its first bytes before the bulk.
+        if session.cache.lock_duration().is_some() {
+            storage::pace_for_crowd(hit_handler);
+        }
         // An edge that applied a purge the shield has not yet seen asks with no-cache; the
         // shield must go back to the origin rather than hand over its own (purged) copy.
         let no_cache = self.honour_request_no_cache

@@ -635,6 +635,8 @@ impl TieredStorage {
                 fill,
                 state,
                 next: 0,
+                rest: None,
+                pacing: Pacing::First,
             }),
         )
     }
@@ -649,6 +651,7 @@ impl TieredStorage {
                 chunk: 0,
                 offset: 0,
                 remaining,
+                pacing: Pacing::Off,
             }),
         )
     }
@@ -884,12 +887,57 @@ impl Drop for FillWriter {
     }
 }
 
+/// How much of a response goes out before the reader lets others go first.
+const FIRST_SHARE: usize = 16 * 1024;
+
+/// Lets a crowd of readers that arrive together (collapse waiters released at once, readers of
+/// a fill in progress) each get their first bytes before any of them sends its bulk: the first
+/// read returns at most [`FIRST_SHARE`] bytes and the next one yields to other tasks first.
+/// Without it the last of a thousand followers waits for the bodies of all the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    Off,
+    First,
+    YieldNext,
+}
+
+impl Pacing {
+    /// The length to return of `n` available bytes.
+    fn limit(&mut self, n: usize) -> usize {
+        if *self == Pacing::First {
+            *self = Pacing::YieldNext;
+            n.min(FIRST_SHARE)
+        } else {
+            n
+        }
+    }
+
+    /// Called before a read that has more to return.
+    async fn before_read(&mut self) {
+        if *self == Pacing::YieldNext {
+            *self = Pacing::Off;
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Makes a cache hit share the first bytes of its answer before its bulk (see [`Pacing`]);
+/// for requests that waited for another's fetch. Readers of a fill in progress always do.
+pub fn pace_for_crowd(hit: &mut HitHandler) {
+    if let Some(complete) = hit.as_any_mut().downcast_mut::<CompleteHit>() {
+        complete.pacing = Pacing::First;
+    }
+}
+
 /// Reads a fill as it arrives.
 struct PartialHit {
     fill: Arc<Fill>,
     state: watch::Receiver<FillState>,
     /// Next chunk to return.
     next: usize,
+    /// The unreturned end of a chunk cut short by pacing.
+    rest: Option<Bytes>,
+    pacing: Pacing,
 }
 
 fn fill_aborted() -> Box<Error> {
@@ -902,17 +950,25 @@ fn fill_aborted() -> Box<Error> {
 #[async_trait]
 impl HandleHit for PartialHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        self.pacing.before_read().await;
+        if let Some(rest) = self.rest.take() {
+            return Ok(Some(rest));
+        }
         loop {
             let state = *self.state.borrow_and_update();
             match state {
                 FillState::Writing(n) | FillState::Complete(n) if self.next < n => {
-                    let chunk = self
+                    let mut chunk = self
                         .fill
                         .chunks
                         .read()
                         .unwrap_or_else(PoisonError::into_inner)[self.next]
                         .clone();
                     self.next += 1;
+                    let share = self.pacing.limit(chunk.len());
+                    if share < chunk.len() {
+                        self.rest = Some(chunk.split_off(share));
+                    }
                     return Ok(Some(chunk));
                 }
                 FillState::Complete(_) => return Ok(None),
@@ -955,11 +1011,15 @@ struct CompleteHit {
     chunk: usize,
     offset: usize,
     remaining: usize,
+    pacing: Pacing,
 }
 
 #[async_trait]
 impl HandleHit for CompleteHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.remaining > 0 {
+            self.pacing.before_read().await;
+        }
         while self.remaining > 0 {
             let Some(chunk) = self.obj.chunks.get(self.chunk) else {
                 break;
@@ -970,7 +1030,7 @@ impl HandleHit for CompleteHit {
                 self.offset = 0;
                 continue;
             }
-            let n = available.min(self.remaining);
+            let n = self.pacing.limit(available.min(self.remaining));
             let out = chunk.slice(self.offset..self.offset + n);
             self.offset += n;
             self.remaining -= n;
@@ -1142,6 +1202,56 @@ mod tests {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+
+    /// The lengths of the chunks a hit returns, and their concatenation.
+    async fn chunk_lengths(hit: &mut HitHandler) -> (Vec<usize>, Vec<u8>) {
+        let (mut lengths, mut all) = (Vec::new(), Vec::new());
+        while let Some(chunk) = hit.read_body().await.unwrap() {
+            lengths.push(chunk.len());
+            all.extend_from_slice(&chunk);
+        }
+        (lengths, all)
+    }
+
+    #[tokio::test]
+    async fn crowd_readers_share_a_first_slice_then_get_the_rest_unchanged() {
+        let storage = TieredStorage::leak(1 << 20);
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (head, tail) = body.split_at(60_000);
+        let key = CacheKey::new("crowd", "");
+        let mut writer = storage
+            .get_miss_handler(&key, &meta(), &span())
+            .await
+            .unwrap();
+        writer
+            .write_body(Bytes::copy_from_slice(head), false)
+            .await
+            .unwrap();
+        // A reader of the fill in progress: a first slice, then the rest of that chunk.
+        let (_, mut partial) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+        let first = partial.read_body().await.unwrap().unwrap();
+        assert_eq!(first.len(), FIRST_SHARE);
+        let rest = partial.read_body().await.unwrap().unwrap();
+        assert_eq!(rest.len(), head.len() - FIRST_SHARE);
+        writer
+            .write_body(Bytes::copy_from_slice(tail), false)
+            .await
+            .unwrap();
+        writer.finish().await.unwrap();
+        let (later, remainder) = chunk_lengths(&mut partial).await;
+        assert_eq!(later, vec![tail.len()], "only the first chunk is cut");
+        assert_eq!([&first[..], &rest[..], &remainder[..]].concat(), body);
+
+        // A complete object (stored in one piece): unpaced it comes whole; paced, a first
+        // slice, then the rest.
+        let (_, mut plain) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+        assert_eq!(chunk_lengths(&mut plain).await.0, vec![100_000]);
+        let (_, mut paced) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+        pace_for_crowd(&mut paced);
+        let (lengths, all) = chunk_lengths(&mut paced).await;
+        assert_eq!(lengths, vec![FIRST_SHARE, 100_000 - FIRST_SHARE]);
+        assert_eq!(all, body);
     }
 
     #[tokio::test]
