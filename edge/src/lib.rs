@@ -6,9 +6,9 @@
 //! signed URLs ([`token`]). The pure pieces have no IO; the proxy and server modules are the
 //! thin shells that move bytes between them.
 
-pub mod client_timeouts;
 pub mod disk;
 pub mod disk_format;
+pub mod downstream;
 pub mod h3_session;
 pub mod http3;
 pub mod key;

@@ -27,8 +27,8 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch,
 use pingora_core::services::background::{BackgroundService, background_service};
 use pingora_core::services::listening::Service;
 
-use crate::client_timeouts::HeaderDeadlineApp;
 use crate::disk::DiskTier;
+use crate::downstream::Http1StreamApp;
 use crate::http3::{Http3Listener, alt_svc, bind_udp, server_config};
 use crate::metrics::{StorageCollector, proxy_metrics};
 use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
@@ -284,7 +284,7 @@ fn serve(
     http_proxy.server_options = Some(server_options);
     let mut proxy_service = Service::new(
         tier.name.to_string(),
-        HeaderDeadlineApp::new(
+        Http1StreamApp::new(
             http_proxy,
             tier.clients.header_timeout.0,
             proxy_metrics().header_timeouts.clone(),
@@ -293,8 +293,9 @@ fn serve(
     // Requests are GET/HEAD/OPTIONS with headers of a few hundred bytes: plain connections read
     // straight into the request parser's buffer. Pingora's default 64 KiB read buffer per
     // connection cost a thousand viewers arriving at once 64 MiB of freshly zeroed pages.
+    // Writes are buffered by the `Http1Stream` each connection is wrapped in.
     proxy_service.add_listener(
-        ListenerConfig::tcp(tier.listen.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
+        ListenerConfig::tcp(tier.listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
     );
     if let Some(tls_listen) = tier.tls_listen {
         let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);

@@ -1,13 +1,18 @@
-//! A deadline on receiving each HTTP/1 request header, so a slow or stalled client cannot hold
-//! a connection open by trickling a header a byte at a time.
+//! The IO layer under each HTTP/1 client connection: a deadline on receiving each request
+//! header, and response headers sent in the same system call as the body that follows.
 //!
 //! Pingora only bounds each single read of a header (60 s), which a client defeats by sending a
 //! byte now and then. [`HeaderClock`] is the pure part: it follows the bytes read and written on
-//! a connection and knows when a header is due. [`HeaderDeadlineStream`] is the IO wrapper that
-//! consults it, and [`HeaderDeadlineApp`] wraps each accepted HTTP/1 connection of a Pingora
+//! a connection and knows when a header is due. [`Http1Stream`] is the IO wrapper that
+//! consults it, and [`Http1StreamApp`] wraps each accepted HTTP/1 connection of a Pingora
 //! service in one. HTTP/2 has its own framing and flow control, so its connections pass through.
 //! The idle time between keep-alive requests is Pingora's keep-alive timeout, which the proxy
 //! sets from the same `[clients]` section.
+//!
+//! On writes, [`Http1Stream`] takes the place of Pingora's small write buffer: that buffer sends
+//! what it holds (a response header) in a system call of its own before a large body write; the
+//! stream instead holds small writes and sends them with the next large one in one vectored
+//! write, as a single packet train the client is woken for once.
 
 use std::future::Future;
 use std::io;
@@ -126,16 +131,23 @@ impl HeaderClock {
     }
 }
 
-/// A client stream whose reads fail with `TimedOut` once a request header is overdue.
+/// Small writes held back to go out with the next write or flush: the size of Pingora's own
+/// write buffer (one Ethernet payload).
+const HOLD: usize = 1460;
+
+/// A client stream whose reads fail with `TimedOut` once a request header is overdue, and
+/// whose small writes go out together with the next one.
 #[derive(Debug)]
-pub struct HeaderDeadlineStream {
+pub struct Http1Stream {
     inner: Stream,
     clock: HeaderClock,
     timer: Option<Pin<Box<Sleep>>>,
     timeouts: IntCounter,
+    /// Written by the caller, not yet sent.
+    held: Vec<u8>,
 }
 
-impl HeaderDeadlineStream {
+impl Http1Stream {
     /// Wraps a just-accepted connection; its first header is due `limit` from now.
     pub fn new(inner: Stream, limit: Duration, timeouts: IntCounter) -> Self {
         Self {
@@ -143,6 +155,50 @@ impl HeaderDeadlineStream {
             clock: HeaderClock::new(limit, Instant::now()),
             timer: None,
             timeouts,
+            held: Vec::new(),
+        }
+    }
+
+    /// Sends everything held.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.held.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.held.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `buf` after what is held, in one vectored write when something is; returns how
+    /// much of `buf` went out.
+    fn poll_write_after_held(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if self.held.is_empty() {
+                return Pin::new(&mut self.inner).poll_write(cx, buf);
+            }
+            let both = [io::IoSlice::new(&self.held), io::IoSlice::new(buf)];
+            match Pin::new(&mut self.inner).poll_write_vectored(cx, &both) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) if n > self.held.len() => {
+                    let from_buf = n - self.held.len();
+                    self.held.clear();
+                    return Poll::Ready(Ok(from_buf));
+                }
+                // Only (part of) the held bytes went: go on until some of `buf` does.
+                Poll::Ready(Ok(n)) => {
+                    self.held.drain(..n);
+                }
+                other => return other,
+            }
         }
     }
 
@@ -162,7 +218,7 @@ impl HeaderDeadlineStream {
     }
 }
 
-impl AsyncRead for HeaderDeadlineStream {
+impl AsyncRead for Http1Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,60 +246,61 @@ impl AsyncRead for HeaderDeadlineStream {
     }
 }
 
-impl AsyncWrite for HeaderDeadlineStream {
+impl AsyncWrite for Http1Stream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let written = if this.held.len() + buf.len() <= HOLD {
+            this.held.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        } else {
+            this.poll_write_after_held(cx, buf)
+        };
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             this.clock.on_write();
         }
         written
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.clock.on_write();
-        }
-        written
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        match this.poll_send_held(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        match this.poll_send_held(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
 }
 
 #[async_trait]
-impl Shutdown for HeaderDeadlineStream {
+impl Shutdown for Http1Stream {
     async fn shutdown(&mut self) {
+        // Whatever is held goes out first; a failure here means the client has gone.
+        let _ = std::future::poll_fn(|cx| self.poll_send_held(cx)).await;
         self.inner.shutdown().await;
     }
 }
 
-impl UniqueID for HeaderDeadlineStream {
+impl UniqueID for Http1Stream {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl Ssl for HeaderDeadlineStream {
+impl Ssl for Http1Stream {
     fn get_ssl(&self) -> Option<&TlsRef> {
         self.inner.get_ssl()
     }
@@ -257,7 +314,7 @@ impl Ssl for HeaderDeadlineStream {
     }
 }
 
-impl GetTimingDigest for HeaderDeadlineStream {
+impl GetTimingDigest for Http1Stream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -271,7 +328,7 @@ impl GetTimingDigest for HeaderDeadlineStream {
     }
 }
 
-impl GetProxyDigest for HeaderDeadlineStream {
+impl GetProxyDigest for Http1Stream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
@@ -281,7 +338,7 @@ impl GetProxyDigest for HeaderDeadlineStream {
     }
 }
 
-impl GetSocketDigest for HeaderDeadlineStream {
+impl GetSocketDigest for Http1Stream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner.get_socket_digest()
     }
@@ -292,20 +349,20 @@ impl GetSocketDigest for HeaderDeadlineStream {
 }
 
 #[async_trait]
-impl Peek for HeaderDeadlineStream {
+impl Peek for Http1Stream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
 }
 
-/// A Pingora application whose HTTP/1 connections get a [`HeaderDeadlineStream`].
-pub struct HeaderDeadlineApp<A> {
+/// A Pingora application whose HTTP/1 connections get a [`Http1Stream`].
+pub struct Http1StreamApp<A> {
     inner: Arc<A>,
     limit: Duration,
     timeouts: IntCounter,
 }
 
-impl<A> HeaderDeadlineApp<A> {
+impl<A> Http1StreamApp<A> {
     /// Wraps `inner`; each request header must arrive within `limit`.
     pub fn new(inner: A, limit: Duration, timeouts: IntCounter) -> Self {
         Self {
@@ -317,7 +374,7 @@ impl<A> HeaderDeadlineApp<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadlineApp<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Http1StreamApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -326,11 +383,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadlineApp<A> {
         let stream: Stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
             stream
         } else {
-            Box::new(HeaderDeadlineStream::new(
-                stream,
-                self.limit,
-                self.timeouts.clone(),
-            ))
+            Box::new(Http1Stream::new(stream, self.limit, self.timeouts.clone()))
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -343,6 +396,81 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadlineApp<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An `Http1Stream` over a real loopback connection, and the client's end.
+    async fn connected() -> (Http1Stream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let server: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(
+            accepted.unwrap().0,
+        ));
+        let counter = IntCounter::new("test_header_timeouts", "test").unwrap();
+        (Http1Stream::new(server, LIMIT, counter), client.unwrap())
+    }
+
+    async fn nothing_arrives(client: &mut tokio::net::TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_millis(100), client.read(&mut byte))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_header_waits_for_its_body_and_both_arrive_in_order() {
+        let (mut server, mut client) = connected().await;
+        let header = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        server.write_all(header).await.unwrap();
+        assert!(nothing_arrives(&mut client).await, "a lone header is held");
+        server.write_all(&body).await.unwrap();
+        server.flush().await.unwrap();
+        let mut got = vec![0u8; header.len() + body.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [&header[..], &body[..]].concat());
+        assert!(server.held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn small_writes_go_out_on_flush_and_on_shutdown() {
+        let (mut server, mut client) = connected().await;
+        server
+            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        let mut got = vec![0u8; 27];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"HTTP/1.1 204 No Content\r\n\r\n");
+
+        server.write_all(b"last words").await.unwrap();
+        Shutdown::shutdown(&mut server).await;
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            rest, b"last words",
+            "held bytes are sent before the connection closes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_timed_out_and_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (_client, accepted) = tokio::join!(client, listener.accept());
+        let server: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(
+            accepted.unwrap().0,
+        ));
+        let counter = IntCounter::new("test_silent", "test").unwrap();
+        let mut server = Http1Stream::new(server, Duration::from_millis(200), counter.clone());
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(counter.get(), 1);
+    }
 
     const LIMIT: Duration = Duration::from_secs(10);
 
