@@ -399,15 +399,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// An `Http1Stream` over a real loopback connection, and the client's end.
-    async fn connected() -> (Http1Stream, tokio::net::TcpStream) {
+    async fn connected_with(
+        limit: Duration,
+        timeouts: IntCounter,
+    ) -> (Http1Stream, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let server: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(
             accepted.unwrap().0,
         ));
-        let counter = IntCounter::new("test_header_timeouts", "test").unwrap();
-        (Http1Stream::new(server, LIMIT, counter), client.unwrap())
+        (Http1Stream::new(server, limit, timeouts), client.unwrap())
+    }
+
+    async fn connected() -> (Http1Stream, tokio::net::TcpStream) {
+        connected_with(LIMIT, IntCounter::new("test_timeouts", "test").unwrap()).await
     }
 
     async fn nothing_arrives(client: &mut tokio::net::TcpStream) -> bool {
@@ -456,14 +462,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_client_is_timed_out_and_counted() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
-        let (_client, accepted) = tokio::join!(client, listener.accept());
-        let server: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(
-            accepted.unwrap().0,
-        ));
         let counter = IntCounter::new("test_silent", "test").unwrap();
-        let mut server = Http1Stream::new(server, Duration::from_millis(200), counter.clone());
+        let (mut server, _client) =
+            connected_with(Duration::from_millis(200), counter.clone()).await;
         let started = Instant::now();
         let mut buf = [0u8; 16];
         let err = server.read(&mut buf).await.unwrap_err();

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use cascade_edge::token::TokenKey;
 use cascade_testkit::{
     CascadeProcess, HttpResponse, Route, TestUpstream, parse_response, raw_request,
+    read_until_closed,
 };
 
 fn edge_for(upstream: &TestUpstream, extra: &str) -> CascadeProcess {
@@ -911,27 +912,13 @@ fn each_request_has_a_tracing_span_that_carries_its_key_and_never_its_token() {
     );
 }
 
-/// Reads until the edge closes the connection (or `limit` passes); returns the bytes and when.
-fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
-    let started = Instant::now();
+/// A connection to `addr` whose reads give up after 50 ms, for [`read_until_closed`].
+fn connect_polled(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    while started.elapsed() < limit {
-        match stream.read(&mut buf) {
-            Ok(0) => return (received, Some(started.elapsed())),
-            Ok(n) => received.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return (received, Some(started.elapsed())),
-        }
-    }
-    (received, None)
+    stream
 }
 
 #[test]
@@ -974,11 +961,11 @@ fn slow_stalled_and_idle_clients_are_disconnected_while_others_are_served() {
     });
 
     // A client that connects and says nothing is closed too.
-    let mut silent = TcpStream::connect(addr).unwrap();
+    let mut silent = connect_polled(addr);
     // Meanwhile, other clients are served.
     assert_eq!(get(&edge, "/ok").status, 200);
     // A header sent in two parts, inside the limit, is answered.
-    let mut split = TcpStream::connect(addr).unwrap();
+    let mut split = connect_polled(addr);
     split.write_all(b"GET /ok HTTP/1.1\r\nHost: local").unwrap();
     std::thread::sleep(Duration::from_millis(400));
     split
@@ -1005,7 +992,7 @@ fn slow_stalled_and_idle_clients_are_disconnected_while_others_are_served() {
 
     // Keep-alive: a connection that answered a request is closed after 2s of idleness, not
     // by the 1s header limit (idle time is not header time).
-    let mut idle = TcpStream::connect(addr).unwrap();
+    let mut idle = connect_polled(addr);
     idle.write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let (first, idle_closed) = read_until_closed(&mut idle, Duration::from_secs(8));

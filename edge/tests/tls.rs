@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cascade_testkit::{CascadeProcess, Route, TestUpstream};
+use cascade_testkit::{CascadeProcess, Route, TestUpstream, read_until_closed};
 
 fn write_cert(dir: &Path, name: &str) {
     let generated = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
@@ -137,26 +137,6 @@ fn tls_connect(
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     rustls::StreamOwned::new(conn, socket)
-}
-
-/// Reads until the connection closes or `limit` passes; returns the bytes and when it closed.
-fn read_until_closed(stream: &mut impl Read, limit: Duration) -> (Vec<u8>, Option<Duration>) {
-    let started = Instant::now();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    while started.elapsed() < limit {
-        match stream.read(&mut buf) {
-            Ok(0) => return (received, Some(started.elapsed())),
-            Ok(n) => received.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return (received, Some(started.elapsed())),
-        }
-    }
-    (received, None)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{HarnessError, Result, io_err};
 
@@ -71,6 +71,28 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse> {
         .read_to_end(&mut raw)
         .map_err(io_err(format!("read from {addr}")))?;
     parse_response(&raw)
+}
+
+/// Reads until the peer closes the connection, or `limit` passes; returns the bytes read and
+/// how long the close took (`None`: still open). The caller gives the stream a short read
+/// timeout, so a silent peer is noticed; a reset counts as a close.
+pub fn read_until_closed(stream: &mut impl Read, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return (received, Some(started.elapsed())),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (received, Some(started.elapsed())),
+        }
+    }
+    (received, None)
 }
 
 /// Parses a raw HTTP/1.1 response (Content-Length, chunked or read-to-close body).

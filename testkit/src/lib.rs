@@ -24,7 +24,9 @@ mod upstream;
 pub use broadcaster::{BroadcastOptions, Broadcaster, ffmpeg_path, processes_with_arg};
 pub use cascade::{CascadeProcess, binary_path};
 pub use garage::{Garage, s3_client};
-pub use http::{HttpResponse, http_get, json_request, parse_response, raw_request};
+pub use http::{
+    HttpResponse, http_get, json_request, parse_response, raw_request, read_until_closed,
+};
 pub use postgres::Postgres;
 pub use process::{ChildProcess, free_port, wait_for_tcp};
 pub use tansu::Tansu;
