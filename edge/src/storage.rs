@@ -787,30 +787,39 @@ impl Storage for TieredStorage {
 /// piece costs a write on every hit, so a finished object is copied once into large chunks.
 const STORED_CHUNK: usize = 256 * 1024;
 
-/// Regroups `chunks` into pieces of at least [`STORED_CHUNK`] bytes (the last may be smaller).
-/// Already-large chunks are kept as they are, without copying.
+/// Regroups `chunks` into pieces of [`STORED_CHUNK`] bytes (the last may be smaller), each in
+/// an allocation of exactly its size: growing one buffer instead doubled it, and every stored
+/// piece kept its whole allocation alive. A chunk that is already large and starts a piece is
+/// kept as it is, without copying.
 fn coalesce(chunks: Vec<Bytes>) -> Vec<Bytes> {
     if chunks.len() <= 1 || chunks.iter().all(|c| c.len() >= STORED_CHUNK) {
         return chunks;
     }
-    let total: usize = chunks.iter().map(Bytes::len).sum();
-    let mut out = Vec::with_capacity(total / STORED_CHUNK + 1);
-    let mut current = bytes::BytesMut::new();
-    for chunk in chunks {
-        if current.is_empty() && chunk.len() >= STORED_CHUNK {
-            out.push(chunk);
-            continue;
-        }
-        if current.is_empty() {
-            current.reserve(STORED_CHUNK.min(total));
-        }
-        current.extend_from_slice(&chunk);
-        if current.len() >= STORED_CHUNK {
-            out.push(current.split().freeze());
+    let mut remaining: usize = chunks.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(remaining / STORED_CHUNK + 1);
+    let mut piece = bytes::BytesMut::new();
+    let mut piece_size = 0;
+    for mut chunk in chunks {
+        while !chunk.is_empty() {
+            if piece.is_empty() && chunk.len() >= STORED_CHUNK {
+                remaining -= chunk.len();
+                out.push(chunk);
+                break;
+            }
+            if piece.is_empty() {
+                piece_size = STORED_CHUNK.min(remaining);
+                piece = bytes::BytesMut::with_capacity(piece_size);
+            }
+            let take = (piece_size - piece.len()).min(chunk.len());
+            piece.extend_from_slice(&chunk.split_to(take));
+            remaining -= take;
+            if piece.len() == piece_size {
+                out.push(std::mem::take(&mut piece).freeze());
+            }
         }
     }
-    if !current.is_empty() {
-        out.push(current.freeze());
+    if !piece.is_empty() {
+        out.push(piece.freeze());
     }
     out
 }
@@ -1414,14 +1423,10 @@ mod tests {
             .collect();
         let joined: Vec<u8> = small.iter().flat_map(|c| c.iter().copied()).collect();
         let out = coalesce(small);
-        // 10,000-byte pieces reach 256 KiB after 27 of them (270,000 bytes).
-        assert_eq!(
-            out.iter().map(Bytes::len).collect::<Vec<_>>(),
-            [
-                270_000, 270_000, 270_000, 270_000, 270_000, 270_000, 270_000, 270_000, 270_000,
-                270_000, 270_000, 30_000
-            ]
-        );
+        // 3,000,000 bytes: eleven whole pieces and the rest.
+        let mut expected = vec![STORED_CHUNK; 11];
+        expected.push(3_000_000 - 11 * STORED_CHUNK);
+        assert_eq!(out.iter().map(Bytes::len).collect::<Vec<_>>(), expected);
         assert_eq!(
             out.iter()
                 .flat_map(|c| c.iter().copied())
@@ -1430,8 +1435,8 @@ mod tests {
             "same bytes in the same order"
         );
         assert!(
-            out[..out.len() - 1].iter().all(|c| c.len() >= STORED_CHUNK),
-            "every chunk but the last is large"
+            out.iter().all(|c| c.len() <= STORED_CHUNK),
+            "no piece is larger than its allocation should be"
         );
         let big = vec![
             Bytes::from(vec![1u8; STORED_CHUNK]),
