@@ -196,7 +196,7 @@ fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
     );
 
     // HTTP/2: a connection with no open stream closes after the 2s keep-alive limit.
-    let mut h2 = tls_connect(&edge, root, b"h2");
+    let mut h2 = tls_connect(&edge, root.clone(), b"h2");
     let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
     h2.write_all(&settings).unwrap();
@@ -217,6 +217,21 @@ fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
         types.first(),
         Some(&4),
         "the edge spoke HTTP/2 (SETTINGS first): {types:?}"
+    );
+
+    // HTTP/2 has no header deadline of its own, but a header block left open (a HEADERS frame
+    // without END_HEADERS, its CONTINUATION never sent) opens no stream, so the connection
+    // counts as idle and closes at the same limit.
+    let mut h2 = tls_connect(&edge, root, b"h2");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    h2.write_all(&settings).unwrap();
+    // HEADERS, length 1, no flags, stream 1; 0x82 is `:method: GET` from the static table.
+    h2.write_all(&[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]).unwrap();
+    let (_, closed) = read_until_closed(&mut h2, Duration::from_secs(8));
+    let closed = closed.expect("a connection with an unfinished header block is closed");
+    assert!(
+        closed >= Duration::from_millis(1800) && closed < Duration::from_secs(5),
+        "unfinished HTTP/2 header block: closed after {closed:?}, for a 2s limit"
     );
 
     // Well-behaved clients are still served on both.
