@@ -81,14 +81,15 @@ impl HeaderClock {
         }
     }
 
-    /// Bytes read from the client at `now` (called only for non-empty reads).
-    pub fn on_read(&mut self, bytes: &[u8], now: Instant) {
+    /// Bytes read from the client. `now` is called only when they begin a new request, so
+    /// the reads of a request in progress cost no clock call.
+    pub fn on_read(&mut self, bytes: &[u8], now: impl FnOnce() -> Instant) {
         if bytes.is_empty() {
             return;
         }
         if self.phase == Phase::BetweenRequests {
             self.phase = Phase::Header {
-                due: now + self.limit,
+                due: now() + self.limit,
                 started: false,
                 line_has_content: false,
             };
@@ -230,7 +231,7 @@ impl AsyncRead for Http1Stream {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if !read.is_empty() {
-                    this.clock.on_read(read, Instant::now());
+                    this.clock.on_read(read, Instant::now);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -485,10 +486,10 @@ mod tests {
         let mut clock = HeaderClock::new(LIMIT, t0);
         assert_eq!(clock.due(), Some(at(t0, 10)));
         // Trickled bytes do not move the deadline.
-        clock.on_read(b"GET / HT", at(t0, 4));
-        clock.on_read(b"TP/1.1\r\nHost: a\r\n", at(t0, 8));
+        clock.on_read(b"GET / HT", || at(t0, 4));
+        clock.on_read(b"TP/1.1\r\nHost: a\r\n", || at(t0, 8));
         assert_eq!(clock.due(), Some(at(t0, 10)));
-        clock.on_read(b"\r\n", at(t0, 9));
+        clock.on_read(b"\r\n", || at(t0, 9));
         assert_eq!(clock.due(), None, "a complete header is no longer timed");
     }
 
@@ -496,14 +497,14 @@ mod tests {
     fn header_end_split_across_reads_and_bare_line_feeds() {
         let t0 = Instant::now();
         let mut clock = HeaderClock::new(LIMIT, t0);
-        clock.on_read(b"GET / HTTP/1.1\r\nHost: a\r", t0);
-        clock.on_read(b"\n\r", t0);
+        clock.on_read(b"GET / HTTP/1.1\r\nHost: a\r", || t0);
+        clock.on_read(b"\n\r", || t0);
         assert!(clock.due().is_some());
-        clock.on_read(b"\n", t0);
+        clock.on_read(b"\n", || t0);
         assert_eq!(clock.due(), None);
 
         let mut lenient = HeaderClock::new(LIMIT, t0);
-        lenient.on_read(b"GET / HTTP/1.1\nHost: a\n\n", t0);
+        lenient.on_read(b"GET / HTTP/1.1\nHost: a\n\n", || t0);
         assert_eq!(lenient.due(), None);
     }
 
@@ -511,9 +512,9 @@ mod tests {
     fn blank_lines_before_the_request_line_do_not_end_the_header() {
         let t0 = Instant::now();
         let mut clock = HeaderClock::new(LIMIT, t0);
-        clock.on_read(b"\r\n\r\n\n\n", t0);
+        clock.on_read(b"\r\n\r\n\n\n", || t0);
         assert_eq!(clock.due(), Some(at(t0, 10)));
-        clock.on_read(b"GET / HTTP/1.1\r\n", t0);
+        clock.on_read(b"GET / HTTP/1.1\r\n", || t0);
         assert_eq!(clock.due(), Some(at(t0, 10)));
     }
 
@@ -521,16 +522,16 @@ mod tests {
     fn next_request_is_timed_from_its_first_byte() {
         let t0 = Instant::now();
         let mut clock = HeaderClock::new(LIMIT, t0);
-        clock.on_read(b"GET /a HTTP/1.1\r\n\r\n", at(t0, 1));
+        clock.on_read(b"GET /a HTTP/1.1\r\n\r\n", || at(t0, 1));
         // Reads while answering (the proxy watching for a disconnect) start nothing.
-        clock.on_read(b"GET /b", at(t0, 2));
+        clock.on_read(b"GET /b", || at(t0, 2));
         assert_eq!(clock.due(), None);
         clock.on_write();
         clock.on_write();
         assert_eq!(clock.due(), None, "idle keep-alive time is not header time");
-        clock.on_read(b"GET /c HTTP/1.1\r\n", at(t0, 100));
+        clock.on_read(b"GET /c HTTP/1.1\r\n", || at(t0, 100));
         assert_eq!(clock.due(), Some(at(t0, 110)));
-        clock.on_read(b"\r\n", at(t0, 101));
+        clock.on_read(b"\r\n", || at(t0, 101));
         assert_eq!(clock.due(), None);
     }
 
@@ -538,7 +539,7 @@ mod tests {
     fn a_write_before_the_header_completes_does_not_disarm_it() {
         let t0 = Instant::now();
         let mut clock = HeaderClock::new(LIMIT, t0);
-        clock.on_read(b"GET / HTTP/1.1\r\n", t0);
+        clock.on_read(b"GET / HTTP/1.1\r\n", || t0);
         clock.on_write();
         assert_eq!(clock.due(), Some(at(t0, 10)));
     }

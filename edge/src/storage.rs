@@ -626,7 +626,9 @@ impl TieredStorage {
         }
     }
 
-    fn partial_hit(fill: Arc<Fill>) -> (CacheMeta, HitHandler) {
+    /// A reader of `fill` as it arrives; `pacing` for readers that came with a crowd (not for
+    /// the request doing the fetch).
+    fn partial_hit(fill: Arc<Fill>, pacing: Pacing) -> (CacheMeta, HitHandler) {
         let meta = fill.meta.to_meta();
         let state = fill.state.subscribe();
         (
@@ -636,7 +638,7 @@ impl TieredStorage {
                 state,
                 next: 0,
                 rest: None,
-                pacing: Pacing::First,
+                pacing,
             }),
         )
     }
@@ -668,7 +670,7 @@ impl Storage for TieredStorage {
         // Prefer a fill in progress: waiters released from the cache lock attach to it, and a
         // refresh is visible before it completes.
         if let Some(fill) = self.lock_fills().get(&id).cloned() {
-            return Ok(Some(Self::partial_hit(fill)));
+            return Ok(Some(Self::partial_hit(fill, Pacing::First)));
         }
         if let Some(obj) = self.objects.get(&id)
             && !self.tombstones.hides(&obj)
@@ -691,7 +693,8 @@ impl Storage for TieredStorage {
         let own_fill =
             wanted.and_then(|w| self.lock_fills().get(&id).filter(|f| f.id == w).cloned());
         match own_fill {
-            Some(fill) => Ok(Some(Self::partial_hit(fill))),
+            // The fetching request reading its own fill: nobody to let go first.
+            Some(fill) => Ok(Some(Self::partial_hit(fill, Pacing::Off))),
             None => self.lookup(key, trace).await,
         }
     }
@@ -931,7 +934,8 @@ impl Pacing {
 }
 
 /// Makes a cache hit share the first bytes of its answer before its bulk (see [`Pacing`]);
-/// for requests that waited for another's fetch. Readers of a fill in progress always do.
+/// for requests that waited for another's fetch. Readers of another request's fill in
+/// progress always do.
 pub fn pace_for_crowd(hit: &mut HitHandler) {
     if let Some(complete) = hit.as_any_mut().downcast_mut::<CompleteHit>() {
         complete.pacing = Pacing::First;
@@ -1237,7 +1241,15 @@ mod tests {
             .write_body(Bytes::copy_from_slice(head), false)
             .await
             .unwrap();
-        // A reader of the fill in progress: a first slice, then the rest of that chunk.
+        // The fetching request reading its own fill is not paced.
+        let tag = writer.streaming_write_tag().unwrap().to_vec();
+        let (_, mut own) = storage
+            .lookup_streaming_write(&key, Some(&tag), &span())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(own.read_body().await.unwrap().unwrap().len(), head.len());
+        // Another reader of the fill in progress: a first slice, then the rest of that chunk.
         let (_, mut partial) = storage.lookup(&key, &span()).await.unwrap().unwrap();
         let first = partial.read_body().await.unwrap().unwrap();
         assert_eq!(first.len(), FIRST_SHARE);
