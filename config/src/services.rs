@@ -267,6 +267,8 @@ pub struct ClientConfig {
     pub header_timeout: HumanDuration,
     /// A keep-alive connection with no new request for this long is closed (whole seconds).
     pub keepalive_timeout: HumanDuration,
+    /// A TLS handshake must be complete this long after the connection was accepted.
+    pub handshake_timeout: HumanDuration,
 }
 
 impl Default for ClientConfig {
@@ -274,6 +276,7 @@ impl Default for ClientConfig {
         Self {
             header_timeout: HumanDuration::secs(10),
             keepalive_timeout: HumanDuration::secs(60),
+            handshake_timeout: HumanDuration::secs(10),
         }
     }
 }
@@ -285,6 +288,13 @@ impl ClientConfig {
             p.push(
                 format!("{section}.clients.header_timeout"),
                 format!("{} must be between 100ms and 1h", self.header_timeout),
+            );
+        }
+        if self.handshake_timeout.0 < Duration::from_millis(100) || self.handshake_timeout.0 > hour
+        {
+            p.push(
+                format!("{section}.clients.handshake_timeout"),
+                format!("{} must be between 100ms and 1h", self.handshake_timeout),
             );
         }
         if self.keepalive_timeout.0 < Duration::from_secs(1) || self.keepalive_timeout.0 > hour {
@@ -578,6 +588,13 @@ impl EdgeConfig {
         }
         self.cache.validate("edge", p);
         self.clients.validate("edge", p);
+        if self.tls_listen.0.port() == 0 {
+            // Connections are told to be TLS by the port they arrived on.
+            p.push(
+                "edge.tls_listen",
+                format!("{}: give the TLS listener a fixed port", self.tls_listen),
+            );
+        }
         if self.sites.is_empty() {
             p.push(
                 "edge.sites",

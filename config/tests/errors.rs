@@ -59,6 +59,18 @@ fn bad_configs_are_refused_with_a_line_naming_origin_field_and_fix() {
             &["edge.clients.header_timeout: 10ms must be between 100ms and 1h"],
         ),
         (
+            "a TLS handshake limit of two hours",
+            "[shield.clients]\nhandshake_timeout = \"2h\"\n",
+            &[],
+            &["shield.clients.handshake_timeout: 7200s must be between 100ms and 1h"],
+        ),
+        (
+            "a TLS listener on an ephemeral port",
+            "[edge]\ntls_listen = \"127.0.0.1:0\"\n",
+            &[],
+            &["edge.tls_listen: 127.0.0.1:0: give the TLS listener a fixed port"],
+        ),
+        (
             "a keep-alive limit of zero, from the environment",
             "",
             &[("CASCADE_SHIELD__CLIENTS__KEEPALIVE_TIMEOUT", "0")],

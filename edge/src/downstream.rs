@@ -1,21 +1,24 @@
-//! The IO layer under each HTTP/1 client connection: a deadline on receiving each request
-//! header, and response headers sent in the same system call as the body that follows.
+//! The IO layer under each client connection of the Pingora listeners: TLS termination with a
+//! handshake deadline, a deadline on receiving each request, and response headers sent in the
+//! same system call as the body that follows.
 //!
-//! Pingora only bounds each single read of a header (60 s), which a client defeats by sending a
-//! byte now and then. [`HeaderClock`] is the pure part: it follows the bytes read and written on
-//! a connection and knows when a header is due. [`Http1Stream`] is the IO wrapper that
-//! consults it, and [`Http1StreamApp`] wraps each accepted HTTP/1 connection of a Pingora
-//! service in one. HTTP/2 has its own framing and flow control, so its connections pass through.
-//! The idle time between keep-alive requests is Pingora's keep-alive timeout, which the proxy
-//! sets from the same `[clients]` section.
+//! [`ClientStreamApp`] wraps the proxy's Pingora application. Connections accepted on the TLS
+//! listener are handshaken here rather than by Pingora's listener, whose limit is a fixed 60 s,
+//! so the handshake gets `clients.handshake_timeout`. Each connection is then wrapped in a
+//! [`ClientStream`], which consults a [`RequestClock`] (a [`HeaderClock`] for HTTP/1, a
+//! [`FrameClock`] for HTTP/2) and fails the pending read with `TimedOut` once the request
+//! being received is overdue. The idle time between requests is the keep-alive timeout's
+//! business, which the proxy sets from the same `[clients]` section.
 //!
-//! On writes, [`Http1Stream`] takes the place of Pingora's small write buffer: that buffer sends
-//! what it holds (a response header) in a system call of its own before a large body write; the
-//! stream instead holds small writes and sends them with the next large one in one vectored
-//! write, as a single packet train the client is woken for once.
+//! On writes, [`ClientStream`] takes the place of Pingora's small write buffer: that buffer
+//! sends what it holds (a response header) in a system call of its own before a large body
+//! write; the stream instead holds small writes and sends them with the next large one in one
+//! vectored write, as a single packet train the client is woken for once.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -34,126 +39,34 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-/// Where a connection is in its request/response cycle, as seen from its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Receiving a request header that must be complete by `due`.
-    Header {
-        due: Instant,
-        /// Whether anything other than line ends has arrived (blank lines before a request
-        /// line are tolerated and do not end the header).
-        started: bool,
-        /// Whether the current line has had anything other than `\r`.
-        line_has_content: bool,
-    },
-    /// The header is complete; the request is being answered.
-    Answering,
-    /// Part of the answer has been written: the next bytes read begin a new request.
-    BetweenRequests,
-}
+use crate::request_clock::{FrameClock, HeaderClock, RequestClock};
 
-/// Follows a connection's reads and writes and says by when the current request header must
-/// have arrived. No IO, no clock of its own: callers pass the time.
-#[derive(Debug)]
-pub struct HeaderClock {
-    limit: Duration,
-    phase: Phase,
-}
-
-impl HeaderClock {
-    /// A new connection, whose first request header is due `limit` after `opened`.
-    pub fn new(limit: Duration, opened: Instant) -> Self {
-        Self {
-            limit,
-            phase: Phase::Header {
-                due: opened + limit,
-                started: false,
-                line_has_content: false,
-            },
-        }
-    }
-
-    /// When the header being received must be complete; `None` when no header is awaited.
-    pub fn due(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Header { due, .. } => Some(due),
-            Phase::Answering | Phase::BetweenRequests => None,
-        }
-    }
-
-    /// Bytes read from the client. `now` is called only when they begin a new request, so
-    /// the reads of a request in progress cost no clock call.
-    pub fn on_read(&mut self, bytes: &[u8], now: impl FnOnce() -> Instant) {
-        if bytes.is_empty() {
-            return;
-        }
-        if self.phase == Phase::BetweenRequests {
-            self.phase = Phase::Header {
-                due: now() + self.limit,
-                started: false,
-                line_has_content: false,
-            };
-        }
-        let Phase::Header {
-            due,
-            mut started,
-            mut line_has_content,
-        } = self.phase
-        else {
-            // A body, or bytes sent ahead while the answer is prepared: not a header.
-            return;
-        };
-        for &byte in bytes {
-            match byte {
-                b'\n' if started && !line_has_content => {
-                    self.phase = Phase::Answering;
-                    return;
-                }
-                b'\n' => line_has_content = false,
-                b'\r' => {}
-                _ => {
-                    started = true;
-                    line_has_content = true;
-                }
-            }
-        }
-        self.phase = Phase::Header {
-            due,
-            started,
-            line_has_content,
-        };
-    }
-
-    /// Some of an answer was written to the client.
-    pub fn on_write(&mut self) {
-        if self.phase == Phase::Answering {
-            self.phase = Phase::BetweenRequests;
-        }
-    }
-}
+/// What a [`ClientStream`] needs of its clock to be a Pingora stream.
+pub trait StreamClock: RequestClock + Debug + Send + Sync + Unpin + 'static {}
+impl<C: RequestClock + Debug + Send + Sync + Unpin + 'static> StreamClock for C {}
 
 /// Small writes held back to go out with the next write or flush: the size of Pingora's own
 /// write buffer (one Ethernet payload).
 const HOLD: usize = 1460;
 
-/// A client stream whose reads fail with `TimedOut` once a request header is overdue, and
-/// whose small writes go out together with the next one.
+/// A client stream whose reads fail with `TimedOut` once the request being received is
+/// overdue, and whose small writes go out together with the next one.
 #[derive(Debug)]
-pub struct Http1Stream {
+pub struct ClientStream<C> {
     inner: Stream,
-    clock: HeaderClock,
+    clock: C,
     timer: Option<Pin<Box<Sleep>>>,
     timeouts: IntCounter,
     /// Written by the caller, not yet sent.
     held: Vec<u8>,
 }
 
-impl Http1Stream {
-    /// Wraps a just-accepted connection; its first header is due `limit` from now.
-    pub fn new(inner: Stream, limit: Duration, timeouts: IntCounter) -> Self {
+impl<C: StreamClock> ClientStream<C> {
+    /// Wraps a connection ready to receive its first request, timed by `clock`.
+    pub fn new(inner: Stream, clock: C, timeouts: IntCounter) -> Self {
         Self {
             inner,
-            clock: HeaderClock::new(limit, Instant::now()),
+            clock,
             timer: None,
             timeouts,
             held: Vec::new(),
@@ -219,7 +132,7 @@ impl Http1Stream {
     }
 }
 
-impl AsyncRead for Http1Stream {
+impl<C: StreamClock> AsyncRead for ClientStream<C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -239,7 +152,7 @@ impl AsyncRead for Http1Stream {
                 this.timeouts.inc();
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the request header did not arrive in time",
+                    "the request did not arrive in time",
                 )))
             }
             other => other,
@@ -247,7 +160,7 @@ impl AsyncRead for Http1Stream {
     }
 }
 
-impl AsyncWrite for Http1Stream {
+impl<C: StreamClock> AsyncWrite for ClientStream<C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -287,7 +200,7 @@ impl AsyncWrite for Http1Stream {
 }
 
 #[async_trait]
-impl Shutdown for Http1Stream {
+impl<C: StreamClock> Shutdown for ClientStream<C> {
     async fn shutdown(&mut self) {
         // Whatever is held goes out first; a failure here means the client has gone.
         let _ = std::future::poll_fn(|cx| self.poll_send_held(cx)).await;
@@ -295,13 +208,13 @@ impl Shutdown for Http1Stream {
     }
 }
 
-impl UniqueID for Http1Stream {
+impl<C: StreamClock> UniqueID for ClientStream<C> {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl Ssl for Http1Stream {
+impl<C: StreamClock> Ssl for ClientStream<C> {
     fn get_ssl(&self) -> Option<&TlsRef> {
         self.inner.get_ssl()
     }
@@ -315,7 +228,7 @@ impl Ssl for Http1Stream {
     }
 }
 
-impl GetTimingDigest for Http1Stream {
+impl<C: StreamClock> GetTimingDigest for ClientStream<C> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -329,7 +242,7 @@ impl GetTimingDigest for Http1Stream {
     }
 }
 
-impl GetProxyDigest for Http1Stream {
+impl<C: StreamClock> GetProxyDigest for ClientStream<C> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
@@ -339,7 +252,7 @@ impl GetProxyDigest for Http1Stream {
     }
 }
 
-impl GetSocketDigest for Http1Stream {
+impl<C: StreamClock> GetSocketDigest for ClientStream<C> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner.get_socket_digest()
     }
@@ -350,41 +263,115 @@ impl GetSocketDigest for Http1Stream {
 }
 
 #[async_trait]
-impl Peek for Http1Stream {
+impl<C: StreamClock> Peek for ClientStream<C> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
 }
 
-/// A Pingora application whose HTTP/1 connections get a [`Http1Stream`].
-pub struct Http1StreamApp<A> {
-    inner: Arc<A>,
-    limit: Duration,
-    timeouts: IntCounter,
+/// The TLS listener whose connections [`ClientStreamApp`] handshakes itself.
+pub struct TlsTermination {
+    /// The address the TLS listener is bound to; connections accepted on it are TLS.
+    pub listen: SocketAddr,
+    /// Certificates, protocols and ALPN, as Pingora's listener would use them.
+    pub acceptor: Acceptor,
 }
 
-impl<A> Http1StreamApp<A> {
-    /// Wraps `inner`; each request header must arrive within `limit`.
-    pub fn new(inner: A, limit: Duration, timeouts: IntCounter) -> Self {
+/// How long a client may take over each step before its connection is closed.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// From the connection's start (or a request's first byte) to a complete request header.
+    pub header: Duration,
+    /// From accepting a TLS connection to the end of its handshake.
+    pub handshake: Duration,
+}
+
+/// Whether a connection that arrived on `local` came through the listener bound to `listen`
+/// (which may be bound to every address).
+fn accepted_on(local: SocketAddr, listen: SocketAddr) -> bool {
+    local.port() == listen.port() && (listen.ip().is_unspecified() || local.ip() == listen.ip())
+}
+
+/// A Pingora application whose client connections get a [`ClientStream`], after a TLS
+/// handshake with a deadline for those accepted on the TLS listener.
+pub struct ClientStreamApp<A> {
+    inner: Arc<A>,
+    limits: ClientLimits,
+    tls: Option<TlsTermination>,
+    header_timeouts: IntCounter,
+    handshake_timeouts: IntCounter,
+}
+
+impl<A> ClientStreamApp<A> {
+    /// Wraps `inner`; `tls`, when given, names the listener whose connections are TLS.
+    pub fn new(
+        inner: A,
+        limits: ClientLimits,
+        tls: Option<TlsTermination>,
+        header_timeouts: IntCounter,
+        handshake_timeouts: IntCounter,
+    ) -> Self {
         Self {
             inner: Arc::new(inner),
-            limit,
-            timeouts,
+            limits,
+            tls,
+            header_timeouts,
+            handshake_timeouts,
+        }
+    }
+
+    /// The TLS termination for `stream`, when it arrived on the TLS listener.
+    fn tls_for(&self, stream: &Stream) -> Option<&TlsTermination> {
+        let tls = self.tls.as_ref()?;
+        let digest = stream.get_socket_digest()?;
+        let local = *digest.local_addr()?.as_inet()?;
+        accepted_on(local, tls.listen).then_some(tls)
+    }
+
+    /// Runs the TLS handshake on a raw accepted connection, within the handshake limit.
+    async fn handshake(&self, tls: &TlsTermination, stream: Stream) -> Option<Stream> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().map(ToString::to_string));
+        // Connections reach the application straight from the TCP listener: a plain L4 stream.
+        let Ok(l4) = stream.into_any().downcast::<L4Stream>() else {
+            tracing::error!("a TLS listener connection was not a plain TCP stream");
+            return None;
+        };
+        match tokio::time::timeout(self.limits.handshake, tls.acceptor.tls_handshake(*l4)).await {
+            Ok(Ok(tls_stream)) => Some(Box::new(tls_stream)),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = peer.as_deref(), error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                self.handshake_timeouts.inc();
+                tracing::debug!(peer = peer.as_deref(), "TLS handshake timed out");
+                None
+            }
         }
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Http1StreamApp<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientStreamApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let stream = match self.tls_for(&stream) {
+            Some(tls) => self.handshake(tls, stream).await?,
+            None => stream,
+        };
+        let timeouts = self.header_timeouts.clone();
+        let opened = Instant::now();
         let stream: Stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            stream
+            let clock = FrameClock::new(self.limits.header, opened);
+            Box::new(ClientStream::new(stream, clock, timeouts))
         } else {
-            Box::new(Http1Stream::new(stream, self.limit, self.timeouts.clone()))
+            let clock = HeaderClock::new(self.limits.header, opened);
+            Box::new(ClientStream::new(stream, clock, timeouts))
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -399,22 +386,23 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An `Http1Stream` over a real loopback connection, and the client's end.
+    /// A `ClientStream` for HTTP/1 over a real loopback connection, and the client's end.
     async fn connected_with(
         limit: Duration,
         timeouts: IntCounter,
-    ) -> (Http1Stream, tokio::net::TcpStream) {
+    ) -> (ClientStream<HeaderClock>, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let server: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(
             accepted.unwrap().0,
         ));
-        (Http1Stream::new(server, limit, timeouts), client.unwrap())
+        let clock = HeaderClock::new(limit, Instant::now());
+        (ClientStream::new(server, clock, timeouts), client.unwrap())
     }
 
-    async fn connected() -> (Http1Stream, tokio::net::TcpStream) {
-        connected_with(LIMIT, IntCounter::new("test_timeouts", "test").unwrap()).await
+    async fn connected() -> (ClientStream<HeaderClock>, tokio::net::TcpStream) {
+        connected_with(Duration::from_secs(10), IntCounter::new("test_timeouts", "test").unwrap()).await
     }
 
     async fn nothing_arrives(client: &mut tokio::net::TcpStream) -> bool {
@@ -474,73 +462,13 @@ mod tests {
         assert_eq!(counter.get(), 1);
     }
 
-    const LIMIT: Duration = Duration::from_secs(10);
-
-    fn at(start: Instant, secs: u64) -> Instant {
-        start + Duration::from_secs(secs)
-    }
-
     #[test]
-    fn first_header_is_due_from_the_connection_start() {
-        let t0 = Instant::now();
-        let mut clock = HeaderClock::new(LIMIT, t0);
-        assert_eq!(clock.due(), Some(at(t0, 10)));
-        // Trickled bytes do not move the deadline.
-        clock.on_read(b"GET / HT", || at(t0, 4));
-        clock.on_read(b"TP/1.1\r\nHost: a\r\n", || at(t0, 8));
-        assert_eq!(clock.due(), Some(at(t0, 10)));
-        clock.on_read(b"\r\n", || at(t0, 9));
-        assert_eq!(clock.due(), None, "a complete header is no longer timed");
-    }
-
-    #[test]
-    fn header_end_split_across_reads_and_bare_line_feeds() {
-        let t0 = Instant::now();
-        let mut clock = HeaderClock::new(LIMIT, t0);
-        clock.on_read(b"GET / HTTP/1.1\r\nHost: a\r", || t0);
-        clock.on_read(b"\n\r", || t0);
-        assert!(clock.due().is_some());
-        clock.on_read(b"\n", || t0);
-        assert_eq!(clock.due(), None);
-
-        let mut lenient = HeaderClock::new(LIMIT, t0);
-        lenient.on_read(b"GET / HTTP/1.1\nHost: a\n\n", || t0);
-        assert_eq!(lenient.due(), None);
-    }
-
-    #[test]
-    fn blank_lines_before_the_request_line_do_not_end_the_header() {
-        let t0 = Instant::now();
-        let mut clock = HeaderClock::new(LIMIT, t0);
-        clock.on_read(b"\r\n\r\n\n\n", || t0);
-        assert_eq!(clock.due(), Some(at(t0, 10)));
-        clock.on_read(b"GET / HTTP/1.1\r\n", || t0);
-        assert_eq!(clock.due(), Some(at(t0, 10)));
-    }
-
-    #[test]
-    fn next_request_is_timed_from_its_first_byte() {
-        let t0 = Instant::now();
-        let mut clock = HeaderClock::new(LIMIT, t0);
-        clock.on_read(b"GET /a HTTP/1.1\r\n\r\n", || at(t0, 1));
-        // Reads while answering (the proxy watching for a disconnect) start nothing.
-        clock.on_read(b"GET /b", || at(t0, 2));
-        assert_eq!(clock.due(), None);
-        clock.on_write();
-        clock.on_write();
-        assert_eq!(clock.due(), None, "idle keep-alive time is not header time");
-        clock.on_read(b"GET /c HTTP/1.1\r\n", || at(t0, 100));
-        assert_eq!(clock.due(), Some(at(t0, 110)));
-        clock.on_read(b"\r\n", || at(t0, 101));
-        assert_eq!(clock.due(), None);
-    }
-
-    #[test]
-    fn a_write_before_the_header_completes_does_not_disarm_it() {
-        let t0 = Instant::now();
-        let mut clock = HeaderClock::new(LIMIT, t0);
-        clock.on_read(b"GET / HTTP/1.1\r\n", || t0);
-        clock.on_write();
-        assert_eq!(clock.due(), Some(at(t0, 10)));
+    fn connections_are_matched_to_the_listener_they_arrived_on() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(accepted_on(addr("127.0.0.1:8443"), addr("0.0.0.0:8443")));
+        assert!(accepted_on(addr("127.0.0.1:8443"), addr("127.0.0.1:8443")));
+        assert!(accepted_on(addr("[::1]:8443"), addr("[::]:8443")));
+        assert!(!accepted_on(addr("127.0.0.1:8080"), addr("0.0.0.0:8443")));
+        assert!(!accepted_on(addr("10.0.0.2:8443"), addr("10.0.0.1:8443")));
     }
 }

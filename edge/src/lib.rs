@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod purge;
 pub mod purge_api;
+pub mod request_clock;
 pub mod server;
 pub mod storage;
 pub mod tier;

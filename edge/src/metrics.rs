@@ -27,6 +27,8 @@ pub struct ProxyMetrics {
     pub upstream_health_changes: IntCounter,
     /// Connections closed because a request header did not arrive in time.
     pub header_timeouts: IntCounter,
+    /// TLS connections closed because their handshake did not complete in time.
+    pub handshake_timeouts: IntCounter,
     /// Share of requests served from cache (hit, stale or revalidated) since start.
     pub hit_ratio: Gauge,
     served_from_cache: AtomicU64,
@@ -71,6 +73,10 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
                 "cascade_proxy_header_timeouts_total",
                 "Client connections closed because a request header did not arrive within clients.header_timeout",
             )),
+            handshake_timeouts: must(IntCounter::new(
+                "cascade_proxy_tls_handshake_timeouts_total",
+                "TLS client connections closed because the handshake did not complete within clients.handshake_timeout",
+            )),
             hit_ratio: must(Gauge::new(
                 "cascade_proxy_hit_ratio",
                 "Share of keyed requests since start served from cache (hit, stale or revalidated)",
@@ -85,6 +91,7 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
         let _ = prometheus::register(Box::new(m.upstream_latency.clone()));
         let _ = prometheus::register(Box::new(m.collapsed.clone()));
         let _ = prometheus::register(Box::new(m.header_timeouts.clone()));
+        let _ = prometheus::register(Box::new(m.handshake_timeouts.clone()));
         let _ = prometheus::register(Box::new(m.upstream_health_changes.clone()));
         m
     })

@@ -28,7 +28,7 @@ use pingora_core::services::background::{BackgroundService, background_service};
 use pingora_core::services::listening::Service;
 
 use crate::disk::DiskTier;
-use crate::downstream::Http1StreamApp;
+use crate::downstream::{ClientLimits, ClientStreamApp, TlsTermination};
 use crate::http3::{Http3Listener, alt_svc, bind_udp, server_config};
 use crate::metrics::{StorageCollector, proxy_metrics};
 use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
@@ -282,21 +282,14 @@ fn serve(
     let mut server_options = HttpServerOptions::default();
     server_options.h2_idle_timeout = Some(tier.clients.keepalive_timeout.0);
     http_proxy.server_options = Some(server_options);
-    let mut proxy_service = Service::new(
-        tier.name.to_string(),
-        Http1StreamApp::new(
-            http_proxy,
-            tier.clients.header_timeout.0,
-            proxy_metrics().header_timeouts.clone(),
-        ),
-    );
     // Requests are GET/HEAD/OPTIONS with headers of a few hundred bytes: plain connections read
     // straight into the request parser's buffer. Pingora's default 64 KiB read buffer per
     // connection cost a thousand viewers arriving at once 64 MiB of freshly zeroed pages.
-    // Writes are buffered by the `Http1Stream` each connection is wrapped in.
-    proxy_service.add_listener(
+    // Writes are buffered by the `ClientStream` each connection is wrapped in.
+    let mut listeners = vec![
         ListenerConfig::tcp(tier.listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
-    );
+    ];
+    let mut tls_termination = None;
     if let Some(tls_listen) = tier.tls_listen {
         let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);
         if let (Some((settings, addr, socket)), Some(h3_proxy)) = (http3, h3_proxy) {
@@ -337,12 +330,16 @@ fn serve(
         let mut tls = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
         tls.set_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
         tls.enable_h2();
+        // The listener accepts TCP; `ClientStreamApp` runs the handshake under its own limit.
         // TLS reads a record (at most 16 KiB) at a time; a buffer of one record saves syscalls.
-        proxy_service.add_listener(
+        listeners.push(
             ListenerConfig::tcp(tls_listen.to_string())
-                .tls(tls)
                 .l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER)),
         );
+        tls_termination = Some(TlsTermination {
+            listen: tls_listen.0,
+            acceptor: tls.build(),
+        });
         server.add_service(background_service(
             "tls-reload",
             CertReloader {
@@ -350,6 +347,23 @@ fn serve(
                 interval: Duration::from_secs(5),
             },
         ));
+    }
+    let metrics = proxy_metrics();
+    let mut proxy_service = Service::new(
+        tier.name.to_string(),
+        ClientStreamApp::new(
+            http_proxy,
+            ClientLimits {
+                header: tier.clients.header_timeout.0,
+                handshake: tier.clients.handshake_timeout.0,
+            },
+            tls_termination,
+            metrics.header_timeouts.clone(),
+            metrics.handshake_timeouts.clone(),
+        ),
+    );
+    for listener in listeners {
+        proxy_service.add_listener(listener);
     }
     server.add_service(proxy_service);
     server.add_service(background_service(

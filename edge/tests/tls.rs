@@ -140,7 +140,7 @@ fn tls_connect(
 }
 
 #[test]
-fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
+fn over_tls_slow_handshakes_headers_and_header_blocks_are_cut() {
     let dir = tempfile::tempdir().unwrap();
     let generated = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
     std::fs::write(dir.path().join("a.pem"), generated.cert.pem()).unwrap();
@@ -155,12 +155,58 @@ fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
     let d = dir.path().display();
     let config = format!(
         "[edge]\nshields = []\norigin = \"{}\"\n[[edge.sites]]\nhosts = [\"a.test\"]\n\
-         [edge.clients]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\n\
+         [edge.clients]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"3s\"\n\
+         handshake_timeout = \"1s\"\n\
          [tls]\nself_signed = false\n\
          [[tls.certificates]]\nhosts = [\"a.test\"]\ncert = \"{d}/a.pem\"\nkey = \"{d}/a.key\"\n",
         upstream.addr()
     );
     let edge = CascadeProcess::start("cascade-edge", "edge", &config).unwrap();
+
+    // A TCP connection to the TLS port that never starts a handshake, and one that trickles
+    // its ClientHello (a record header, then a byte every 200 ms), are closed after about the
+    // 1s handshake limit rather than Pingora's 60 s.
+    let mut silent = std::net::TcpStream::connect(edge.addr("tls_listen").unwrap()).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(8));
+    let closed = closed.expect("a connection that never handshakes is closed");
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_millis(2500),
+        "silent TLS connection closed after {closed:?}, for a 1s handshake limit"
+    );
+    let mut trickle = std::net::TcpStream::connect(edge.addr("tls_listen").unwrap()).unwrap();
+    trickle
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // A handshake record of 512 bytes, then a ClientHello header, one byte at a time.
+    trickle.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    let cut = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a trickled ClientHello was still connected after 8s"
+        );
+        if trickle.write_all(&[0x01]).is_err() {
+            break started.elapsed();
+        }
+        match trickle.read(&mut byte) {
+            Ok(0) => break started.elapsed(),
+            Ok(_) => panic!("the edge answered an incomplete ClientHello"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break started.elapsed(),
+        }
+    };
+    assert!(
+        cut >= Duration::from_millis(800) && cut < Duration::from_millis(2500),
+        "trickled ClientHello cut after {cut:?}, for a 1s handshake limit"
+    );
 
     // HTTP/1.1 over TLS: a header trickled a line every 200 ms is cut after about a second.
     let mut h1 = tls_connect(&edge, root.clone(), b"http/1.1");
@@ -191,11 +237,12 @@ fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
     };
     assert!(answer.is_empty(), "nothing answered: {answer:?}");
     assert!(
-        cut >= Duration::from_millis(900) && cut < Duration::from_secs(4),
+        cut >= Duration::from_millis(900) && cut < Duration::from_millis(2500),
         "cut after {cut:?} for a 1s header limit"
     );
 
-    // HTTP/2: a connection with no open stream closes after the 2s keep-alive limit.
+    // HTTP/2: a connection with no open stream closes after the 3s keep-alive limit, not the
+    // 1s header limit: between frames it is idle, not slow.
     let mut h2 = tls_connect(&edge, root.clone(), b"h2");
     let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
@@ -203,8 +250,8 @@ fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
     let (frames, closed) = read_until_closed(&mut h2, Duration::from_secs(8));
     let closed = closed.expect("an idle HTTP/2 connection is closed");
     assert!(
-        closed >= Duration::from_millis(1800) && closed < Duration::from_secs(5),
-        "idle HTTP/2 connection closed after {closed:?}, for a 2s limit"
+        closed >= Duration::from_millis(2800) && closed < Duration::from_secs(6),
+        "idle HTTP/2 connection closed after {closed:?}, for a 3s keep-alive limit"
     );
     let mut offset = 0;
     let mut types = Vec::new();
@@ -219,9 +266,8 @@ fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
         "the edge spoke HTTP/2 (SETTINGS first): {types:?}"
     );
 
-    // HTTP/2 has no header deadline of its own, but a header block left open (a HEADERS frame
-    // without END_HEADERS, its CONTINUATION never sent) opens no stream, so the connection
-    // counts as idle and closes at the same limit.
+    // A header block left open (a HEADERS frame without END_HEADERS, its CONTINUATION never
+    // sent) is a request header that has not arrived: cut at the 1s header limit.
     let mut h2 = tls_connect(&edge, root, b"h2");
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
     h2.write_all(&settings).unwrap();
@@ -230,9 +276,11 @@ fn over_tls_a_trickled_header_is_cut_and_an_idle_h2_connection_closed() {
     let (_, closed) = read_until_closed(&mut h2, Duration::from_secs(8));
     let closed = closed.expect("a connection with an unfinished header block is closed");
     assert!(
-        closed >= Duration::from_millis(1800) && closed < Duration::from_secs(5),
-        "unfinished HTTP/2 header block: closed after {closed:?}, for a 2s limit"
+        closed >= Duration::from_millis(900) && closed < Duration::from_millis(2500),
+        "unfinished HTTP/2 header block: closed after {closed:?}, for a 1s header limit"
     );
+    assert!(edge.metric("cascade_proxy_tls_handshake_timeouts_total") >= 2.0);
+    assert!(edge.metric("cascade_proxy_header_timeouts_total") >= 2.0);
 
     // Well-behaved clients are still served on both.
     let ca = dir.path().join("a.pem");
