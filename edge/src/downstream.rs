@@ -402,7 +402,11 @@ mod tests {
     }
 
     async fn connected() -> (ClientStream<HeaderClock>, tokio::net::TcpStream) {
-        connected_with(Duration::from_secs(10), IntCounter::new("test_timeouts", "test").unwrap()).await
+        connected_with(
+            Duration::from_secs(10),
+            IntCounter::new("test_timeouts", "test").unwrap(),
+        )
+        .await
     }
 
     async fn nothing_arrives(client: &mut tokio::net::TcpStream) -> bool {

@@ -312,7 +312,11 @@ mod tests {
         let t0 = Instant::now();
         let mut clock = FrameClock::new(LIMIT, t0);
         clock.on_read(&PREFACE[..10], || at(t0, 5));
-        assert_eq!(clock.due(), Some(at(t0, 10)), "a trickled preface keeps its deadline");
+        assert_eq!(
+            clock.due(),
+            Some(at(t0, 10)),
+            "a trickled preface keeps its deadline"
+        );
         let mut rest = PREFACE[10..].to_vec();
         rest.extend(frame(0x4, 0, &[0, 3, 0, 0, 0, 100]));
         clock.on_read(&rest, || at(t0, 6));
@@ -346,7 +350,11 @@ mod tests {
         clock.on_read(&frame(FRAME_HEADERS, 0x1, &[0x82]), || at(t0, 50));
         assert_eq!(clock.due(), Some(at(t0, 60)), "HEADERS without END_HEADERS");
         clock.on_read(&frame(FRAME_CONTINUATION, 0, &[0x87]), || at(t0, 55));
-        assert_eq!(clock.due(), Some(at(t0, 60)), "a CONTINUATION that does not end it");
+        assert_eq!(
+            clock.due(),
+            Some(at(t0, 60)),
+            "a CONTINUATION that does not end it"
+        );
         clock.on_read(&frame(FRAME_CONTINUATION, 0x4, &[0x84]), || at(t0, 56));
         assert_eq!(clock.due(), None);
         // The next block is timed from its own start.
