@@ -361,7 +361,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientStreamApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let stream = match self.tls_for(&stream) {
-            Some(tls) => self.handshake(tls, stream).await?,
+            // Boxed: the handshake's state is kilobytes, which plain connections need not carry.
+            Some(tls) => Box::pin(self.handshake(tls, stream)).await?,
             None => stream,
         };
         let timeouts = self.header_timeouts.clone();
