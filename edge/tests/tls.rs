@@ -139,6 +139,33 @@ fn tls_connect(
     rustls::StreamOwned::new(conn, socket)
 }
 
+/// Writes `piece` once per read timeout of the stream (which sets the pace) until the edge
+/// closes the connection; returns what the edge sent and when it closed.
+fn trickle_until_cut(stream: &mut (impl Read + Write), piece: &[u8]) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a trickling client was still connected after 8s"
+        );
+        if stream.write_all(piece).is_err() {
+            return (answer, started.elapsed());
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return (answer, started.elapsed()),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (answer, started.elapsed()),
+        }
+    }
+}
+
 #[test]
 fn over_tls_slow_handshakes_headers_and_header_blocks_are_cut() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,59 +209,21 @@ fn over_tls_slow_handshakes_headers_and_header_blocks_are_cut() {
         .unwrap();
     // A handshake record of 512 bytes, then a ClientHello header, one byte at a time.
     trickle.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
-    let started = Instant::now();
-    let mut byte = [0u8; 1];
-    let cut = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "a trickled ClientHello was still connected after 8s"
-        );
-        if trickle.write_all(&[0x01]).is_err() {
-            break started.elapsed();
-        }
-        match trickle.read(&mut byte) {
-            Ok(0) => break started.elapsed(),
-            Ok(_) => panic!("the edge answered an incomplete ClientHello"),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break started.elapsed(),
-        }
-    };
+    let (answer, cut) = trickle_until_cut(&mut trickle, &[0x01]);
+    assert!(
+        answer.is_empty(),
+        "the edge answered an incomplete ClientHello"
+    );
     assert!(
         cut >= Duration::from_millis(800) && cut < Duration::from_millis(2500),
         "trickled ClientHello cut after {cut:?}, for a 1s handshake limit"
     );
 
-    // HTTP/1.1 over TLS: a header trickled a line every 200 ms is cut after about a second.
+    // HTTP/1.1 over TLS: a header trickled a line every 100 ms is cut after about a second.
     let mut h1 = tls_connect(&edge, root.clone(), b"http/1.1");
     h1.write_all(b"GET /live/s/1.m4s HTTP/1.1\r\nHost: a.test\r\n")
         .unwrap();
-    let started = Instant::now();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    let cut = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "a trickling TLS client was still connected after 8s"
-        );
-        if h1.write_all(b"X-Slow: 1\r\n").is_err() {
-            break started.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        match h1.read(&mut buf) {
-            Ok(0) => break started.elapsed(),
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break started.elapsed(),
-        }
-    };
+    let (answer, cut) = trickle_until_cut(&mut h1, b"X-Slow: 1\r\n");
     assert!(answer.is_empty(), "nothing answered: {answer:?}");
     assert!(
         cut >= Duration::from_millis(900) && cut < Duration::from_millis(2500),
