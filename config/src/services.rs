@@ -267,7 +267,8 @@ pub struct ClientConfig {
     pub header_timeout: HumanDuration,
     /// A keep-alive connection with no new request for this long is closed (whole seconds).
     pub keepalive_timeout: HumanDuration,
-    /// A TLS handshake must be complete this long after the connection was accepted.
+    /// A TLS handshake must be complete this long after the connection was accepted (applies
+    /// where the tier has a TLS listener: the edge's `tls_listen`).
     pub handshake_timeout: HumanDuration,
 }
 

@@ -330,9 +330,10 @@ impl<A> ClientStreamApp<A> {
 
     /// Runs the TLS handshake on a raw accepted connection, within the handshake limit.
     async fn handshake(&self, tls: &TlsTermination, stream: Stream) -> Option<Stream> {
+        // Kept for the log line of a failure; formatted only then.
         let peer = stream
             .get_socket_digest()
-            .and_then(|d| d.peer_addr().map(ToString::to_string));
+            .and_then(|d| d.peer_addr().cloned());
         // Connections reach the application straight from the TCP listener: a plain L4 stream.
         let Ok(l4) = stream.into_any().downcast::<L4Stream>() else {
             tracing::error!("a TLS listener connection was not a plain TCP stream");
@@ -341,12 +342,12 @@ impl<A> ClientStreamApp<A> {
         match tokio::time::timeout(self.limits.handshake, tls.acceptor.tls_handshake(*l4)).await {
             Ok(Ok(tls_stream)) => Some(Box::new(tls_stream)),
             Ok(Err(e)) => {
-                tracing::debug!(peer = peer.as_deref(), error = %e, "TLS handshake failed");
+                tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed");
                 None
             }
             Err(_) => {
                 self.handshake_timeouts.inc();
-                tracing::debug!(peer = peer.as_deref(), "TLS handshake timed out");
+                tracing::debug!(peer = ?peer, "TLS handshake timed out");
                 None
             }
         }

@@ -183,9 +183,6 @@ impl RequestClock for FrameClock {
     }
 
     fn on_read(&mut self, mut bytes: &[u8], now: impl FnOnce() -> Instant) {
-        if bytes.is_empty() {
-            return;
-        }
         while !bytes.is_empty() {
             if self.preface_left > 0 {
                 let taken = self.preface_left.min(bytes.len());
