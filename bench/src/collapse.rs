@@ -21,20 +21,47 @@ pub struct CollapseReport {
     pub ok: usize,
     /// Viewers that failed.
     pub failed: usize,
-    /// Fastest time to first body byte (the leader), ms.
+    /// Answers marked `X-Cache: miss`: the request that went upstream. One with collapsing.
+    pub misses: usize,
+    /// The leader's time to first body byte, ms. The leader is the one miss; when there is not
+    /// exactly one, the fastest viewer stands in.
     pub leader_ttfb_ms: f64,
     /// Median follower time to first body byte, ms.
     pub median_ttfb_ms: f64,
-    /// 90th percentile time to first body byte, ms.
-    pub p90_ttfb_ms: f64,
-    /// 99th percentile time to first body byte, ms.
-    pub p99_ttfb_ms: f64,
-    /// Slowest time to first body byte, ms.
-    pub slowest_ttfb_ms: f64,
-    /// Slowest minus fastest, ms: how long the last follower waited beyond the leader.
-    pub follower_lag_ms: f64,
-    /// Median minus fastest, ms: how long a typical follower waited beyond the leader.
+    /// Followers' time to first byte minus the leader's, ms: median.
     pub median_lag_ms: f64,
+    /// Followers' time to first byte minus the leader's, ms: 90th percentile.
+    pub p90_lag_ms: f64,
+    /// Followers' time to first byte minus the leader's, ms: 99th percentile.
+    pub p99_lag_ms: f64,
+    /// Followers' time to first byte minus the leader's, ms: the slowest follower.
+    pub follower_lag_ms: f64,
+    /// By the clock rather than per request: how long after the leader's first byte the last
+    /// follower's first byte arrived, ms.
+    pub last_arrival_after_leader_ms: f64,
+    /// Slowest minus fastest time to first byte over all viewers, ms. This also counts the
+    /// client's own spread in sending the requests (`send_spread_ms`): a viewer that sent
+    /// early waits longer for the same answer.
+    pub ttfb_spread_ms: f64,
+    /// First request sent to last request sent, ms.
+    pub send_spread_ms: f64,
+}
+
+/// One viewer's complete answer.
+struct Viewing {
+    sent: Instant,
+    first_byte: Instant,
+    miss: bool,
+}
+
+impl Viewing {
+    fn ttfb_ms(&self) -> f64 {
+        ms(self.first_byte - self.sent)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Runs `viewers` simultaneous GETs of `path` on `addr` with `host`.
@@ -45,7 +72,7 @@ pub struct CollapseReport {
 /// reading to the edge's time to first byte.
 pub async fn run(addr: SocketAddr, host: &str, path: &str, viewers: usize) -> CollapseReport {
     let barrier = Arc::new(Barrier::new(viewers + 1));
-    let first_bytes = Arc::new(FirstBytes::default());
+    let first_bytes = Arc::new(FirstBytes::new(viewers));
     let request = Arc::new(format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     ));
@@ -56,60 +83,114 @@ pub async fn run(addr: SocketAddr, host: &str, path: &str, viewers: usize) -> Co
         let first_bytes = Arc::clone(&first_bytes);
         tasks.push(tokio::spawn(async move {
             let stream = TcpStream::connect(addr).await;
+            // Written to so its pages are in place: faulting them in after the release
+            // would count the client's own page faults as waiting for the edge.
+            let buf = vec![1u8; 64 * 1024];
             barrier.wait().await;
-            viewer(stream.ok(), &request, &first_bytes, viewers).await
+            viewer(stream.ok(), buf, &request, &first_bytes).await
         }));
     }
     barrier.wait().await;
-    let mut ttfbs = Vec::new();
+    let mut viewings = Vec::new();
     let mut failed = 0;
     for t in tasks {
         match t.await.ok().flatten() {
-            Some(d) => ttfbs.push(d.as_secs_f64() * 1000.0),
+            Some(v) => viewings.push(v),
             None => failed += 1,
         }
     }
-    ttfbs.sort_by(f64::total_cmp);
-    let pick = |i: usize| ttfbs.get(i).copied().unwrap_or(0.0);
-    let leader = pick(0);
-    let slowest = ttfbs.last().copied().unwrap_or(0.0);
+    report(viewings, failed)
+}
+
+fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
+    let misses = viewings.iter().filter(|v| v.miss).count();
+    viewings.sort_by(|a, b| a.ttfb_ms().total_cmp(&b.ttfb_ms()));
+    let leader_at = match misses {
+        1 => viewings.iter().position(|v| v.miss).unwrap_or(0),
+        _ => 0,
+    };
+    let Some(leader) = viewings.get(leader_at) else {
+        return CollapseReport {
+            ok: 0,
+            failed,
+            misses,
+            leader_ttfb_ms: 0.0,
+            median_ttfb_ms: 0.0,
+            median_lag_ms: 0.0,
+            p90_lag_ms: 0.0,
+            p99_lag_ms: 0.0,
+            follower_lag_ms: 0.0,
+            last_arrival_after_leader_ms: 0.0,
+            ttfb_spread_ms: 0.0,
+            send_spread_ms: 0.0,
+        };
+    };
+    let leader_ttfb = leader.ttfb_ms();
+    let followers: Vec<&Viewing> = viewings
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader_at)
+        .map(|(_, v)| v)
+        .collect();
+    let lag_at = |q: f64| {
+        let i = ((followers.len() as f64 * q) as usize).min(followers.len().saturating_sub(1));
+        followers.get(i).map_or(0.0, |v| v.ttfb_ms() - leader_ttfb)
+    };
+    let last_arrival = viewings
+        .iter()
+        .map(|v| v.first_byte)
+        .max()
+        .unwrap_or(leader.first_byte);
+    let first_sent = viewings.iter().map(|v| v.sent).min().unwrap_or(leader.sent);
+    let last_sent = viewings.iter().map(|v| v.sent).max().unwrap_or(leader.sent);
+    let fastest = viewings.first().map_or(0.0, Viewing::ttfb_ms);
+    let slowest = viewings.last().map_or(0.0, Viewing::ttfb_ms);
     CollapseReport {
-        ok: ttfbs.len(),
+        ok: viewings.len(),
         failed,
-        leader_ttfb_ms: leader,
-        median_ttfb_ms: pick(ttfbs.len() / 2),
-        p90_ttfb_ms: pick(ttfbs.len() * 9 / 10),
-        p99_ttfb_ms: pick(ttfbs.len() * 99 / 100),
-        slowest_ttfb_ms: slowest,
-        follower_lag_ms: slowest - leader,
-        median_lag_ms: pick(ttfbs.len() / 2) - leader,
+        misses,
+        leader_ttfb_ms: leader_ttfb,
+        median_ttfb_ms: viewings[viewings.len() / 2].ttfb_ms(),
+        median_lag_ms: lag_at(0.5),
+        p90_lag_ms: lag_at(0.9),
+        p99_lag_ms: lag_at(0.99),
+        follower_lag_ms: lag_at(1.0),
+        last_arrival_after_leader_ms: ms(last_arrival.saturating_duration_since(leader.first_byte)),
+        ttfb_spread_ms: slowest - fastest,
+        send_spread_ms: ms(last_sent - first_sent),
     }
 }
 
 /// Counts viewers that have their first body byte (or gave up).
-#[derive(Default)]
 struct FirstBytes {
+    viewers: usize,
     count: AtomicUsize,
     all: Notify,
 }
 
 impl FirstBytes {
-    fn arrive(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        self.all.notify_waiters();
+    fn new(viewers: usize) -> Self {
+        Self {
+            viewers,
+            count: AtomicUsize::new(0),
+            all: Notify::new(),
+        }
     }
 
-    async fn wait_for(&self, viewers: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.count.load(Ordering::Acquire) < viewers {
-            let notified = self.all.notified();
-            if self.count.load(Ordering::Acquire) >= viewers {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                break;
-            }
+    /// Wakes the waiting viewers only when the last one arrives: waking them all at every
+    /// arrival made the client do a million wake-ups while the edge was being measured.
+    fn arrive(&self) {
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 >= self.viewers {
+            self.all.notify_waiters();
         }
+    }
+
+    async fn wait_for_all(&self) {
+        let notified = self.all.notified();
+        if self.count.load(Ordering::Acquire) >= self.viewers {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), notified).await;
     }
 }
 
@@ -130,21 +211,20 @@ impl Drop for Arrival<'_> {
     }
 }
 
-/// One viewer: its time to first body byte, if it got a complete 200.
+/// One viewer: when it asked and got its first body byte, if it got a complete 200.
 async fn viewer(
     stream: Option<TcpStream>,
+    mut buf: Vec<u8>,
     request: &str,
     first_bytes: &FirstBytes,
-    viewers: usize,
-) -> Option<Duration> {
+) -> Option<Viewing> {
     // A viewer that fails before its first byte still counts, so it holds nobody up.
     let mut arrival = Arrival(Some(first_bytes));
     let mut stream = stream?;
     let start = Instant::now();
     stream.write_all(request.as_bytes()).await.ok()?;
-    let mut buf = vec![0u8; 64 * 1024];
     let mut head = Vec::new();
-    let (ttfb, content_length, mut body) = loop {
+    let (first_byte, miss, content_length, mut body) = loop {
         let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
             .await
             .ok()?
@@ -156,20 +236,21 @@ async fn viewer(
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n")
             && head.len() > end + 4
         {
-            let ttfb = start.elapsed();
+            let first_byte = Instant::now();
             let header = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
             if !header.starts_with("http/1.1 200") {
                 return None;
             }
+            let miss = header.contains("\r\nx-cache: miss");
             let length: usize = header
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse().ok())?;
-            break (ttfb, length, head.len() - end - 4);
+            break (first_byte, miss, length, head.len() - end - 4);
         }
     };
     arrival.now();
-    first_bytes.wait_for(viewers).await;
+    first_bytes.wait_for_all().await;
     loop {
         let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
             .await
@@ -180,5 +261,57 @@ async fn viewer(
         }
         body += n;
     }
-    (body == content_length).then_some(ttfb)
+    (body == content_length).then_some(Viewing {
+        sent: start,
+        first_byte,
+        miss,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn viewing(base: Instant, sent_ms: u64, first_byte_ms: u64, miss: bool) -> Viewing {
+        Viewing {
+            sent: base + Duration::from_millis(sent_ms),
+            first_byte: base + Duration::from_millis(first_byte_ms),
+            miss,
+        }
+    }
+
+    #[test]
+    fn lag_is_measured_from_the_miss_not_the_fastest_viewer() {
+        let base = Instant::now();
+        // The leader asked first and waited 50 ms; a follower that asked 20 ms later got its
+        // bytes 2 ms after the leader, so its own wait was shorter than the leader's.
+        let viewings = vec![
+            viewing(base, 0, 50, true),
+            viewing(base, 20, 52, false),
+            viewing(base, 1, 56, false),
+        ];
+        let report = report(viewings, 1);
+        assert_eq!((report.ok, report.failed, report.misses), (3, 1, 1));
+        assert!((report.leader_ttfb_ms - 50.0).abs() < 0.01);
+        assert!((report.follower_lag_ms - 5.0).abs() < 0.01, "{report:?}");
+        assert!((report.last_arrival_after_leader_ms - 6.0).abs() < 0.01);
+        assert!((report.ttfb_spread_ms - 23.0).abs() < 0.01, "{report:?}");
+        assert!((report.send_spread_ms - 20.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn without_a_single_miss_the_fastest_viewer_stands_in() {
+        let base = Instant::now();
+        let viewings = vec![viewing(base, 0, 50, false), viewing(base, 0, 40, false)];
+        let report = report(viewings, 0);
+        assert_eq!(report.misses, 0);
+        assert!((report.leader_ttfb_ms - 40.0).abs() < 0.01);
+        assert!((report.follower_lag_ms - 10.0).abs() < 0.01);
+        let empty = report_of_nothing();
+        assert_eq!((empty.ok, empty.failed), (0, 5));
+    }
+
+    fn report_of_nothing() -> CollapseReport {
+        report(Vec::new(), 5)
+    }
 }
