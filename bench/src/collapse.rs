@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Barrier, Notify};
 
 /// What the viewers saw.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct CollapseReport {
     /// Viewers that got a 200 with a body.
     pub ok: usize,
@@ -26,7 +26,7 @@ pub struct CollapseReport {
     /// The leader's time to first body byte, ms. The leader is the one miss; when there is not
     /// exactly one, the fastest viewer stands in.
     pub leader_ttfb_ms: f64,
-    /// Median follower time to first body byte, ms.
+    /// Median time to first body byte over all viewers, ms.
     pub median_ttfb_ms: f64,
     /// Followers' time to first byte minus the leader's, ms: median.
     pub median_lag_ms: f64,
@@ -105,24 +105,16 @@ pub async fn run(addr: SocketAddr, host: &str, path: &str, viewers: usize) -> Co
 fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
     let misses = viewings.iter().filter(|v| v.miss).count();
     viewings.sort_by(|a, b| a.ttfb_ms().total_cmp(&b.ttfb_ms()));
-    let leader_at = match misses {
-        1 => viewings.iter().position(|v| v.miss).unwrap_or(0),
-        _ => 0,
+    let leader_at = if misses == 1 {
+        viewings.iter().position(|v| v.miss).unwrap_or(0)
+    } else {
+        0
     };
     let Some(leader) = viewings.get(leader_at) else {
         return CollapseReport {
-            ok: 0,
             failed,
             misses,
-            leader_ttfb_ms: 0.0,
-            median_ttfb_ms: 0.0,
-            median_lag_ms: 0.0,
-            p90_lag_ms: 0.0,
-            p99_lag_ms: 0.0,
-            follower_lag_ms: 0.0,
-            last_arrival_after_leader_ms: 0.0,
-            ttfb_spread_ms: 0.0,
-            send_spread_ms: 0.0,
+            ..CollapseReport::default()
         };
     };
     let leader_ttfb = leader.ttfb_ms();
@@ -307,11 +299,7 @@ mod tests {
         assert_eq!(report.misses, 0);
         assert!((report.leader_ttfb_ms - 40.0).abs() < 0.01);
         assert!((report.follower_lag_ms - 10.0).abs() < 0.01);
-        let empty = report_of_nothing();
+        let empty = super::report(Vec::new(), 5);
         assert_eq!((empty.ok, empty.failed), (0, 5));
-    }
-
-    fn report_of_nothing() -> CollapseReport {
-        report(Vec::new(), 5)
     }
 }
