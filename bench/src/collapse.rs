@@ -64,17 +64,38 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// How the viewers' connections are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// Kept open after the answer, as a player keeps it for its next segment. The viewer
+    /// closes it once it has the whole body.
+    KeepAlive,
+    /// `Connection: close`: the server shuts each connection down right after its answer, so
+    /// its teardown falls inside the measured window.
+    Close,
+}
+
 /// Runs `viewers` simultaneous GETs of `path` on `addr` with `host`.
 ///
 /// Each viewer reads up to its first body byte, then waits until every viewer has got that
 /// far (or 10 s) before reading the rest. The load generator shares the machine's cores with
 /// the edge; draining a thousand bodies while others still wait would charge the client's own
 /// reading to the edge's time to first byte.
-pub async fn run(addr: SocketAddr, host: &str, path: &str, viewers: usize) -> CollapseReport {
+pub async fn run(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    viewers: usize,
+    connection: Connection,
+) -> CollapseReport {
     let barrier = Arc::new(Barrier::new(viewers + 1));
     let first_bytes = Arc::new(FirstBytes::new(viewers));
+    let connection_header = match connection {
+        Connection::KeepAlive => "keep-alive",
+        Connection::Close => "close",
+    };
     let request = Arc::new(format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection_header}\r\n\r\n"
     ));
     let mut tasks = Vec::with_capacity(viewers);
     for _ in 0..viewers {
@@ -243,7 +264,9 @@ async fn viewer(
     };
     arrival.now();
     first_bytes.wait_for_all().await;
-    loop {
+    // Read to `Content-Length` rather than to the end: on a kept-alive connection the server
+    // does not close. A server that closes early leaves the body short.
+    while body < content_length {
         let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
             .await
             .ok()?

@@ -92,6 +92,10 @@ enum Command {
         /// Allow a target that is not on loopback.
         #[arg(long)]
         allow_remote: bool,
+        /// Ask with `Connection: close`, so the server tears each connection down right after
+        /// its answer. By default viewers keep their connections open, as players do.
+        #[arg(long)]
+        close: bool,
     },
     /// Fills the caching core (in this process) with small objects and times applying purges
     /// to it as a node does: URL batches (keys/s), prefix, tag and host purges.
@@ -153,9 +157,21 @@ fn main() -> anyhow::Result<()> {
             url,
             viewers,
             allow_remote,
+            close,
         } => {
             let (addr, host, path) = load_target(&url, allow_remote)?;
-            let report = runtime()?.block_on(collapse::run(addr, &host, &path, viewers.max(1)));
+            let connection = if close {
+                collapse::Connection::Close
+            } else {
+                collapse::Connection::KeepAlive
+            };
+            let report = runtime()?.block_on(collapse::run(
+                addr,
+                &host,
+                &path,
+                viewers.max(1),
+                connection,
+            ));
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
