@@ -48,6 +48,7 @@ const TLS_READ_BUFFER: usize = 16 * 1024 + 256;
 /// Runs a tier (`cascade-edge`, `cascade-shield`) until it is stopped; `tier` picks its
 /// settings out of the loaded configuration. Returns the process exit code.
 pub fn run(info: ServiceInfo, tier: fn(&CascadeConfig) -> TierSettings) -> ExitCode {
+    without_transparent_huge_pages();
     let config = match cascade_service::startup(&info) {
         Startup::Run(started) => started,
         Startup::Exit(code) => return code,
@@ -60,6 +61,17 @@ pub fn run(info: ServiceInfo, tier: fn(&CascadeConfig) -> TierSettings) -> ExitC
             eprintln!("{}: error: {e:#}", info.binary);
             ExitCode::from(1)
         }
+    }
+}
+
+/// Turns transparent huge pages off for this process. mimalloc asks for them, and then every
+/// first touch of a fresh 2 MiB region is zeroed whole: a thousand viewers arriving at a cold
+/// edge made it spend more than half its CPU zeroing pages (a 1000-viewer collapse of a 128 KiB
+/// object: 390 ms of edge CPU with them, 160 ms without). Hit throughput measured the same
+/// either way.
+fn without_transparent_huge_pages() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!("could not turn transparent huge pages off: {e}");
     }
 }
 
