@@ -6,6 +6,7 @@
 //! signed URLs ([`token`]). The pure pieces have no IO; the proxy and server modules are the
 //! thin shells that move bytes between them.
 
+pub mod crowd;
 pub mod disk;
 pub mod disk_format;
 pub mod downstream;

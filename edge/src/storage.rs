@@ -34,6 +34,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tokio::sync::watch;
 
+use crate::crowd::{CrowdGate, Pacing};
 use crate::disk::{DiskEntry, DiskTier, read_block};
 use crate::disk_format::DiskHeader;
 use crate::purge::{PurgeIndex, PurgeLog, Selector, surrogate_tags};
@@ -104,10 +105,18 @@ struct CachedObject {
     /// Offset of each chunk's first byte, for seeks.
     starts: Vec<usize>,
     len: usize,
+    /// Shared with the fill it came from, so its readers and the fill's are one crowd.
+    crowd: Arc<CrowdGate>,
 }
 
 impl CachedObject {
-    fn new(key: String, tags: Vec<String>, meta: StoredMeta, chunks: Vec<Bytes>) -> Self {
+    fn new(
+        key: String,
+        tags: Vec<String>,
+        meta: StoredMeta,
+        chunks: Vec<Bytes>,
+        crowd: Arc<CrowdGate>,
+    ) -> Self {
         let mut starts = Vec::with_capacity(chunks.len());
         let mut len = 0;
         for c in &chunks {
@@ -122,6 +131,7 @@ impl CachedObject {
             chunks,
             starts,
             len,
+            crowd,
         }
     }
 
@@ -132,6 +142,7 @@ impl CachedObject {
             self.tags.clone(),
             meta,
             self.chunks.clone(),
+            Arc::clone(&self.crowd),
         )
     }
 }
@@ -158,6 +169,7 @@ struct Fill {
     chunks: RwLock<Vec<Bytes>>,
     state: watch::Sender<FillState>,
     purged: AtomicBool,
+    crowd: Arc<CrowdGate>,
 }
 
 /// Counters the metrics module exports.
@@ -719,6 +731,7 @@ impl Storage for TieredStorage {
             chunks: RwLock::new(Vec::new()),
             state: watch::Sender::new(FillState::Writing(0)),
             purged: AtomicBool::new(false),
+            crowd: Arc::new(CrowdGate::new()),
         });
         self.lock_fills().insert(fill.key, Arc::clone(&fill));
         Ok(Box::new(FillWriter {
@@ -872,6 +885,7 @@ impl HandleMiss for FillWriter {
                 fill.tags.clone(),
                 fill.meta.clone(),
                 coalesce(chunks),
+                Arc::clone(&fill.crowd),
             );
             self.storage.queue_for_disk(fill.key, &obj);
             self.storage.store(fill.key, obj);
@@ -895,40 +909,6 @@ impl Drop for FillWriter {
                 .fetch_add(1, Ordering::Relaxed);
             self.storage.end_fill(&self.fill);
             self.fill.state.send_replace(FillState::Failed);
-        }
-    }
-}
-
-/// How much of a response goes out before the reader lets others go first.
-const FIRST_SHARE: usize = 16 * 1024;
-
-/// Lets a crowd of readers that arrive together (collapse waiters released at once, readers of
-/// a fill in progress) each get their first bytes before any of them sends its bulk: the first
-/// read returns at most [`FIRST_SHARE`] bytes and the next one yields to other tasks first.
-/// Without it the last of a thousand followers waits for the bodies of all the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pacing {
-    Off,
-    First,
-    YieldNext,
-}
-
-impl Pacing {
-    /// The length to return of `n` available bytes.
-    fn limit(&mut self, n: usize) -> usize {
-        if *self == Pacing::First {
-            *self = Pacing::YieldNext;
-            n.min(FIRST_SHARE)
-        } else {
-            n
-        }
-    }
-
-    /// Called before a read that has more to return.
-    async fn before_read(&mut self) {
-        if *self == Pacing::YieldNext {
-            *self = Pacing::Off;
-            tokio::task::yield_now().await;
         }
     }
 }
@@ -963,7 +943,7 @@ fn fill_aborted() -> Box<Error> {
 #[async_trait]
 impl HandleHit for PartialHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        self.pacing.before_read().await;
+        self.pacing.before_read(&self.fill.crowd).await;
         if let Some(rest) = self.rest.take() {
             return Ok(Some(rest));
         }
@@ -978,7 +958,7 @@ impl HandleHit for PartialHit {
                         .unwrap_or_else(PoisonError::into_inner)[self.next]
                         .clone();
                     self.next += 1;
-                    let share = self.pacing.limit(chunk.len());
+                    let share = self.pacing.limit(chunk.len(), &self.fill.crowd);
                     if share < chunk.len() {
                         self.rest = Some(chunk.split_off(share));
                     }
@@ -1031,7 +1011,7 @@ struct CompleteHit {
 impl HandleHit for CompleteHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         if self.remaining > 0 {
-            self.pacing.before_read().await;
+            self.pacing.before_read(&self.obj.crowd).await;
         }
         while self.remaining > 0 {
             let Some(chunk) = self.obj.chunks.get(self.chunk) else {
@@ -1043,7 +1023,9 @@ impl HandleHit for CompleteHit {
                 self.offset = 0;
                 continue;
             }
-            let n = self.pacing.limit(available.min(self.remaining));
+            let n = self
+                .pacing
+                .limit(available.min(self.remaining), &self.obj.crowd);
             let out = chunk.slice(self.offset..self.offset + n);
             self.offset += n;
             self.remaining -= n;
@@ -1182,6 +1164,7 @@ impl HandleHit for DiskHit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crowd::FIRST_SHARE;
     use pingora_cache::trace::Span;
     use std::time::Duration;
 
