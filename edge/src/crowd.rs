@@ -4,8 +4,9 @@
 //!
 //! Without this the last of a thousand followers waits for the bodies of all the others: the
 //! cache lock releases its waiters a few at a time, so a follower woken late finds the bulk of
-//! those woken early in front of it on the same cores. The crowd delivers the same bytes in
-//! the same total time either way; what changes is that nobody waits for their first byte.
+//! those woken early in front of it on the same cores. The bytes sent are the same; only
+//! their order changes, so nobody waits for others' bodies to get their first byte. The cost:
+//! a reader's bulk can wait up to [`MAX_HOLD`] behind a crowd that keeps arriving.
 //!
 //! [`quiet_in`] is the pure decision; [`CrowdGate`] is the per-object state readers share and
 //! [`Pacing`] is one reader's progress through "first share, then wait, then the rest".
@@ -191,7 +192,7 @@ mod tests {
 
     #[test]
     fn only_the_first_read_is_cut() {
-        let gate = CrowdGate::default();
+        let gate = CrowdGate::new();
         let mut pacing = Pacing::First;
         assert_eq!(pacing.limit(100_000, &gate), FIRST_SHARE);
         assert!(matches!(pacing, Pacing::Hold { .. }));
@@ -214,7 +215,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_bulk_waits_while_the_crowd_keeps_starting() {
-        let gate = std::sync::Arc::new(CrowdGate::default());
+        let gate = std::sync::Arc::new(CrowdGate::new());
         let mut held = Pacing::First;
         held.limit(FIRST_SHARE * 2, &gate);
         // Another reader of the crowd starts right after.
@@ -243,7 +244,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_crowd_that_never_stops_holds_nobody_past_the_deadline() {
-        let gate = std::sync::Arc::new(CrowdGate::default());
+        let gate = std::sync::Arc::new(CrowdGate::new());
         let mut readers = Vec::new();
         for _ in 0..3 {
             let gate = std::sync::Arc::clone(&gate);

@@ -66,9 +66,9 @@ pub fn run(info: ServiceInfo, tier: fn(&CascadeConfig) -> TierSettings) -> ExitC
 
 /// Turns transparent huge pages off for this process. mimalloc asks for them, and then every
 /// first touch of a fresh 2 MiB region is zeroed whole: a thousand viewers arriving at a cold
-/// edge made it spend more than half its CPU zeroing pages (a 1000-viewer collapse of a 128 KiB
-/// object: 390 ms of edge CPU with them, 160 ms without). Hit throughput measured the same
-/// either way.
+/// edge made it spend a fifth of its CPU zeroing pages (a first 1000-viewer collapse of a
+/// 128 KiB object: 390–490 ms of edge CPU with them, 140–170 ms in most runs without). Hit
+/// throughput measured the same either way.
 fn without_transparent_huge_pages() {
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
         tracing::debug!("could not turn transparent huge pages off: {e}");
