@@ -3,6 +3,9 @@
 //! each viewer's time to first body byte is recorded, and its body checked against its
 //! `Content-Length`. With working request collapsing the upstream sees one request and the
 //! followers' first bytes arrive right after the leader's.
+//!
+//! The same client measures the peers (nginx, Varnish, Apache Traffic Server): each one's way
+//! of marking the answer that went upstream is recognised (`is_miss`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,8 @@ use tokio::sync::{Barrier, Notify};
 /// What the viewers saw.
 #[derive(Debug, Default, Serialize)]
 pub struct CollapseReport {
+    /// How bodies were read: `after-all-first-bytes` or `at-once`.
+    pub drain: &'static str,
     /// Viewers that got a 200 with a body.
     pub ok: usize,
     /// Viewers that failed.
@@ -28,6 +33,8 @@ pub struct CollapseReport {
     pub leader_ttfb_ms: f64,
     /// Median time to first body byte over all viewers, ms.
     pub median_ttfb_ms: f64,
+    /// The slowest viewer's time to first body byte, ms.
+    pub slowest_ttfb_ms: f64,
     /// Followers' time to first byte minus the leader's, ms: median.
     pub median_lag_ms: f64,
     /// Followers' time to first byte minus the leader's, ms: 90th percentile.
@@ -45,18 +52,27 @@ pub struct CollapseReport {
     pub ttfb_spread_ms: f64,
     /// First request sent to last request sent, ms.
     pub send_spread_ms: f64,
+    /// Median time from a viewer's request to its last body byte, ms.
+    pub median_last_byte_ms: f64,
+    /// The slowest viewer's time from request to last body byte, ms.
+    pub slowest_last_byte_ms: f64,
 }
 
 /// One viewer's complete answer.
 struct Viewing {
     sent: Instant,
     first_byte: Instant,
+    last_byte: Instant,
     miss: bool,
 }
 
 impl Viewing {
     fn ttfb_ms(&self) -> f64 {
         ms(self.first_byte - self.sent)
+    }
+
+    fn last_byte_ms(&self) -> f64 {
+        ms(self.last_byte - self.sent)
     }
 }
 
@@ -75,18 +91,36 @@ pub enum Connection {
     Close,
 }
 
+/// When the viewers read their bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Each viewer reads up to its first body byte, then waits until every viewer has got
+    /// that far (or 10 s) before reading the rest. The load generator shares the machine's
+    /// cores with the server; draining a thousand bodies while others still wait would charge
+    /// the client's own reading to the server's time to first byte.
+    AfterAllFirstBytes,
+    /// Each viewer reads its whole body as it comes, as a player does: times to the last byte
+    /// are then each viewer's own, and times to first byte include the client's reading.
+    AtOnce,
+}
+
+impl Drain {
+    fn name(self) -> &'static str {
+        match self {
+            Drain::AfterAllFirstBytes => "after-all-first-bytes",
+            Drain::AtOnce => "at-once",
+        }
+    }
+}
+
 /// Runs `viewers` simultaneous GETs of `path` on `addr` with `host`.
-///
-/// Each viewer reads up to its first body byte, then waits until every viewer has got that
-/// far (or 10 s) before reading the rest. The load generator shares the machine's cores with
-/// the edge; draining a thousand bodies while others still wait would charge the client's own
-/// reading to the edge's time to first byte.
 pub async fn run(
     addr: SocketAddr,
     host: &str,
     path: &str,
     viewers: usize,
     connection: Connection,
+    drain: Drain,
 ) -> CollapseReport {
     let barrier = Arc::new(Barrier::new(viewers + 1));
     let first_bytes = Arc::new(FirstBytes::new(viewers));
@@ -108,7 +142,7 @@ pub async fn run(
             // would count the client's own page faults as waiting for the edge.
             let buf = vec![1u8; 64 * 1024];
             barrier.wait().await;
-            viewer(stream.ok(), buf, &request, &first_bytes).await
+            viewer(stream.ok(), buf, &request, &first_bytes, drain).await
         }));
     }
     barrier.wait().await;
@@ -120,7 +154,9 @@ pub async fn run(
             None => failed += 1,
         }
     }
-    report(viewings, failed)
+    let mut report = report(viewings, failed);
+    report.drain = drain.name();
+    report
 }
 
 fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
@@ -158,12 +194,15 @@ fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
     let last_sent = viewings.iter().map(|v| v.sent).max().unwrap_or(leader.sent);
     let fastest = viewings.first().map_or(0.0, Viewing::ttfb_ms);
     let slowest = viewings.last().map_or(0.0, Viewing::ttfb_ms);
+    let mut last_bytes: Vec<f64> = viewings.iter().map(Viewing::last_byte_ms).collect();
+    last_bytes.sort_by(f64::total_cmp);
     CollapseReport {
         ok: viewings.len(),
         failed,
         misses,
         leader_ttfb_ms: leader_ttfb,
         median_ttfb_ms: viewings[viewings.len() / 2].ttfb_ms(),
+        slowest_ttfb_ms: slowest,
         median_lag_ms: lag_at(0.5),
         p90_lag_ms: lag_at(0.9),
         p99_lag_ms: lag_at(0.99),
@@ -171,7 +210,29 @@ fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
         last_arrival_after_leader_ms: ms(last_arrival.saturating_duration_since(leader.first_byte)),
         ttfb_spread_ms: slowest - fastest,
         send_spread_ms: ms(last_sent - first_sent),
+        median_last_byte_ms: last_bytes[last_bytes.len() / 2],
+        slowest_last_byte_ms: last_bytes.last().copied().unwrap_or(0.0),
+        ..CollapseReport::default()
     }
+}
+
+/// Whether a response head (lowercased) marks the answer that went upstream, in the way each
+/// server says it: the edge's `X-Cache: miss`, nginx's `X-Cache-Status: MISS`, Varnish's
+/// `X-Varnish` with one transaction id (a hit carries two: its own and the one that stored
+/// the object), Traffic Server's `Via` cache-lookup code `cM`.
+fn is_miss(head: &str) -> bool {
+    head.lines().any(|line| {
+        let Some((name, value)) = line.split_once(':') else {
+            return false;
+        };
+        let value = value.trim();
+        match name.trim() {
+            "x-cache" | "x-cache-status" => value == "miss",
+            "x-varnish" => value.split_ascii_whitespace().count() == 1,
+            "via" => value.contains("[cm"),
+            _ => false,
+        }
+    })
 }
 
 /// Counts viewers that have their first body byte (or gave up).
@@ -230,6 +291,7 @@ async fn viewer(
     mut buf: Vec<u8>,
     request: &str,
     first_bytes: &FirstBytes,
+    drain: Drain,
 ) -> Option<Viewing> {
     // A viewer that fails before its first byte still counts, so it holds nobody up.
     let mut arrival = Arrival(Some(first_bytes));
@@ -254,7 +316,7 @@ async fn viewer(
             if !header.starts_with("http/1.1 200") {
                 return None;
             }
-            let miss = header.contains("\r\nx-cache: miss");
+            let miss = is_miss(&header);
             let length: usize = header
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
@@ -263,7 +325,9 @@ async fn viewer(
         }
     };
     arrival.now();
-    first_bytes.wait_for_all().await;
+    if drain == Drain::AfterAllFirstBytes {
+        first_bytes.wait_for_all().await;
+    }
     // Read to `Content-Length` rather than to the end: on a kept-alive connection the server
     // does not close. A server that closes early leaves the body short.
     while body < content_length {
@@ -279,6 +343,7 @@ async fn viewer(
     (body == content_length).then_some(Viewing {
         sent: start,
         first_byte,
+        last_byte: Instant::now(),
         miss,
     })
 }
@@ -291,6 +356,7 @@ mod tests {
         Viewing {
             sent: base + Duration::from_millis(sent_ms),
             first_byte: base + Duration::from_millis(first_byte_ms),
+            last_byte: base + Duration::from_millis(first_byte_ms * 2),
             miss,
         }
     }
@@ -312,6 +378,31 @@ mod tests {
         assert!((report.last_arrival_after_leader_ms - 6.0).abs() < 0.01);
         assert!((report.ttfb_spread_ms - 23.0).abs() < 0.01, "{report:?}");
         assert!((report.send_spread_ms - 20.0).abs() < 0.01);
+        assert!((report.slowest_ttfb_ms - 55.0).abs() < 0.01);
+        // Last bytes at 100, 104 and 112 ms after the base: 100, 84 and 111 ms after asking.
+        assert!(
+            (report.median_last_byte_ms - 100.0).abs() < 0.01,
+            "{report:?}"
+        );
+        assert!((report.slowest_last_byte_ms - 111.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn each_servers_miss_marker_is_recognised() {
+        let head = |extra: &str| format!("http/1.1 200 ok\r\ncontent-length: 3\r\n{extra}");
+        assert!(is_miss(&head("x-cache: miss")));
+        assert!(!is_miss(&head("x-cache: hit")));
+        assert!(is_miss(&head("x-cache-status: miss")));
+        assert!(!is_miss(&head("x-cache-status: hit")));
+        assert!(is_miss(&head("x-varnish: 32770")));
+        assert!(!is_miss(&head("x-varnish: 32773 32770")));
+        assert!(is_miss(&head(
+            "via: http/1.1 ats (apachetrafficserver/9.2.0 [cmssf ])"
+        )));
+        assert!(!is_miss(&head(
+            "via: http/1.1 ats (apachetrafficserver/9.2.0 [chs f ])"
+        )));
+        assert!(!is_miss(&head("x-cache-lookup: miss")));
     }
 
     #[test]

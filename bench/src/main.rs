@@ -96,6 +96,11 @@ enum Command {
         /// its answer. By default viewers keep their connections open, as players do.
         #[arg(long)]
         close: bool,
+        /// Each viewer reads its whole body as it arrives, as a player does. By default bodies
+        /// are read only once every viewer has its first byte, so the client's reading does not
+        /// compete with the server before then.
+        #[arg(long)]
+        read_at_once: bool,
     },
     /// Fills the caching core (in this process) with small objects and times applying purges
     /// to it as a node does: URL batches (keys/s), prefix, tag and host purges.
@@ -158,6 +163,7 @@ fn main() -> anyhow::Result<()> {
             viewers,
             allow_remote,
             close,
+            read_at_once,
         } => {
             let (addr, host, path) = load_target(&url, allow_remote)?;
             let connection = if close {
@@ -171,6 +177,11 @@ fn main() -> anyhow::Result<()> {
                 &path,
                 viewers.max(1),
                 connection,
+                if read_at_once {
+                    collapse::Drain::AtOnce
+                } else {
+                    collapse::Drain::AfterAllFirstBytes
+                },
             ));
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
