@@ -154,12 +154,10 @@ pub async fn run(
             None => failed += 1,
         }
     }
-    let mut report = report(viewings, failed);
-    report.drain = drain.name();
-    report
+    report(viewings, failed, drain)
 }
 
-fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
+fn report(mut viewings: Vec<Viewing>, failed: usize, drain: Drain) -> CollapseReport {
     let misses = viewings.iter().filter(|v| v.miss).count();
     viewings.sort_by(|a, b| a.ttfb_ms().total_cmp(&b.ttfb_ms()));
     let leader_at = if misses == 1 {
@@ -169,6 +167,7 @@ fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
     };
     let Some(leader) = viewings.get(leader_at) else {
         return CollapseReport {
+            drain: drain.name(),
             failed,
             misses,
             ..CollapseReport::default()
@@ -197,6 +196,7 @@ fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
     let mut last_bytes: Vec<f64> = viewings.iter().map(Viewing::last_byte_ms).collect();
     last_bytes.sort_by(f64::total_cmp);
     CollapseReport {
+        drain: drain.name(),
         ok: viewings.len(),
         failed,
         misses,
@@ -212,7 +212,6 @@ fn report(mut viewings: Vec<Viewing>, failed: usize) -> CollapseReport {
         send_spread_ms: ms(last_sent - first_sent),
         median_last_byte_ms: last_bytes[last_bytes.len() / 2],
         slowest_last_byte_ms: last_bytes.last().copied().unwrap_or(0.0),
-        ..CollapseReport::default()
     }
 }
 
@@ -371,7 +370,7 @@ mod tests {
             viewing(base, 20, 52, false),
             viewing(base, 1, 56, false),
         ];
-        let report = report(viewings, 1);
+        let report = report(viewings, 1, Drain::AtOnce);
         assert_eq!((report.ok, report.failed, report.misses), (3, 1, 1));
         assert!((report.leader_ttfb_ms - 50.0).abs() < 0.01);
         assert!((report.follower_lag_ms - 5.0).abs() < 0.01, "{report:?}");
@@ -409,11 +408,11 @@ mod tests {
     fn without_a_single_miss_the_fastest_viewer_stands_in() {
         let base = Instant::now();
         let viewings = vec![viewing(base, 0, 50, false), viewing(base, 0, 40, false)];
-        let report = report(viewings, 0);
+        let report = report(viewings, 0, Drain::AtOnce);
         assert_eq!(report.misses, 0);
         assert!((report.leader_ttfb_ms - 40.0).abs() < 0.01);
         assert!((report.follower_lag_ms - 10.0).abs() < 0.01);
-        let empty = super::report(Vec::new(), 5);
+        let empty = super::report(Vec::new(), 5, Drain::AfterAllFirstBytes);
         assert_eq!((empty.ok, empty.failed), (0, 5));
     }
 }
