@@ -801,6 +801,8 @@ impl Storage for TieredStorage {
 
 /// Chunk size a stored body is regrouped into: upstream reads arrive in small pieces, and each
 /// piece costs a write on every hit, so a finished object is copied once into large chunks.
+/// 1 MiB pieces were measured too: per 1 MiB hit they took 8% less edge CPU with the edge and
+/// its client each pinned to a core, and 5% more with both sharing two cores, so no gain.
 const STORED_CHUNK: usize = 256 * 1024;
 
 /// Regroups `chunks` into pieces of [`STORED_CHUNK`] bytes (the last may be smaller), each in
