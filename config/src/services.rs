@@ -51,6 +51,10 @@ pub struct OriginConfig {
     /// How long a finished recording is kept before retention deletes it (recordings
     /// converted to VOD are kept until deleted).
     pub recording_retention: HumanDuration,
+    /// Where the player page's hls.js and dash.js are installed (an npm `node_modules`; the
+    /// project's `player/` install step puts them in `player/node_modules`). A relative path
+    /// is taken from the working directory.
+    pub player_dir: String,
     /// The transcoder.
     pub transcoder: TranscoderConfig,
 }
@@ -68,6 +72,7 @@ impl Default for OriginConfig {
             reconnect_grace: HumanDuration::secs(30),
             max_live_streams: 100,
             recording_retention: HumanDuration::secs(7 * 86_400),
+            player_dir: "player/node_modules".into(),
             transcoder: TranscoderConfig::default(),
         }
     }

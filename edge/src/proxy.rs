@@ -443,7 +443,15 @@ impl ProxyHttp for CachingProxy {
                         e,
                     )
                 })?;
-                session.req_header_mut().set_uri(target);
+                let req = session.req_header_mut();
+                // HTTP/2 and HTTP/3 name the host in `:authority`, kept in the URI, which the
+                // normalised target replaces: keep it as `Host` for the upstream request.
+                if !req.headers.contains_key(header::HOST)
+                    && let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned())
+                {
+                    req.insert_header(header::HOST, authority)?;
+                }
+                req.set_uri(target);
                 ctx.class = ContentClass::of(key.path(), key.query());
                 ctx.key = Some(key);
                 Ok(false)
@@ -550,11 +558,17 @@ impl ProxyHttp for CachingProxy {
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
         );
+        let age = resp
+            .headers
+            .get(header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs);
         Ok(
             match self
                 .core
                 .ttl
-                .decide(ctx.class, resp.status.as_u16(), &directives)
+                .decide(ctx.class, resp.status.as_u16(), &directives, age)
             {
                 Decision::Uncacheable(why) => {
                     RespCacheable::Uncacheable(NoCacheReason::Custom(why))
@@ -795,11 +809,17 @@ impl ProxyHttp for CachingProxy {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        // A HEAD is filled with a GET upstream; an answer that is passed through rather than
+        // stored would otherwise carry its body to the client (an HTTP/2 protocol error).
+        if session.req_header().method == Method::HEAD {
+            *body = None;
+            return Ok(None);
+        }
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
         }

@@ -4,7 +4,10 @@
 //! are never stored); without it, a content-aware default applies: live playlists and MPDs a
 //! moment, blocking-reload playlist answers a few target durations (the answer for a given
 //! `_HLS_msn`/`_HLS_part` never changes), media and init segments long, 404s briefly, server
-//! errors never.
+//! errors never. A response's `Age` (a parent tier's hit) counts against its freshness, so a
+//! playlist is never fresher at the edge than the origin allowed. Live playlists are not
+//! served stale while they are refreshed: a stale live playlist is latency for every viewer,
+//! and collapsing already keeps the refresh to one upstream request.
 
 use std::time::Duration;
 
@@ -63,6 +66,8 @@ pub struct TtlPolicy {
     pub not_found: Duration,
     /// How long a stale object may be served while it is refreshed in the background.
     pub stale_while_revalidate: Duration,
+    /// The same for live playlists and MPDs when the upstream does not say.
+    pub playlist_stale_while_revalidate: Duration,
     /// How long a stale object may be served when the upstream fails.
     pub stale_if_error: Duration,
     /// Cap on stale-if-error for live playlists, so players do not freeze on a dead live edge.
@@ -78,6 +83,7 @@ impl Default for TtlPolicy {
             other: Duration::from_secs(60),
             not_found: Duration::from_secs(2),
             stale_while_revalidate: Duration::from_secs(2),
+            playlist_stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::from_secs(300),
             playlist_stale_if_error: Duration::from_secs(6),
         }
@@ -148,8 +154,15 @@ pub enum Decision {
 }
 
 impl TtlPolicy {
-    /// Decides for a response with `status` to a request of `class`.
-    pub fn decide(&self, class: ContentClass, status: u16, d: &Directives) -> Decision {
+    /// Decides for a response with `status` to a request of `class`, `age` old already
+    /// (its `Age` header).
+    pub fn decide(
+        &self,
+        class: ContentClass,
+        status: u16,
+        d: &Directives,
+        age: Duration,
+    ) -> Decision {
         if d.no_store || d.private {
             return Decision::Uncacheable("upstream said no-store or private");
         }
@@ -167,7 +180,7 @@ impl TtlPolicy {
         let fresh = if d.no_cache {
             Some(Duration::ZERO)
         } else {
-            explicit.or(default)
+            explicit.or(default).map(|f| f.saturating_sub(age))
         };
         let Some(fresh) = fresh else {
             return Decision::Uncacheable("status is not cacheable by default");
@@ -190,10 +203,16 @@ impl TtlPolicy {
         };
         Decision::Cacheable {
             fresh,
-            stale_while_revalidate: d
-                .stale_while_revalidate
-                .map(Duration::from_secs)
-                .unwrap_or(self.stale_while_revalidate),
+            stale_while_revalidate: d.stale_while_revalidate.map(Duration::from_secs).unwrap_or(
+                if live {
+                    self.playlist_stale_while_revalidate
+                } else if matches!(status, 404 | 410) {
+                    // A missing object may appear any moment (a live part asked for early).
+                    Duration::ZERO
+                } else {
+                    self.stale_while_revalidate
+                },
+            ),
             stale_if_error,
         }
     }
@@ -240,28 +259,92 @@ mod tests {
     }
 
     #[test]
+    fn age_counts_against_freshness() {
+        let p = TtlPolicy::default();
+        let d = Directives::parse(["public, max-age=10"]);
+        let aged =
+            |secs| fresh(p.decide(ContentClass::Playlist, 200, &d, Duration::from_secs(secs)));
+        assert_eq!(aged(0), Duration::from_secs(10));
+        assert_eq!(aged(4), Duration::from_secs(6));
+        // Older than its lifetime: stored, but stale at once (the next request refetches).
+        assert_eq!(aged(30), Duration::ZERO);
+        let defaulted = fresh(p.decide(
+            ContentClass::Media,
+            200,
+            &Directives::default(),
+            Duration::from_secs(60),
+        ));
+        assert_eq!(defaulted, p.media - Duration::from_secs(60));
+    }
+
+    #[test]
+    fn live_playlists_are_not_served_stale_while_refreshing_unless_the_upstream_says() {
+        let p = TtlPolicy::default();
+        let swr = |class, cc: &str| match p.decide(
+            class,
+            200,
+            &Directives::parse([cc]),
+            Duration::ZERO,
+        ) {
+            Decision::Cacheable {
+                stale_while_revalidate,
+                ..
+            } => stale_while_revalidate,
+            Decision::Uncacheable(why) => panic!("uncacheable: {why}"),
+        };
+        assert_eq!(swr(ContentClass::Playlist, "max-age=1"), Duration::ZERO);
+        assert_eq!(
+            swr(ContentClass::Media, "max-age=1"),
+            p.stale_while_revalidate
+        );
+        let not_found = match p.decide(
+            ContentClass::Media,
+            404,
+            &Directives::parse(["max-age=1"]),
+            Duration::ZERO,
+        ) {
+            Decision::Cacheable {
+                stale_while_revalidate,
+                ..
+            } => stale_while_revalidate,
+            Decision::Uncacheable(why) => panic!("uncacheable: {why}"),
+        };
+        assert_eq!(not_found, Duration::ZERO, "a 404 is not served stale");
+        assert_eq!(
+            swr(
+                ContentClass::Playlist,
+                "max-age=1, stale-while-revalidate=3"
+            ),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
     fn defaults_by_class_and_status() {
         let p = TtlPolicy::default();
         let none = Directives::default();
         assert_eq!(
-            fresh(p.decide(ContentClass::Playlist, 200, &none)),
+            fresh(p.decide(ContentClass::Playlist, 200, &none, Duration::ZERO)),
             p.playlist
         );
         assert_eq!(
-            fresh(p.decide(ContentClass::BlockingPlaylist, 200, &none)),
+            fresh(p.decide(ContentClass::BlockingPlaylist, 200, &none, Duration::ZERO)),
             p.blocking_playlist
         );
-        assert_eq!(fresh(p.decide(ContentClass::Media, 200, &none)), p.media);
         assert_eq!(
-            fresh(p.decide(ContentClass::Media, 404, &none)),
+            fresh(p.decide(ContentClass::Media, 200, &none, Duration::ZERO)),
+            p.media
+        );
+        assert_eq!(
+            fresh(p.decide(ContentClass::Media, 404, &none, Duration::ZERO)),
             p.not_found
         );
         assert!(matches!(
-            p.decide(ContentClass::Media, 500, &none),
+            p.decide(ContentClass::Media, 500, &none, Duration::ZERO),
             Decision::Uncacheable(_)
         ));
         assert!(matches!(
-            p.decide(ContentClass::Media, 503, &none),
+            p.decide(ContentClass::Media, 503, &none, Duration::ZERO),
             Decision::Uncacheable(_)
         ));
     }
@@ -274,33 +357,44 @@ mod tests {
             fresh(p.decide(
                 ContentClass::Media,
                 200,
-                &cc("public, max-age=31536000, immutable")
+                &cc("public, max-age=31536000, immutable"),
+                Duration::ZERO
             )),
             Duration::from_secs(31_536_000)
         );
         assert_eq!(
-            fresh(p.decide(ContentClass::Playlist, 200, &cc("max-age=10, s-maxage=1"))),
+            fresh(p.decide(
+                ContentClass::Playlist,
+                200,
+                &cc("max-age=10, s-maxage=1"),
+                Duration::ZERO
+            )),
             Duration::from_secs(1)
         );
         assert_eq!(
-            fresh(p.decide(ContentClass::Media, 200, &cc("no-cache"))),
+            fresh(p.decide(ContentClass::Media, 200, &cc("no-cache"), Duration::ZERO)),
             Duration::ZERO
         );
         assert!(matches!(
-            p.decide(ContentClass::Media, 200, &cc("no-store")),
+            p.decide(ContentClass::Media, 200, &cc("no-store"), Duration::ZERO),
             Decision::Uncacheable(_)
         ));
         assert!(matches!(
-            p.decide(ContentClass::Media, 200, &cc("Private, max-age=9")),
+            p.decide(
+                ContentClass::Media,
+                200,
+                &cc("Private, max-age=9"),
+                Duration::ZERO
+            ),
             Decision::Uncacheable(_)
         ));
         assert_eq!(
-            fresh(p.decide(ContentClass::Media, 500, &cc("max-age=5"))),
+            fresh(p.decide(ContentClass::Media, 500, &cc("max-age=5"), Duration::ZERO)),
             Duration::from_secs(5),
             "explicit caching of an error is honoured"
         );
         assert_eq!(
-            fresh(p.decide(ContentClass::Media, 200, &cc("max-age=abc"))),
+            fresh(p.decide(ContentClass::Media, 200, &cc("max-age=abc"), Duration::ZERO)),
             p.media,
             "a malformed number falls back to the default"
         );
@@ -310,7 +404,7 @@ mod tests {
     fn stale_windows_and_the_live_playlist_cap() {
         let p = TtlPolicy::default();
         let d = Directives::parse(["max-age=1, stale-while-revalidate=7, stale-if-error=3600"]);
-        match p.decide(ContentClass::Media, 200, &d) {
+        match p.decide(ContentClass::Media, 200, &d, Duration::ZERO) {
             Decision::Cacheable {
                 stale_while_revalidate,
                 stale_if_error,
@@ -323,7 +417,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match p.decide(ContentClass::Playlist, 200, &d) {
+        match p.decide(ContentClass::Playlist, 200, &d, Duration::ZERO) {
             Decision::Cacheable { stale_if_error, .. } => {
                 assert_eq!(stale_if_error, p.playlist_stale_if_error)
             }

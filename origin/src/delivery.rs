@@ -102,6 +102,16 @@ pub fn error(
     )
 }
 
+/// A 404 for live media that does not exist yet but will: no tier may store it, or viewers
+/// would be told it is missing after it appears.
+fn not_yet(key: &str, message: String) -> Response<Body> {
+    let mut response = error(StatusCode::NOT_FOUND, key, message);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 fn route_error(e: RouteError) -> Response<Body> {
     match e {
         RouteError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "", m),
@@ -401,8 +411,7 @@ impl Delivery {
                     );
                 }
                 PartLookup::TooFar => {
-                    return error(
-                        StatusCode::NOT_FOUND,
+                    return not_yet(
                         key,
                         format!("part {msn}.{part} of {rendition} is too far beyond the live edge"),
                     );
@@ -438,6 +447,7 @@ impl Delivery {
             Archived,
             Missing,
             Future,
+            Ahead,
         }
         let look = |s: &StreamPackager| -> Found {
             let Some(r) = s.rendition(rendition) else {
@@ -454,6 +464,7 @@ impl Delivery {
                     Found::Future
                 }
                 None if r.segments.front().is_some_and(|f| msn < f.msn) => Found::Archived,
+                None if msn >= r.next_msn() && !s.ended() && !r.ended => Found::Ahead,
                 None => Found::Missing,
             }
         };
@@ -494,10 +505,13 @@ impl Delivery {
                     format!("segment {msn} of {rendition} is not available"),
                 ),
             },
-            Found::Future => error(
-                StatusCode::NOT_FOUND,
+            Found::Future => not_yet(
                 key,
                 format!("segment {msn} of {rendition} is not complete yet"),
+            ),
+            Found::Ahead => not_yet(
+                key,
+                format!("segment {msn} of {rendition} is beyond the live edge"),
             ),
             Found::Missing => error(
                 StatusCode::NOT_FOUND,

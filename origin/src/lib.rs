@@ -8,7 +8,7 @@
 //! Shells: the registry over sqlx ([`registry`]), live stream state ([`live`]), RTMP
 //! ([`ingest`]), the HTTP API ([`api`]), the hand-off monitor ([`monitor`]), the packager's
 //! sink ([`media`]), HTTP delivery ([`delivery`]), object stores ([`store`]), the archive
-//! ([`archive`]) and thumbnails ([`thumbnail`]).
+//! ([`archive`]), thumbnails ([`thumbnail`]) and the viewers' player page ([`player`]).
 
 pub mod api;
 pub mod archive;
@@ -22,6 +22,7 @@ pub mod media;
 pub mod metrics;
 pub mod monitor;
 pub mod packager;
+pub mod player;
 pub mod recording;
 pub mod registry;
 pub mod route;

@@ -24,6 +24,7 @@ use crate::ingest;
 use crate::live::{Live, LiveOptions};
 use crate::media::LivePackager;
 use crate::monitor::IngestMonitor;
+use crate::player::PlayerPage;
 use crate::registry::Registry;
 use crate::store;
 use crate::thumbnail::Thumbnails;
@@ -49,6 +50,10 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     let archive_task = tokio::spawn(Arc::clone(&archive).run(archive_rx));
     let retention_task = tokio::spawn(Arc::clone(&archive).retention_loop(RETENTION_EVERY));
     let memory_task = tokio::spawn(Arc::clone(&packager).report_memory(MEMORY_EVERY));
+    let player = Arc::new(PlayerPage::new(
+        registry.clone(),
+        PathBuf::from(&config.player_dir),
+    ));
     let live = Live::new(
         registry,
         live_options(&config),
@@ -97,10 +102,13 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         move |req| {
             let api = Arc::clone(&api);
             let delivery = Arc::clone(&delivery);
+            let player = Arc::clone(&player);
             async move {
                 let path = req.uri().path();
                 if Delivery::owns(path) {
                     delivery.handle(req).await
+                } else if PlayerPage::owns(path) {
+                    player.handle(req).await
                 } else if StreamApi::owns(path) {
                     api.handle(req).await.map(boxed)
                 } else {

@@ -1,0 +1,234 @@
+// Cascade's player page: plays one live stream or recording with hls.js or dash.js and shows
+// what a viewer (and the player tests) want to know: live latency, buffer, rendition, bitrate,
+// stalls and errors. Every figure is also published as `window.cascadeStats`.
+(function () {
+  "use strict";
+
+  const page = document.getElementById("player");
+  const kind = page.dataset.kind; // "live" or "vod"
+  const id = page.dataset.id;
+  const params = new URLSearchParams(location.search);
+  const protocol = params.get("protocol") === "dash" ? "dash" : "hls";
+  // Everything is fetched relative to the page, so a signed-URL prefix (/t/<token>/) and the
+  // host the page came from (an edge, over whichever protocol) carry over to the media.
+  const base = new URL(kind === "vod" ? "../../" : "../", location.href);
+  const manifest = new URL(
+    `${kind}/${id}/${protocol === "dash" ? "manifest.mpd" : "master.m3u8"}`,
+    base
+  ).href;
+  const video = document.getElementById("video");
+  const sessionId = (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2);
+
+  const stats = {
+    protocol,
+    kind,
+    id,
+    manifest,
+    state: "loading",
+    firstFrameMs: null,
+    stalls: 0,
+    stallMs: 0,
+    errors: [],
+    latency: null,
+    latencies: [],
+    buffer: 0,
+    height: null,
+    bitrate: null,
+    heightsSeen: [],
+    renditions: [],
+    playedSeconds: 0,
+  };
+  window.cascadeStats = stats;
+
+  let stalledSince = null;
+  let everPlayed = false;
+
+  function note(message) {
+    stats.errors.push({ at: Date.now(), message: String(message) });
+    render();
+  }
+
+  video.addEventListener("playing", () => {
+    if (!everPlayed) {
+      everPlayed = true;
+      stats.firstFrameMs = Math.round(performance.now());
+    }
+    if (stalledSince !== null) {
+      stats.stallMs += performance.now() - stalledSince;
+      stalledSince = null;
+    }
+    stats.state = "playing";
+    render();
+  });
+  video.addEventListener("waiting", () => {
+    // A stall is the play head waiting for data after playback began, not a seek.
+    if (everPlayed && !video.seeking && stalledSince === null) {
+      stats.stalls += 1;
+      stalledSince = performance.now();
+      stats.state = "stalled";
+      render();
+    }
+  });
+  video.addEventListener("ended", () => {
+    stats.state = "ended";
+    render();
+  });
+  video.addEventListener("error", () => {
+    const e = video.error;
+    note(`video element: ${e ? e.code + " " + e.message : "unknown error"}`);
+  });
+
+  const controller = protocol === "dash" ? startDash() : startHls();
+  window.cascadePlayer = controller;
+
+  function startHls() {
+    if (!window.Hls || !Hls.isSupported()) {
+      note("hls.js is not available in this browser");
+      return null;
+    }
+    const hls = new Hls({
+      lowLatencyMode: true,
+      backBufferLength: 30,
+      cmcd: { sessionId, contentId: id, useHeaders: false },
+    });
+    hls.on(Hls.Events.ERROR, (_event, data) => {
+      if (data.fatal) {
+        note(`hls.js ${data.type}: ${data.details}`);
+        stats.state = "error";
+      }
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      stats.renditions = hls.levels.map((l) => ({ height: l.height, bitrate: l.bitrate }));
+      fillQualityMenu(stats.renditions);
+    });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
+      const level = hls.levels[data.level];
+      if (level) rendition(level.height, level.bitrate);
+    });
+    hls.loadSource(manifest);
+    hls.attachMedia(video);
+    return {
+      latency() {
+        const date = hls.playingDate;
+        return date ? (Date.now() - date.getTime()) / 1000 : null;
+      },
+      current() {
+        const level = hls.levels[hls.currentLevel];
+        return level ? { height: level.height, bitrate: level.bitrate } : null;
+      },
+      setQuality(index) {
+        hls.currentLevel = index; // -1: automatic
+      },
+    };
+  }
+
+  function startDash() {
+    if (!window.dashjs) {
+      note("dash.js is not available in this browser");
+      return null;
+    }
+    const player = dashjs.MediaPlayer().create();
+    player.updateSettings({
+      streaming: {
+        cmcd: { enabled: true, sid: sessionId, cid: id, mode: "query" },
+      },
+    });
+    player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
+      const err = e.error || {};
+      note(`dash.js: ${err.code || ""} ${err.message || JSON.stringify(err)}`);
+      stats.state = "error";
+    });
+    player.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => {
+      stats.renditions = player
+        .getRepresentationsByType("video")
+        .map((r) => ({ height: r.height, bitrate: r.bandwidth }));
+      fillQualityMenu(stats.renditions);
+    });
+    player.on(dashjs.MediaPlayer.events.QUALITY_CHANGE_RENDERED, (e) => {
+      if (e.mediaType !== "video") return;
+      const r = player.getCurrentRepresentationForType("video");
+      if (r) rendition(r.height, r.bandwidth);
+    });
+    player.initialize(video, manifest, true);
+    return {
+      latency() {
+        if (kind !== "live") return null;
+        const l = player.getCurrentLiveLatency();
+        return Number.isFinite(l) && l > 0 ? l : null;
+      },
+      current() {
+        const r = player.getCurrentRepresentationForType("video");
+        return r ? { height: r.height, bitrate: r.bandwidth } : null;
+      },
+      setQuality(index) {
+        const auto = index < 0;
+        player.updateSettings({
+          streaming: { abr: { autoSwitchBitrate: { video: auto } } },
+        });
+        if (!auto) player.setRepresentationForTypeByIndex("video", index, true);
+      },
+    };
+  }
+
+  function rendition(height, bitrate) {
+    stats.height = height;
+    stats.bitrate = bitrate;
+    if (!stats.heightsSeen.includes(height)) stats.heightsSeen.push(height);
+    render();
+  }
+
+  function fillQualityMenu(renditions) {
+    const menu = document.getElementById("quality");
+    menu.replaceChildren(new Option("auto", "-1"));
+    renditions.forEach((r, i) => menu.add(new Option(`${r.height}p`, String(i))));
+  }
+  document.getElementById("quality").addEventListener("change", (e) => {
+    if (controller) controller.setQuality(Number(e.target.value));
+  });
+  for (const link of document.querySelectorAll("[data-protocol]")) {
+    const other = new URL(location.href);
+    other.searchParams.set("protocol", link.dataset.protocol);
+    link.href = other.href;
+    if (link.dataset.protocol === protocol) link.classList.add("current");
+  }
+
+  let lastTime = null;
+  setInterval(() => {
+    if (video.buffered.length > 0) {
+      stats.buffer = Math.max(0, video.buffered.end(video.buffered.length - 1) - video.currentTime);
+    }
+    // Seeks (a live player jumping to the live edge) are not playback.
+    const step = lastTime === null ? 0 : video.currentTime - lastTime;
+    if (!video.paused && step > 0 && step < 1) stats.playedSeconds += step;
+    lastTime = video.currentTime;
+    const shown = controller && controller.current();
+    if (shown && shown.height && shown.height !== stats.height) rendition(shown.height, shown.bitrate);
+    const latency = controller && stats.state === "playing" ? controller.latency() : null;
+    if (latency !== null) {
+      stats.latency = latency;
+      stats.latencies.push(latency);
+      if (stats.latencies.length > 3600) stats.latencies.shift();
+    }
+    render();
+  }, 250);
+
+  function render() {
+    const fmt = (v, unit, digits = 2) => (v === null || v === undefined ? "–" : v.toFixed(digits) + unit);
+    const rows = {
+      state: stats.state,
+      protocol: protocol.toUpperCase(),
+      latency: kind === "live" ? fmt(stats.latency, " s") : "VOD",
+      buffer: fmt(stats.buffer, " s"),
+      rendition: stats.height ? `${stats.height}p` : "–",
+      bitrate: stats.bitrate ? `${(stats.bitrate / 1e6).toFixed(2)} Mbit/s` : "–",
+      stalls: `${stats.stalls} (${(stats.stallMs / 1000).toFixed(1)} s)`,
+      "first frame": stats.firstFrameMs === null ? "–" : `${stats.firstFrameMs} ms`,
+      errors: stats.errors.length ? stats.errors[stats.errors.length - 1].message : "none",
+    };
+    for (const [name, value] of Object.entries(rows)) {
+      const cell = document.querySelector(`[data-stat="${name}"]`);
+      if (cell && cell.textContent !== value) cell.textContent = value;
+    }
+  }
+  render();
+})();
