@@ -4,13 +4,13 @@
 //
 //   node player/drive.mjs --url https://localhost:8443/player/<id>?protocol=dash \
 //        --seconds 60 [--quic localhost:8443] [--spki <sha256 base64>] [--switch-after 10]
-//        [--warmup 5] [--chromium /usr/bin/chromium]
+//        [--warmup 5] [--chromium /usr/bin/chromium] [--out report.json]
 //
 // --quic forces HTTP/3 to that origin; --spki trusts a self-signed certificate (over TCP and
 // QUIC); --switch-after picks another rendition after that many seconds of playback and goes
 // back to automatic once it is shown. Progress goes to stderr every 5 s.
 import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -27,6 +27,7 @@ function parseArgs(argv) {
       case "--spki": args.spki = value; break;
       case "--switch-after": args.switchAfter = Number(value); break;
       case "--chromium": args.chromium = value; break;
+      case "--out": args.out = value; break;
       default: throw new Error(`unknown argument ${name}`);
     }
   }
@@ -131,6 +132,10 @@ try {
     stalls: stats ? stats.stalls : null,
     stallSeconds: stats ? Number((stats.stallMs / 1000).toFixed(2)) : null,
     errors: stats ? stats.errors : [],
+    warnings: stats ? stats.warnings : [],
+    trace: stats ? stats.trace : [],
+    currentTime: await page.evaluate(() => document.getElementById("video").currentTime),
+    buffered: stats ? stats.buffered : "",
     consoleErrors,
     latency: {
       samples: sorted.length,
@@ -145,7 +150,9 @@ try {
     protocols,
     wallMs: Date.now() - asked,
   };
-  process.stdout.write(JSON.stringify(result) + "\n");
+  const report = JSON.stringify(result) + "\n";
+  if (args.out) writeFileSync(args.out, report);
+  process.stdout.write(report);
 } catch (e) {
   process.stderr.write(`[drive] ${e.stack || e}\n`);
   exitCode = 1;

@@ -6,7 +6,8 @@
 //! - [`Garage`]: an S3-compatible object store with a bucket and a key;
 //! - [`TestUpstream`]: a programmable HTTP upstream for proxy tests;
 //! - [`Broadcaster`]: ffmpeg publishing a test picture and tone over RTMP;
-//! - [`Postgres`]: a PostgreSQL server with a fresh cluster.
+//! - [`Postgres`]: a PostgreSQL server with a fresh cluster;
+//! - [`Viewer`]: headless Chromium playing the player page with hls.js or dash.js.
 //!
 //! External tools are found through `CASCADE_TANSU_BIN` / `CASCADE_GARAGE_BIN` (exported by
 //! `.ci/install-tools`), then the install cache, then `PATH`. A missing tool fails the test
@@ -16,6 +17,7 @@ mod broadcaster;
 mod cascade;
 mod garage;
 mod http;
+mod player;
 mod postgres;
 mod process;
 mod tansu;
@@ -27,6 +29,7 @@ pub use garage::{Garage, s3_client};
 pub use http::{
     HttpResponse, http_get, json_request, parse_response, raw_request, read_until_closed,
 };
+pub use player::{Latency, PlayOptions, PlayReport, Viewer, chromium_path, play};
 pub use postgres::Postgres;
 pub use process::{ChildProcess, free_port, wait_for_tcp};
 pub use tansu::Tansu;

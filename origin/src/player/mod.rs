@@ -3,11 +3,14 @@
 //! (`?protocol=hls|dash`). The players come from the project's own install step (`player/`,
 //! pinned in its lockfile) and are served from `origin.player_dir`; the page and its script are
 //! built into the binary. Every URL the page uses is relative, so it works the same through an
-//! edge, over any protocol, and under a signed-URL prefix.
+//! edge, over any protocol, and under a signed-URL prefix. Script URLs carry a digest of the
+//! scripts (`assets/<version>/<name>`), so tiers may keep them for good and a new release or
+//! player install is never hidden behind an old cached copy.
 
 use std::path::PathBuf;
 
 use hyper::{Method, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
 
 use crate::delivery::{Body, error, full, reply};
 use crate::registry::{ListFilter, Registry};
@@ -19,8 +22,10 @@ const SCRIPT: &str = include_str!("player.js");
 
 /// `Cache-Control` of the pages: short, so a new stream shows up in the list quickly.
 const PAGE_CACHE: &str = "public, max-age=2";
-/// `Cache-Control` of the player scripts: they change only with a new install.
-const ASSET_CACHE: &str = "public, max-age=3600";
+/// `Cache-Control` of a versioned player script: its URL changes with its content.
+const VERSIONED_ASSET_CACHE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of a script asked for without a version.
+const ASSET_CACHE: &str = "public, max-age=300";
 
 /// The players under `origin.player_dir` (an npm `node_modules`), by the name the page uses.
 const VENDOR: [(&str, &str); 2] = [
@@ -32,6 +37,7 @@ const VENDOR: [(&str, &str); 2] = [
 pub struct PlayerPage {
     registry: Registry,
     vendor_dir: PathBuf,
+    version: String,
 }
 
 /// What a `/player/...` path asks for.
@@ -40,7 +46,7 @@ enum PlayerRoute<'a> {
     List,
     Live(&'a str),
     Vod(&'a str),
-    Asset(&'a str),
+    Asset { versioned: bool, name: &'a str },
 }
 
 fn parse(path: &str) -> Option<PlayerRoute<'_>> {
@@ -51,21 +57,35 @@ fn parse(path: &str) -> Option<PlayerRoute<'_>> {
     };
     let route = match rest.split_once('/') {
         None => PlayerRoute::Live(rest),
-        Some(("assets", name)) => PlayerRoute::Asset(name),
+        Some(("assets", rest)) => match rest.split_once('/') {
+            Some((version, name)) if plain_name(version) => PlayerRoute::Asset {
+                versioned: true,
+                name,
+            },
+            Some(_) => return None,
+            None => PlayerRoute::Asset {
+                versioned: false,
+                name: rest,
+            },
+        },
         Some(("vod", id)) => PlayerRoute::Vod(id),
         Some(_) => return None,
     };
     let name = match &route {
-        PlayerRoute::Live(n) | PlayerRoute::Vod(n) | PlayerRoute::Asset(n) => *n,
+        PlayerRoute::Live(n) | PlayerRoute::Vod(n) | PlayerRoute::Asset { name: n, .. } => *n,
         PlayerRoute::List => "",
     };
-    let plain = !name.is_empty()
+    plain_name(name).then_some(route)
+}
+
+/// An id, version or file name: no path separators, no leading dot, nothing to escape.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 128
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.');
-    plain.then_some(route)
+        && !name.starts_with('.')
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -84,18 +104,34 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// The player page for one stream or recording.
-fn page(kind: &str, id: &str, title: &str) -> String {
+/// The player page for one stream or recording, with scripts of `version`.
+fn page(kind: &str, id: &str, title: &str, version: &str) -> String {
     let (assets, list) = if kind == "vod" {
-        ("../assets/", "../")
+        (format!("../assets/{version}/"), "../")
     } else {
-        ("assets/", "./")
+        (format!("assets/{version}/"), "./")
     };
     PAGE.replace("{{TITLE}}", &escape(title))
         .replace("{{KIND}}", kind)
         .replace("{{ID}}", &escape(id))
-        .replace("{{ASSETS}}", assets)
+        .replace("{{ASSETS}}", &assets)
         .replace("{{LIST}}", list)
+}
+
+/// A short digest of every script the page loads.
+fn scripts_version(vendor_dir: &std::path::Path) -> String {
+    let mut digest = Sha256::new();
+    digest.update(SCRIPT.as_bytes());
+    for (_, file) in VENDOR {
+        match std::fs::read(vendor_dir.join(file)) {
+            Ok(bytes) => digest.update(&bytes),
+            Err(_) => digest.update(b"missing"),
+        }
+    }
+    digest.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The list page for `(id, title)` pairs of live streams.
@@ -120,9 +156,11 @@ fn list(streams: &[(String, String)]) -> String {
 impl PlayerPage {
     /// Serves pages for the streams in `registry`, players from `vendor_dir`.
     pub fn new(registry: Registry, vendor_dir: PathBuf) -> Self {
+        let version = scripts_version(&vendor_dir);
         Self {
             registry,
             vendor_dir,
+            version,
         }
     }
 
@@ -151,7 +189,7 @@ impl PlayerPage {
         match route {
             PlayerRoute::List => self.list().await,
             PlayerRoute::Live(id) => match self.registry.get(id).await {
-                Ok(Some(stream)) => html(page("live", id, &stream.config.title), id),
+                Ok(Some(stream)) => html(page("live", id, &stream.config.title, &self.version), id),
                 Ok(None) => error(StatusCode::NOT_FOUND, "", format!("no stream {id}")),
                 Err(e) => internal(e),
             },
@@ -161,7 +199,7 @@ impl PlayerPage {
                         Ok(Some(stream)) => format!("{} (recording)", stream.config.title),
                         _ => "recording".to_owned(),
                     };
-                    html(page("vod", id, &title), &rec.stream_id)
+                    html(page("vod", id, &title, &self.version), &rec.stream_id)
                 }
                 Ok(Some(_)) => error(
                     StatusCode::NOT_FOUND,
@@ -171,14 +209,24 @@ impl PlayerPage {
                 Ok(None) => error(StatusCode::NOT_FOUND, "", format!("no recording {id}")),
                 Err(e) => internal(e),
             },
-            PlayerRoute::Asset("player.js") => reply(
-                StatusCode::OK,
-                "text/javascript; charset=utf-8",
-                ASSET_CACHE,
-                "player",
-                full(SCRIPT),
-            ),
-            PlayerRoute::Asset(name) => self.vendor(name).await,
+            PlayerRoute::Asset { versioned, name } => {
+                let cache = if versioned {
+                    VERSIONED_ASSET_CACHE
+                } else {
+                    ASSET_CACHE
+                };
+                if name == "player.js" {
+                    reply(
+                        StatusCode::OK,
+                        "text/javascript; charset=utf-8",
+                        cache,
+                        "player",
+                        full(SCRIPT),
+                    )
+                } else {
+                    self.vendor(name, cache).await
+                }
+            }
         }
     }
 
@@ -207,7 +255,7 @@ impl PlayerPage {
         }
     }
 
-    async fn vendor(&self, name: &str) -> Response<Body> {
+    async fn vendor(&self, name: &str, cache: &str) -> Response<Body> {
         let Some((_, file)) = VENDOR.iter().find(|(n, _)| *n == name) else {
             return error(StatusCode::NOT_FOUND, "", format!("no player asset {name}"));
         };
@@ -216,7 +264,7 @@ impl PlayerPage {
             Ok(bytes) => reply(
                 StatusCode::OK,
                 "text/javascript; charset=utf-8",
-                ASSET_CACHE,
+                cache,
                 "player",
                 full(bytes),
             ),
@@ -257,6 +305,8 @@ fn internal(e: impl std::fmt::Display) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -267,9 +317,20 @@ mod tests {
         assert_eq!(parse("/player/vod/r1"), Some(PlayerRoute::Vod("r1")));
         assert_eq!(
             parse("/player/assets/hls.min.js"),
-            Some(PlayerRoute::Asset("hls.min.js"))
+            Some(PlayerRoute::Asset {
+                versioned: false,
+                name: "hls.min.js"
+            })
+        );
+        assert_eq!(
+            parse("/player/assets/0a1b2c/dash.all.min.js"),
+            Some(PlayerRoute::Asset {
+                versioned: true,
+                name: "dash.all.min.js"
+            })
         );
         assert_eq!(parse("/player/assets/../Cargo.toml"), None);
+        assert_eq!(parse("/player/assets/v/../../x"), None);
         assert_eq!(parse("/player/a/b"), None);
         assert_eq!(parse("/player/<script>"), None);
         assert_eq!(parse("/player/.hidden"), None);
@@ -278,14 +339,29 @@ mod tests {
 
     #[test]
     fn titles_are_escaped_and_urls_stay_relative() {
-        let html = page("live", "s1", "<b>\"launch\" & more</b>");
+        let html = page("live", "s1", "<b>\"launch\" & more</b>", "v1");
         assert!(html.contains("&lt;b&gt;&quot;launch&quot; &amp; more&lt;/b&gt;"));
         assert!(!html.contains("<b>"));
-        assert!(html.contains("src=\"assets/hls.min.js\""));
+        assert!(html.contains("src=\"assets/v1/hls.min.js\""));
         assert!(html.contains("data-kind=\"live\" data-id=\"s1\""));
-        let vod = page("vod", "r1", "t");
-        assert!(vod.contains("src=\"../assets/dash.all.min.js\""));
+        let vod = page("vod", "r1", "t", "v1");
+        assert!(vod.contains("src=\"../assets/v1/dash.all.min.js\""));
         assert!(!html.contains("http://") && !html.contains("https://"));
+    }
+
+    #[test]
+    fn the_script_version_follows_the_installed_players() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = scripts_version(dir.path());
+        let hls = dir.path().join("hls.js/dist");
+        std::fs::create_dir_all(&hls).unwrap();
+        std::fs::write(hls.join("hls.min.js"), "v1").unwrap();
+        let installed = scripts_version(dir.path());
+        std::fs::write(hls.join("hls.min.js"), "v2").unwrap();
+        let upgraded = scripts_version(dir.path());
+        assert_ne!(before, installed);
+        assert_ne!(installed, upgraded);
+        assert_eq!(upgraded, scripts_version(dir.path()));
     }
 
     #[test]

@@ -29,6 +29,9 @@
     stalls: 0,
     stallMs: 0,
     errors: [],
+    warnings: [],
+    trace: [],
+    buffered: "",
     latency: null,
     latencies: [],
     buffer: 0,
@@ -42,6 +45,17 @@
 
   let stalledSince = null;
   let everPlayed = false;
+
+  function warn(message) {
+    stats.warnings.push({ at: Date.now(), t: Number(video.currentTime.toFixed(2)), message: String(message) });
+    if (stats.warnings.length > 30) stats.warnings.shift();
+  }
+
+  // The last media appended, for diagnosing a stall.
+  function trace(message) {
+    stats.trace.push(`${video.currentTime.toFixed(2)} ${message}`);
+    if (stats.trace.length > 60) stats.trace.shift();
+  }
 
   function note(message) {
     stats.errors.push({ at: Date.now(), message: String(message) });
@@ -95,11 +109,18 @@
       if (data.fatal) {
         note(`hls.js ${data.type}: ${data.details}`);
         stats.state = "error";
+      } else {
+        warn(`hls.js ${data.type}: ${data.details}`);
       }
     });
     hls.on(Hls.Events.MANIFEST_PARSED, () => {
       stats.renditions = hls.levels.map((l) => ({ height: l.height, bitrate: l.bitrate }));
       fillQualityMenu(stats.renditions);
+    });
+    hls.on(Hls.Events.FRAG_BUFFERED, (_event, data) => {
+      const f = data.frag;
+      const p = data.part;
+      trace(`${f.type} L${f.level} sn ${f.sn}${p ? "." + p.index : ""} ${(p || f).start.toFixed(2)}+${(p || f).duration.toFixed(2)}${p && p.independent ? " I" : ""}`);
     });
     hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
       const level = hls.levels[data.level];
@@ -117,7 +138,10 @@
         return level ? { height: level.height, bitrate: level.bitrate } : null;
       },
       setQuality(index) {
-        hls.currentLevel = index; // -1: automatic
+        // From the next load on, keeping what is buffered (-1: automatic). An immediate
+        // switch (`currentLevel`) flushes the buffer and can append a part that does not
+        // start on a keyframe, which stalls the picture.
+        hls.loadLevel = index;
       },
     };
   }
@@ -138,6 +162,7 @@
       note(`dash.js: ${err.code || ""} ${err.message || JSON.stringify(err)}`);
       stats.state = "error";
     });
+    player.on(dashjs.MediaPlayer.events.BUFFER_EMPTY, (e) => warn(`dash.js: ${e.mediaType} buffer empty`));
     player.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => {
       stats.renditions = player
         .getRepresentationsByType("video")
@@ -165,7 +190,7 @@
         player.updateSettings({
           streaming: { abr: { autoSwitchBitrate: { video: auto } } },
         });
-        if (!auto) player.setRepresentationForTypeByIndex("video", index, true);
+        if (!auto) player.setRepresentationForTypeByIndex("video", index);
       },
     };
   }
@@ -193,13 +218,22 @@
   }
 
   let lastTime = null;
+  let lastTick = performance.now();
   setInterval(() => {
+    const now = performance.now();
+    const elapsed = (now - lastTick) / 1000;
+    lastTick = now;
     if (video.buffered.length > 0) {
       stats.buffer = Math.max(0, video.buffered.end(video.buffered.length - 1) - video.currentTime);
     }
-    // Seeks (a live player jumping to the live edge) are not playback.
-    const step = lastTime === null ? 0 : video.currentTime - lastTime;
-    if (!video.paused && step > 0 && step < 1) stats.playedSeconds += step;
+    const ranges = [];
+    for (let i = 0; i < video.buffered.length; i++) {
+      ranges.push(`${video.buffered.start(i).toFixed(2)}-${video.buffered.end(i).toFixed(2)}`);
+    }
+    stats.buffered = ranges.join(" ");
+    // Wall-clock time with the picture moving: seeks and catch-up speed-ups do not count.
+    const moved = lastTime !== null && video.currentTime !== lastTime;
+    if (!video.paused && moved && stats.state === "playing") stats.playedSeconds += elapsed;
     lastTime = video.currentTime;
     const shown = controller && controller.current();
     if (shown && shown.height && shown.height !== stats.height) rendition(shown.height, shown.bitrate);

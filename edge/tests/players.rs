@@ -1,0 +1,490 @@
+//! Viewers in real players: headless Chromium plays the origin's player page with hls.js and
+//! dash.js through edge → shield → origin (all three real binaries), over HTTP/1.1, HTTP/2
+//! and HTTP/3, while ffmpeg publishes over RTMP. Each run reports start-up, stalls, player
+//! errors, live latency, the renditions shown and the protocol the media came over.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use cascade_edge::token::TokenKey;
+use cascade_testkit::{
+    BroadcastOptions, Broadcaster, CascadeProcess, HttpResponse, PlayOptions, PlayReport, Viewer,
+    json_request, processes_with_arg, raw_request, wait_for,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const OPS: &str = "ops-token-0123456789";
+const TOKEN_SECRET: &str = "viewer-token-secret-0123456789abcdef";
+
+/// Transcoding and two browsers fill two cores: one player test at a time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Protocol {
+    H1,
+    H2,
+    H3,
+}
+
+impl Protocol {
+    /// What Chromium reports as the resource's `nextHopProtocol`.
+    fn seen_as(self) -> &'static str {
+        match self {
+            Self::H1 => "http/1.1",
+            Self::H2 => "h2",
+            Self::H3 => "h3",
+        }
+    }
+}
+
+/// Origin, shield and edge, wired as in production, with a certificate Chromium trusts.
+struct Tiers {
+    origin: CascadeProcess,
+    _shield: CascadeProcess,
+    edge: CascadeProcess,
+    spki: String,
+    dir: tempfile::TempDir,
+}
+
+impl Tiers {
+    /// `site` is the edge's `[[edge.sites]]` entry.
+    fn start(site: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display().to_string();
+        let players = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
+        let origin = CascadeProcess::start(
+            "cascade-origin",
+            "origin",
+            &format!(
+                r#"
+[origin]
+database_url = "sqlite://{path}/registry.db"
+reconnect_grace = "20s"
+player_dir = "{players}"
+
+[origin.transcoder]
+preset = "ultrafast"
+work_dir = "{path}"
+
+[[origin.tokens]]
+name = "ops"
+token = "{OPS}"
+scope = "write"
+
+[storage.fs]
+root = "{path}/objects"
+"#,
+                players = players.display()
+            ),
+        )
+        .unwrap();
+        let shield = CascadeProcess::start(
+            "cascade-shield",
+            "shield",
+            &format!(
+                "[shield]\norigins = [\"{}\"]\n[shield.disk]\ndir = \"{path}/shield-disk\"\n",
+                origin.addr("listen").unwrap()
+            ),
+        )
+        .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("edge.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("edge.key"), key.serialize_pem()).unwrap();
+        let spki = STANDARD.encode(Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        ));
+        let edge = CascadeProcess::start(
+            "cascade-edge",
+            "edge",
+            &format!(
+                "[edge]\nshields = [\"{}\"]\norigin = \"\"\n{site}\n\
+                 [tls]\nself_signed = false\n[[tls.certificates]]\nhosts = [\"localhost\"]\n\
+                 cert = \"{path}/edge.pem\"\nkey = \"{path}/edge.key\"\n",
+                shield.addr("listen").unwrap()
+            ),
+        )
+        .unwrap();
+        Self {
+            origin,
+            _shield: shield,
+            edge,
+            spki,
+            dir,
+        }
+    }
+
+    fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let r = json_request(
+            self.origin.addr("listen").unwrap(),
+            method,
+            path,
+            Some(OPS),
+            body,
+        )
+        .unwrap();
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A stream with a 360p + 240p ladder, and its ingest URL.
+    fn create_stream(&self) -> (String, String) {
+        let (status, stream) = self.api(
+            "POST",
+            "/api/v1/livestreams",
+            r#"{"title":"player test","settings":{"resolutions":["360p","240p"]}}"#,
+        );
+        assert_eq!(status, 201, "{stream}");
+        (
+            stream["id"].as_str().unwrap().to_owned(),
+            stream["rtmp_ingest_url"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn edge_get(&self, target: &str) -> HttpResponse {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        raw_request(self.edge.addr("listen").unwrap(), request.as_bytes()).unwrap()
+    }
+
+    /// Waits until the stream's multivariant playlist comes through the edge.
+    fn wait_live(&self, id: &str) {
+        wait_for(
+            "the stream to be playable through the edge",
+            Duration::from_secs(30),
+            || self.edge_get(&format!("/live/{id}/master.m3u8")).status == 200,
+        );
+    }
+
+    /// The URL of `path` on the edge over `protocol`, and how Chromium must be told about it.
+    fn page(&self, protocol: Protocol, path: &str) -> (String, PlayOptions) {
+        let tls = self.edge.addr("tls_listen").unwrap().port();
+        let mut options = PlayOptions {
+            spki: Some(self.spki.clone()),
+            ..PlayOptions::default()
+        };
+        let url = match protocol {
+            Protocol::H1 => format!(
+                "http://127.0.0.1:{}{path}",
+                self.edge.addr("listen").unwrap().port()
+            ),
+            Protocol::H2 => format!("https://localhost:{tls}{path}"),
+            Protocol::H3 => {
+                options.quic = Some(format!("localhost:{tls}"));
+                format!("https://localhost:{tls}{path}")
+            }
+        };
+        (url, options)
+    }
+
+    fn broadcast(&self, ingest: &str) -> Broadcaster {
+        Broadcaster::start(ingest, &BroadcastOptions::default()).unwrap()
+    }
+}
+
+fn watch(tiers: &Tiers, protocol: Protocol, path: &str, seconds: u32) -> Viewer {
+    let (url, mut options) = tiers.page(protocol, path);
+    options.seconds = seconds;
+    options.switch_after = Some(12);
+    Viewer::start(&url, &options).unwrap()
+}
+
+fn finish(viewer: Viewer, seconds: u32) -> PlayReport {
+    viewer
+        .finish(Duration::from_secs(u64::from(seconds) + 90))
+        .unwrap()
+}
+
+/// What every live run must show: it started, played throughout without a stall or an error,
+/// near the live edge, switched rendition when asked, over the protocol asked for.
+fn assert_watched_live(report: &PlayReport, protocol: Protocol, seconds: u32) {
+    let context = format!("{report:#?}");
+    assert!(report.started, "playback never started: {context}");
+    assert!(report.errors.is_empty(), "player errors: {context}");
+    assert_eq!(report.stalls, Some(0), "stalls: {context}");
+    assert_eq!(report.state, "playing", "{context}");
+    assert!(
+        report.played_seconds >= f64::from(seconds) - 15.0,
+        "played only {} s of {seconds}: {context}",
+        report.played_seconds
+    );
+    let median = report.latency.median.unwrap_or(f64::MAX);
+    let p95 = report.latency.p95.unwrap_or(f64::MAX);
+    assert!(
+        median < 6.0 && p95 < 8.0,
+        "live latency too high: {context}"
+    );
+    assert_eq!(
+        report.switched,
+        Some(true),
+        "no rendition switch: {context}"
+    );
+    assert!(report.heights_seen.len() >= 2, "{context}");
+    assert_eq!(
+        report.main_protocol(),
+        Some(protocol.seen_as()),
+        "media came over another protocol: {context}"
+    );
+}
+
+#[test]
+fn hls_and_dash_play_through_edge_shield_and_origin_over_h1_h2_and_h3() {
+    let _heavy = one_at_a_time();
+    let tiers =
+        Tiers::start("[[edge.sites]]\nhosts = [\"localhost\", \"127.0.0.1\"]\ncors = true\n");
+    let (id, ingest) = tiers.create_stream();
+    let _broadcaster = tiers.broadcast(&ingest);
+    tiers.wait_live(&id);
+
+    const SECONDS: u32 = 60;
+    for protocol in [Protocol::H1, Protocol::H2, Protocol::H3] {
+        let hls = watch(
+            &tiers,
+            protocol,
+            &format!("/player/{id}?protocol=hls"),
+            SECONDS,
+        );
+        let dash = watch(
+            &tiers,
+            protocol,
+            &format!("/player/{id}?protocol=dash"),
+            SECONDS,
+        );
+        if protocol == Protocol::H1 {
+            // Malformed and premature requests from another client, while these two watch.
+            bad_requests_get_the_protocols_answer(&tiers, &id);
+        }
+        for (player, report) in [
+            ("hls.js", finish(hls, SECONDS)),
+            ("dash.js", finish(dash, SECONDS)),
+        ] {
+            eprintln!(
+                "{player} over {protocol:?}: first frame {:?} ms, latency median {:?} p95 {:?} s, stalls {:?}, heights {:?}, protocols {:?}",
+                report.first_frame_ms,
+                report.latency.median,
+                report.latency.p95,
+                report.stalls,
+                report.heights_seen,
+                report.protocols
+            );
+            assert_watched_live(&report, protocol, SECONDS);
+        }
+    }
+}
+
+/// Parts far ahead, a rendition that does not exist, malformed `_HLS_` and CMCD queries: each
+/// gets the protocol's answer, and a premature 404 is not kept for the viewers who come next.
+fn bad_requests_get_the_protocols_answer(tiers: &Tiers, id: &str) {
+    let far = tiers.edge_get(&format!("/live/{id}/360p/999999.0.m4s"));
+    assert_eq!(far.status, 404, "{}", far.text());
+    assert_eq!(far.header("cache-control"), Some("no-store"));
+    let again = tiers.edge_get(&format!("/live/{id}/360p/999999.0.m4s"));
+    assert_ne!(
+        again.header("x-cache"),
+        Some("hit"),
+        "a premature 404 was cached"
+    );
+
+    let unknown = tiers.edge_get(&format!("/live/{id}/999p/playlist.m3u8"));
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+
+    let malformed = tiers.edge_get(&format!("/live/{id}/360p/playlist.m3u8?_HLS_msn=abc"));
+    assert_eq!(malformed.status, 400, "{}", malformed.text());
+    let part_without_msn = tiers.edge_get(&format!("/live/{id}/360p/playlist.m3u8?_HLS_part=1"));
+    assert_eq!(part_without_msn.status, 400, "{}", part_without_msn.text());
+
+    for cmcd in ["CMCD=%%%", "CMCD=br%3Dabc%2Cbl%3D", "CMCD="] {
+        let r = tiers.edge_get(&format!("/live/{id}/360p/playlist.m3u8?{cmcd}"));
+        assert_eq!(r.status, 200, "{cmcd}: {}", r.text());
+        assert!(r.text().starts_with("#EXTM3U"), "{cmcd}");
+    }
+}
+
+#[test]
+fn playback_survives_a_transcoder_restart_and_a_publisher_reconnect_and_the_recording_plays_as_vod()
+{
+    let _heavy = one_at_a_time();
+    let tiers =
+        Tiers::start("[[edge.sites]]\nhosts = [\"localhost\", \"127.0.0.1\"]\ncors = true\n");
+    let (id, ingest) = tiers.create_stream();
+    let mut broadcaster = tiers.broadcast(&ingest);
+    tiers.wait_live(&id);
+
+    const SECONDS: u32 = 75;
+    let hls = watch(
+        &tiers,
+        Protocol::H2,
+        &format!("/player/{id}?protocol=hls"),
+        SECONDS,
+    );
+    let dash = watch(
+        &tiers,
+        Protocol::H2,
+        &format!("/player/{id}?protocol=dash"),
+        SECONDS,
+    );
+    let started = Instant::now();
+
+    // The transcoder dies: the origin restarts it and marks a discontinuity.
+    std::thread::sleep(Duration::from_secs(20));
+    let work_dir = tiers.dir.path().display().to_string();
+    let transcoders: Vec<u32> = processes_with_arg(&work_dir)
+        .into_iter()
+        .filter(|pid| *pid != std::process::id())
+        .collect();
+    assert!(
+        !transcoders.is_empty(),
+        "no transcoder found with {work_dir} in its arguments"
+    );
+    for pid in &transcoders {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+
+    // The publisher drops and comes back with the same key within the grace period.
+    std::thread::sleep(Duration::from_secs(20));
+    broadcaster.kill().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut broadcaster = tiers.broadcast(&ingest);
+
+    for (player, report) in [
+        ("hls.js", finish(hls, SECONDS)),
+        ("dash.js", finish(dash, SECONDS)),
+    ] {
+        let context = format!("{player}: {report:#?}");
+        eprintln!(
+            "{player} across a transcoder restart and a reconnect: stalls {:?} ({:?} s), played {} s, latency median {:?}",
+            report.stalls, report.stall_seconds, report.played_seconds, report.latency.median
+        );
+        assert!(report.started, "{context}");
+        assert!(report.errors.is_empty(), "player errors: {context}");
+        assert_eq!(
+            report.state, "playing",
+            "playback did not continue: {context}"
+        );
+        // Two interruptions of the source may each cost a short wait, not the stream.
+        assert!(
+            report.played_seconds >= f64::from(SECONDS) - 30.0,
+            "played only {} s: {context}",
+            report.played_seconds
+        );
+        assert!(report.stalls.unwrap_or(u32::MAX) <= 4, "{context}");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(u64::from(SECONDS)));
+
+    // The stream ends; its recording plays as VOD through the tiers.
+    broadcaster.kill().unwrap();
+    let (status, body) = tiers.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
+    assert_eq!(status, 200, "{body}");
+    let mut recording = String::new();
+    wait_for("the recording to be ready", Duration::from_secs(30), || {
+        let (_, body) = tiers.api("GET", &format!("/api/v1/livestreams/{id}/recordings"), "");
+        match body["recordings"].as_array().and_then(|r| r.first()) {
+            Some(r) if r["status"] != "recording" => {
+                recording = r["id"].as_str().unwrap_or_default().to_owned();
+                true
+            }
+            _ => false,
+        }
+    });
+    for player in ["hls", "dash"] {
+        let (url, mut options) = tiers.page(
+            Protocol::H2,
+            &format!("/player/vod/{recording}?protocol={player}"),
+        );
+        options.seconds = 15;
+        let report = Viewer::start(&url, &options)
+            .unwrap()
+            .finish(Duration::from_secs(90))
+            .unwrap();
+        let context = format!("{player} VOD: {report:#?}");
+        assert!(report.started, "{context}");
+        assert!(report.errors.is_empty(), "{context}");
+        assert!(report.played_seconds >= 8.0, "{context}");
+    }
+}
+
+#[test]
+fn a_signed_url_stream_plays_with_a_valid_token_and_not_with_a_bad_one() {
+    let _heavy = one_at_a_time();
+    let tiers = Tiers::start(&format!(
+        "[[edge.sites]]\nhosts = [\"localhost\", \"127.0.0.1\"]\ncors = true\ntoken_secret = \"{TOKEN_SECRET}\"\n"
+    ));
+    let (id, ingest) = tiers.create_stream();
+    let _broadcaster = tiers.broadcast(&ingest);
+    let key = TokenKey::new(TOKEN_SECRET.as_bytes());
+    let expiry = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = key.sign("/", expiry, None);
+    wait_for(
+        "the stream through the edge with a token",
+        Duration::from_secs(30),
+        || {
+            tiers
+                .edge_get(&format!("/t/{token}/live/{id}/master.m3u8"))
+                .status
+                == 200
+        },
+    );
+    assert_eq!(
+        tiers.edge_get(&format!("/live/{id}/master.m3u8")).status,
+        403
+    );
+
+    let (url, mut options) = tiers.page(Protocol::H2, &format!("/t/{token}/player/{id}"));
+    options.seconds = 25;
+    let report = Viewer::start(&url, &options)
+        .unwrap()
+        .finish(Duration::from_secs(120))
+        .unwrap();
+    let context = format!("{report:#?}");
+    assert!(report.started, "a valid token did not play: {context}");
+    assert!(report.errors.is_empty(), "{context}");
+    assert_eq!(report.stalls, Some(0), "{context}");
+
+    // A forged token: the page itself is refused, nothing plays.
+    let forged = TokenKey::new(b"some other secret").sign("/", expiry, None);
+    let (url, mut options) = tiers.page(Protocol::H2, &format!("/t/{forged}/player/{id}"));
+    options.seconds = 8;
+    let report = Viewer::start(&url, &options)
+        .unwrap()
+        .finish(Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(report.page_status, Some(403), "{report:#?}");
+    assert!(!report.started, "{report:#?}");
+
+    // A token for the player page only: the page loads, the media is refused, and the
+    // player says so.
+    let page_only = key.sign("/player/", expiry, None);
+    let (url, mut options) = tiers.page(Protocol::H2, &format!("/t/{page_only}/player/{id}"));
+    options.seconds = 10;
+    let report = Viewer::start(&url, &options)
+        .unwrap()
+        .finish(Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(report.page_status, Some(200), "{report:#?}");
+    assert!(!report.started, "{report:#?}");
+    assert!(
+        !report.errors.is_empty(),
+        "the player reported no error: {report:#?}"
+    );
+}
