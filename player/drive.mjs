@@ -134,7 +134,10 @@ try {
     errors: stats ? stats.errors : [],
     warnings: stats ? stats.warnings : [],
     trace: stats ? stats.trace : [],
-    currentTime: await page.evaluate(() => document.getElementById("video").currentTime),
+    currentTime: await page.evaluate(() => {
+      const video = document.getElementById("video");
+      return video ? video.currentTime : null;
+    }),
     buffered: stats ? stats.buffered : "",
     consoleErrors,
     latency: {
