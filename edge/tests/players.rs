@@ -488,3 +488,160 @@ fn a_signed_url_stream_plays_with_a_valid_token_and_not_with_a_bad_one() {
         "the player reported no error: {report:#?}"
     );
 }
+
+/// `curl` over HTTPS to the edge, as a browser would ask: `(status, headers, body)`.
+fn curl_edge(tiers: &Tiers, version: &str, head: bool, path: &str) -> (u16, String, Vec<u8>) {
+    let port = tiers.edge.addr("tls_listen").unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("headers");
+    let mut command = std::process::Command::new("curl");
+    command
+        .args(["-s", "-S", "--max-time", "10", version, "-D"])
+        .arg(&headers)
+        .arg("--cacert")
+        .arg(tiers.dir.path().join("edge.pem"))
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"));
+    // What Chromium sends with a media request from the player page.
+    for header in [
+        "Origin: https://localhost",
+        "Referer: https://localhost/player/",
+        "Accept: */*",
+        "Accept-Encoding: gzip, deflate, br, zstd",
+        "Accept-Language: en-GB,en;q=0.9",
+        "Sec-Fetch-Mode: cors",
+        "Sec-Fetch-Site: same-origin",
+        "Sec-Fetch-Dest: empty",
+        "Cookie: session=abc",
+        "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36",
+    ] {
+        command.args(["-H", header]);
+    }
+    if head {
+        command.arg("-I");
+    }
+    let out = command
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .expect("curl is installed by .ci/install-tools");
+    assert!(
+        out.status.success(),
+        "curl {version} {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers = std::fs::read_to_string(headers).unwrap();
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    (status, headers.to_ascii_lowercase(), out.stdout)
+}
+
+/// The value of `attribute` on the MPD element.
+fn mpd_attribute<'a>(mpd: &'a str, attribute: &str) -> Option<&'a str> {
+    let start = mpd.find("<MPD")?;
+    let element = &mpd[start..start + mpd[start..].find('>')?];
+    let at = element.find(&format!(" {attribute}=\""))? + attribute.len() + 3;
+    element[at..].split('"').next()
+}
+
+#[test]
+fn http2_gets_and_heads_fill_through_the_real_shield_and_origin_and_manifests_stay_fresh() {
+    let _heavy = one_at_a_time();
+    let tiers =
+        Tiers::start("[[edge.sites]]\nhosts = [\"localhost\", \"127.0.0.1\"]\ncors = true\n");
+    let (id, ingest) = tiers.create_stream();
+    let _broadcaster = tiers.broadcast(&ingest);
+    wait_for("the stream at the origin", Duration::from_secs(30), || {
+        json_request(
+            tiers.origin.addr("listen").unwrap(),
+            "GET",
+            &format!("/live/{id}/master.m3u8"),
+            None,
+            "",
+        )
+        .is_ok_and(|r| r.status == 200)
+    });
+
+    // Every object below is asked for first over HTTP/2 (or as a HEAD), so the edge and the
+    // shield fill it from the origin on that request.
+    for (version, head, path) in [
+        ("--http2", true, format!("/live/{id}/master.m3u8")),
+        ("--http2", false, format!("/live/{id}/manifest.mpd")),
+        ("--http2", true, format!("/live/{id}/240p/init.mp4")),
+        ("--http2", false, format!("/live/{id}/360p/playlist.m3u8")),
+        ("--http2", false, format!("/player/{id}")),
+        ("--http1.1", true, format!("/live/{id}/360p/init.mp4")),
+    ] {
+        let (status, headers, body) = curl_edge(&tiers, version, head, &path);
+        assert_eq!(status, 200, "{version} {path}: {headers}");
+        assert!(
+            headers.contains("cascade-shield"),
+            "not filled through the shield: {headers}"
+        );
+        if head {
+            assert!(body.is_empty(), "a HEAD answer carried a body");
+            assert!(headers.contains("content-length:"), "{headers}");
+        } else {
+            assert!(!body.is_empty());
+        }
+    }
+    let (status, _, _) = curl_edge(
+        &tiers,
+        "--http2",
+        true,
+        &format!("/live/{id}/360p/999999.m4s"),
+    );
+    assert_eq!(status, 404);
+
+    // A viewer polling the MPD through both tiers never gets one older than the origin's
+    // `max-age` (1 s) allows, nor a stale one.
+    let mut oldest = Duration::ZERO;
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let (status, headers, body) = curl_edge(
+            &tiers,
+            "--http2",
+            false,
+            &format!("/live/{id}/manifest.mpd"),
+        );
+        let received = SystemTime::now();
+        assert_eq!(status, 200);
+        assert!(!headers.contains("x-cache: stale"), "{headers}");
+        let mpd = String::from_utf8(body).unwrap();
+        let published = mpd_attribute(&mpd, "publishTime").unwrap();
+        let published = parse_utc(published);
+        let age = received.duration_since(published).unwrap_or_default();
+        oldest = oldest.max(age);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    eprintln!("oldest MPD a viewer got through edge and shield: {oldest:?}");
+    assert!(
+        oldest < Duration::from_millis(1600),
+        "an MPD {oldest:?} old was served"
+    );
+}
+
+/// `2026-12-06T16:01:02.345Z` as a system time.
+fn parse_utc(text: &str) -> SystemTime {
+    let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<u64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+    // Days since the epoch (civil-from-days inverse, proleptic Gregorian).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).unwrap();
+    let millis: u64 = format!("{frac:0<3}")[..3].parse().unwrap();
+    UNIX_EPOCH
+        + Duration::from_secs(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
+        + Duration::from_millis(millis)
+}

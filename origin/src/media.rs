@@ -180,7 +180,13 @@ impl LivePackager {
                 media
             }
         };
-        let run = media.lock().map_or(0, |s| s.runs());
+        let run = match media.lock() {
+            Some(mut state) => {
+                state.start_clock(now_ms());
+                state.runs()
+            }
+            None => 0,
+        };
         if let Ok(mut clock) = media.ingest_clock.lock() {
             *clock = Some(IngestClock {
                 run,

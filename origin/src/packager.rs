@@ -442,6 +442,15 @@ impl StreamPackager {
         self.anchor_ms
     }
 
+    /// Pins timeline zero to `now_ms`, the moment the publisher's first media reached the
+    /// origin, unless the timeline already has an anchor. Without it the anchor is taken when
+    /// the transcoder's first fragment arrives, which makes every `PROGRAM-DATE-TIME` and the
+    /// DASH timeline later than the pictures by the transcoder's start-up, and viewers'
+    /// latency look that much shorter than it is.
+    pub fn start_clock(&mut self, now_ms: u64) {
+        self.anchor_ms.get_or_insert(now_ms);
+    }
+
     /// The stream has ended: every rendition is complete and no more media will come.
     pub fn ended(&self) -> bool {
         self.ended

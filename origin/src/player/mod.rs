@@ -104,7 +104,8 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// The player page for one stream or recording, with scripts of `version`.
+/// The player page for one stream or recording, with scripts of `version`. It does not depend
+/// on the query (`?protocol=`), which is not part of a cache key: the page's script reads it.
 fn page(kind: &str, id: &str, title: &str, version: &str) -> String {
     let (assets, list) = if kind == "vod" {
         (format!("../assets/{version}/"), "../")
@@ -342,10 +343,10 @@ mod tests {
         let html = page("live", "s1", "<b>\"launch\" & more</b>", "v1");
         assert!(html.contains("&lt;b&gt;&quot;launch&quot; &amp; more&lt;/b&gt;"));
         assert!(!html.contains("<b>"));
-        assert!(html.contains("src=\"assets/v1/hls.min.js\""));
+        assert!(html.contains("src=\"assets/v1/player.js\" data-assets=\"assets/v1/\""));
         assert!(html.contains("data-kind=\"live\" data-id=\"s1\""));
         let vod = page("vod", "r1", "t", "v1");
-        assert!(vod.contains("src=\"../assets/v1/dash.all.min.js\""));
+        assert!(vod.contains("data-assets=\"../assets/v1/\""));
         assert!(!html.contains("http://") && !html.contains("https://"));
     }
 

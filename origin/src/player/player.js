@@ -92,8 +92,17 @@
     note(`video element: ${e ? e.code + " " + e.message : "unknown error"}`);
   });
 
-  const controller = protocol === "dash" ? startDash() : startHls();
-  window.cascadePlayer = controller;
+  // Only the chosen player is loaded: the page asks for one script, not both.
+  const assets = document.currentScript.dataset.assets;
+  let controller = null;
+  const vendor = document.createElement("script");
+  vendor.src = assets + (protocol === "dash" ? "dash.all.min.js" : "hls.min.js");
+  vendor.onload = () => {
+    controller = protocol === "dash" ? startDash() : startHls();
+    window.cascadePlayer = controller;
+  };
+  vendor.onerror = () => note(`cannot load the ${protocol} player (${vendor.src})`);
+  document.head.appendChild(vendor);
 
   function startHls() {
     if (!window.Hls || !Hls.isSupported()) {
@@ -102,6 +111,9 @@
     }
     const hls = new Hls({
       lowLatencyMode: true,
+      // Catch up (up to 1.2x) when behind the target latency, e.g. after joining from a
+      // playlist a moment old or after a stall; hls.js's default never speeds up.
+      maxLiveSyncPlaybackRate: 1.2,
       backBufferLength: 30,
       cmcd: { sessionId, contentId: id, useHeaders: false },
     });
