@@ -518,7 +518,9 @@ fn curl_edge(tiers: &Tiers, version: &str, head: bool, path: &str) -> (u16, Stri
         command.args(["-H", header]);
     }
     if head {
-        command.arg("-I");
+        // curl prints a HEAD answer's header to stdout; a body sent anyway is an HTTP/2
+        // protocol error, which fails curl.
+        command.args(["-I", "-o", "/dev/null"]);
     }
     let out = command
         .arg(format!("https://localhost:{port}{path}"))
@@ -581,7 +583,6 @@ fn http2_gets_and_heads_fill_through_the_real_shield_and_origin_and_manifests_st
             "not filled through the shield: {headers}"
         );
         if head {
-            assert!(body.is_empty(), "a HEAD answer carried a body");
             assert!(headers.contains("content-length:"), "{headers}");
         } else {
             assert!(!body.is_empty());

@@ -540,14 +540,14 @@ fn part_wait(media: &LiveMedia) -> Duration {
     Duration::from_secs_f64((target * 1.5).max(1.0))
 }
 
-/// Low-latency DASH target: LL-HLS's `PART-HOLD-BACK` (three parts) plus a second. Segments
-/// are delivered chunked as their parts arrive, so a player need not wait for a whole segment,
-/// but dash.js at three parts ran its buffer dry every ten seconds or so (measured with
-/// 0.5 s parts); three segments without LL.
+/// Low-latency DASH target: a segment and three parts. dash.js ran its buffer dry every ten
+/// seconds or so at three parts (LL-HLS's `PART-HOLD-BACK`), and a few times a minute at three
+/// parts plus a second on a loaded machine (measured with 0.5 s parts); three segments
+/// without LL.
 fn target_latency_ms(state: &StreamPackager) -> u64 {
     let s = state.settings();
     let seconds = if s.low_latency {
-        3.0 * s.part_target + 1.0
+        s.segment_target + 3.0 * s.part_target
     } else {
         3.0 * s.segment_target
     };
