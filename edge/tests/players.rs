@@ -197,6 +197,16 @@ root = "{path}/objects"
     }
 }
 
+/// Plays `path` on the edge over `protocol` for `seconds`, without a rendition switch.
+fn play(tiers: &Tiers, protocol: Protocol, path: &str, seconds: u32) -> PlayReport {
+    let (url, mut options) = tiers.page(protocol, path);
+    options.seconds = seconds;
+    Viewer::start(&url, &options)
+        .unwrap()
+        .finish(Duration::from_secs(u64::from(seconds) + 90))
+        .unwrap()
+}
+
 fn watch(tiers: &Tiers, protocol: Protocol, path: &str, seconds: u32) -> Viewer {
     let (url, mut options) = tiers.page(protocol, path);
     options.seconds = seconds;
@@ -404,15 +414,12 @@ fn playback_survives_a_transcoder_restart_and_a_publisher_reconnect_and_the_reco
         }
     });
     for player in ["hls", "dash"] {
-        let (url, mut options) = tiers.page(
+        let report = play(
+            &tiers,
             Protocol::H2,
             &format!("/player/vod/{recording}?protocol={player}"),
+            15,
         );
-        options.seconds = 15;
-        let report = Viewer::start(&url, &options)
-            .unwrap()
-            .finish(Duration::from_secs(90))
-            .unwrap();
         let context = format!("{player} VOD: {report:#?}");
         assert!(report.started, "{context}");
         assert!(report.errors.is_empty(), "{context}");
@@ -450,12 +457,7 @@ fn a_signed_url_stream_plays_with_a_valid_token_and_not_with_a_bad_one() {
         403
     );
 
-    let (url, mut options) = tiers.page(Protocol::H2, &format!("/t/{token}/player/{id}"));
-    options.seconds = 25;
-    let report = Viewer::start(&url, &options)
-        .unwrap()
-        .finish(Duration::from_secs(120))
-        .unwrap();
+    let report = play(&tiers, Protocol::H2, &format!("/t/{token}/player/{id}"), 25);
     let context = format!("{report:#?}");
     assert!(report.started, "a valid token did not play: {context}");
     assert!(report.errors.is_empty(), "{context}");
@@ -463,24 +465,19 @@ fn a_signed_url_stream_plays_with_a_valid_token_and_not_with_a_bad_one() {
 
     // A forged token: the page itself is refused, nothing plays.
     let forged = TokenKey::new(b"some other secret").sign("/", expiry, None);
-    let (url, mut options) = tiers.page(Protocol::H2, &format!("/t/{forged}/player/{id}"));
-    options.seconds = 8;
-    let report = Viewer::start(&url, &options)
-        .unwrap()
-        .finish(Duration::from_secs(60))
-        .unwrap();
+    let report = play(&tiers, Protocol::H2, &format!("/t/{forged}/player/{id}"), 8);
     assert_eq!(report.page_status, Some(403), "{report:#?}");
     assert!(!report.started, "{report:#?}");
 
     // A token for the player page only: the page loads, the media is refused, and the
     // player says so.
     let page_only = key.sign("/player/", expiry, None);
-    let (url, mut options) = tiers.page(Protocol::H2, &format!("/t/{page_only}/player/{id}"));
-    options.seconds = 10;
-    let report = Viewer::start(&url, &options)
-        .unwrap()
-        .finish(Duration::from_secs(60))
-        .unwrap();
+    let report = play(
+        &tiers,
+        Protocol::H2,
+        &format!("/t/{page_only}/player/{id}"),
+        10,
+    );
     assert_eq!(report.page_status, Some(200), "{report:#?}");
     assert!(!report.started, "{report:#?}");
     assert!(
