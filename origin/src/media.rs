@@ -10,7 +10,7 @@ use cascade_transcoder::handoff::{MediaEvent, MediaSink};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::delivery_metrics;
-use crate::packager::{PackagerSettings, StreamPackager};
+use crate::packager::{PackagerError, PackagerSettings, StreamPackager};
 use crate::stream::StreamConfig;
 
 /// Wall-clock now, Unix milliseconds.
@@ -309,6 +309,9 @@ impl MediaSink for LivePackager {
                 if applied.changed {
                     media.changed(Some(rendition));
                 }
+            }
+            Err(e @ PackagerError::Ended(_)) => {
+                tracing::debug!(stream = %stream_id, %rendition, error = %e, "media event dropped");
             }
             Err(e) => {
                 tracing::warn!(stream = %stream_id, %rendition, error = %e, "media event dropped");

@@ -397,6 +397,9 @@ pub enum PackagerError {
     /// A fragment arrived before any init segment.
     #[error("rendition {0}: a fragment arrived before its init segment")]
     NoInit(String),
+    /// A fragment arrived after the stream was ended, before a new init segment began a run.
+    #[error("rendition {0}: a fragment arrived after the stream ended")]
+    Ended(String),
     /// The fragment's decode time could not be moved onto the timeline.
     #[error("rendition {rendition}: {message}")]
     Timeline {
@@ -566,6 +569,9 @@ impl StreamPackager {
         fragment: &Fragment,
         now_ms: u64,
     ) -> Result<Applied, PackagerError> {
+        if self.ended {
+            return Err(PackagerError::Ended(name.to_owned()));
+        }
         let mut applied = Applied::default();
         let (timescale, joining_run) = match self.renditions.get(name) {
             Some(r) if r.pending_init.is_some() || !r.inits.is_empty() => {
@@ -1114,5 +1120,27 @@ pub(crate) mod tests {
         let r = p.rendition("720p").unwrap();
         assert_eq!(r.next_part(), None);
         assert!(r.segments.iter().all(|s| s.complete));
+    }
+
+    #[test]
+    fn fragments_after_the_end_are_refused_until_a_new_init() {
+        let mut p = StreamPackager::new(settings());
+        let mut now = 1;
+        p.apply("720p", init(TrackKind::Video, 15_360, 1), now)
+            .unwrap();
+        feed_video(&mut p, "720p", 0.0, 3.0, &mut now);
+        let segments = p.rendition("720p").unwrap().segments.len();
+        p.end();
+        assert!(matches!(
+            p.apply("720p", fragment(3 * 15_360, 7_680, true), now),
+            Err(PackagerError::Ended(_))
+        ));
+        assert_eq!(p.rendition("720p").unwrap().segments.len(), segments);
+        assert!(p.ended());
+
+        p.apply("720p", init(TrackKind::Video, 15_360, 1), now)
+            .unwrap();
+        assert!(p.apply("720p", fragment(0, 7_680, true), now).is_ok());
+        assert!(!p.ended());
     }
 }
