@@ -115,7 +115,7 @@ enum Command {
     /// The ABR ladder from an FLV file, by plain ffmpeg and through Cascade's transcoder,
     /// alternately; reports speed (× real time) and the transcoder's overhead.
     Transcode {
-        /// FLV input (H.264 + AAC), e.g. made by bench/transcode.
+        /// FLV input (H.264 + AAC), e.g. made by bench/scripts/transcode.
         #[arg(long)]
         input: std::path::PathBuf,
         /// Renditions.

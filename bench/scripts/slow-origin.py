@@ -1,6 +1,6 @@
-"""The origin for the collapse benchmarks (bench/collapse-and-memory, bench/collapse-compare).
+"""The origin for the collapse benchmarks (bench/scripts/collapse-and-memory, bench/scripts/collapse-compare).
 
-Usage: python3 bench/slow-origin.py PORT
+Usage: python3 bench/scripts/slow-origin.py PORT
 
 Paths under /slow/ are answered after 50 ms, so that a crowd of viewers arrives while the
 first request is still at the origin; other paths at once. Bodies: a path containing "small"
