@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use cascade_transcoder::flv::{self, TagKind};
-use cascade_transcoder::handoff::{MediaEvent, MediaSink};
+use cascade_media::flv::{self, TagKind};
+use cascade_media::handoff::{MediaEvent, MediaSink};
 use cascade_transcoder::ladder::{self, LadderSettings, Outputs, VideoEncoder};
 use cascade_transcoder::supervisor::{
     TranscodeJob, Transcoder, TranscoderOptions, TranscoderStatus,

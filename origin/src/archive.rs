@@ -16,17 +16,17 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::dash;
 use crate::delivery::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, reply};
 use crate::event::{EventType, NewEvent, Severity};
-use crate::hls::{self, PlaylistKind, Skip};
 use crate::media::{ArchiveJob, LivePackager};
 use crate::metrics::delivery_metrics;
-use crate::packager::{Rendition, Segment, init_file_name};
-use crate::recording::{self, RecordingIndex};
 use crate::registry::{Registry, now_ms};
-use crate::route::Asset;
 use crate::store::{ObjectKey, ObjectStore, StoreError};
+use cascade_media::dash;
+use cascade_media::hls::{self, PlaylistKind, Skip};
+use cascade_media::packager::{Rendition, Segment, init_file_name};
+use cascade_media::recording::{self, RecordingIndex};
+use cascade_media::route::Asset;
 
 /// Longest pause between upload attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -15,12 +15,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::archive::Archive;
-use crate::dash::{self, MpdOptions};
-use crate::hls::{self, BlockingState};
 use crate::media::{LiveMedia, LivePackager, now_ms};
-use crate::packager::{Rendition, StreamPackager};
-use crate::route::{self, Asset, Route, RouteError};
 use crate::thumbnail::Thumbnails;
+use cascade_media::dash::{self, MpdOptions};
+use cascade_media::hls::{self, BlockingState};
+use cascade_media::packager::{Rendition, StreamPackager};
+use cascade_media::route::{self, Asset, Route, RouteError};
 
 /// Response body of the delivery listener: whole or streamed. A streamed body that cannot
 /// finish ends with an error, so the client sees a truncated transfer, not a short object.
@@ -130,7 +130,7 @@ pub fn surrogate_key(kind: &str, id: &str, rendition: Option<&str>) -> String {
 /// Content type of a rendition's media.
 pub fn media_type(rendition: &Rendition) -> &'static str {
     match rendition.track.kind {
-        cascade_transcoder::fmp4::TrackKind::Audio => "audio/mp4",
+        cascade_media::fmp4::TrackKind::Audio => "audio/mp4",
         _ => "video/mp4",
     }
 }
@@ -530,7 +530,7 @@ enum PartLookup {
 }
 
 fn asset_file(init_id: u32) -> String {
-    crate::packager::init_file_name(init_id)
+    cascade_media::packager::init_file_name(init_id)
 }
 
 /// How long a request for a part that does not exist yet may wait: three part targets and

@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cascade_media::flv::{self, FlvTag, TagKind, VideoCodec};
 use cascade_service::shutdown::ShutdownSignal;
-use cascade_transcoder::flv::{self, FlvTag, TagKind, VideoCodec};
 use cascade_transcoder::supervisor::{TranscodeJob, Transcoder};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{

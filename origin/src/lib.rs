@@ -2,9 +2,9 @@
 //! transcoder hand-off, the CMAF packager, LL-HLS and DASH delivery, and the archive
 //! (DVR, recordings, VOD).
 //!
-//! Pure cores: the stream model and request validation ([`stream`]), events ([`event`]),
-//! the packager's state machine ([`packager`]), the playlist and manifest writers
-//! ([`hls`], [`dash`]), delivery URLs ([`route`]), recording indexes ([`recording`]).
+//! The media formats (packager, playlists, manifests, routes, recording indexes) are the pure
+//! `cascade-media` crate. Here: the stream model and request validation ([`stream`]), events
+//! ([`event`]).
 //! Shells: the registry over sqlx ([`registry`]), live stream state ([`live`]), RTMP
 //! ([`ingest`]), the HTTP API ([`api`]), the hand-off monitor ([`monitor`]), the packager's
 //! sink ([`media`]), HTTP delivery ([`delivery`]), object stores ([`store`]), the archive
@@ -12,20 +12,15 @@
 
 pub mod api;
 pub mod archive;
-pub mod dash;
 pub mod delivery;
 pub mod event;
-pub mod hls;
 pub mod ingest;
 pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod monitor;
-pub mod packager;
 pub mod player;
-pub mod recording;
 pub mod registry;
-pub mod route;
 pub mod server;
 pub mod store;
 pub mod stream;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cascade_transcoder::handoff::MediaSink;
+use cascade_media::handoff::MediaSink;
 use cascade_transcoder::progress::Progress;
 use cascade_transcoder::supervisor::{TranscoderOptions, TranscoderStatus};
 use serde::Serialize;
@@ -21,9 +21,9 @@ use crate::event::{EventType, NewEvent};
 use crate::media::{LivePackager, packager_settings};
 use crate::metrics::live_metrics;
 use crate::monitor::{IngestMonitor, RenditionStats};
-use crate::packager::PackagerSettings;
 use crate::registry::{Registry, StreamRecord};
 use crate::stream::{self, Status, StreamSettings};
+use cascade_media::packager::PackagerSettings;
 
 /// Why a publish was refused (the text goes back to the publisher and into the logs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

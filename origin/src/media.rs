@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cascade_transcoder::handoff::{MediaEvent, MediaSink};
+use cascade_media::handoff::{MediaEvent, MediaSink};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::delivery_metrics;
-use crate::packager::{PackagerError, PackagerSettings, StreamPackager};
 use crate::stream::StreamConfig;
+use cascade_media::packager::{PackagerError, PackagerSettings, StreamPackager};
 
 /// Wall-clock now, Unix milliseconds.
 pub fn now_ms() -> u64 {

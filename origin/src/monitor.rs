@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use cascade_transcoder::fmp4::TrackKind;
-use cascade_transcoder::handoff::{MediaEvent, MediaSink};
+use cascade_media::fmp4::TrackKind;
+use cascade_media::handoff::{MediaEvent, MediaSink};
 use serde::Serialize;
 
 /// Keyframe times kept per rendition.

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use cascade_config::OriginConfig;
+use cascade_media::handoff::MediaSink;
 use cascade_service::auth::ApiTokens;
 use cascade_service::json::json_error;
 use cascade_service::run::Context;
-use cascade_transcoder::handoff::MediaSink;
 use cascade_transcoder::supervisor::TranscoderOptions;
 use hyper::StatusCode;
 use tokio::net::TcpListener;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use cascade_transcoder::fmp4::TrackKind;
+use cascade_media::fmp4::TrackKind;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

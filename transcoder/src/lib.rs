@@ -1,14 +1,11 @@
 //! The transcoder: turns one live stream's FLV into the ABR ladder with one ffmpeg child.
 //!
-//! Pure cores: the ladder and its ffmpeg command line ([`ladder`]), the FLV writer fed to
-//! ffmpeg ([`flv`]), the fragmented-MP4 splitter that reads its outputs ([`fmp4`]) and the
-//! `-progress` parser ([`progress`]). The async shell ([`supervisor`]) runs ffmpeg, restarts
-//! it when it fails and hands every rendition's media to the packager through
-//! [`handoff::MediaSink`].
+//! Sits between the origin's RTMP ingest and its packager. Pure cores: the ladder and its
+//! ffmpeg command line ([`ladder`]) and the `-progress` parser ([`progress`]); the media
+//! formats it reads and writes live in `cascade-media`. The async shell ([`supervisor`]) runs
+//! ffmpeg, restarts it when it fails and hands every rendition's media to the packager
+//! through `cascade_media::handoff::MediaSink`.
 
-pub mod flv;
-pub mod fmp4;
-pub mod handoff;
 pub mod ladder;
 pub mod progress;
 pub mod supervisor;

@@ -16,11 +16,11 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::flv::{self, FlvTag, TagKind};
-use crate::fmp4::{Fmp4Item, Fmp4Splitter};
-use crate::handoff::{MediaEvent, MediaSink};
 use crate::ladder::{AUDIO_RENDITION, LadderSettings, Outputs};
 use crate::progress::{Progress, ProgressParser};
+use cascade_media::flv::{self, FlvTag, TagKind};
+use cascade_media::fmp4::{Fmp4Item, Fmp4Splitter};
+use cascade_media::handoff::{MediaEvent, MediaSink};
 
 /// How the supervisor runs ffmpeg.
 #[derive(Debug, Clone)]

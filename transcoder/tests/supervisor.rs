@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cascade_transcoder::flv;
-use cascade_transcoder::handoff::{MediaEvent, MediaSink};
+use cascade_media::flv;
+use cascade_media::handoff::{MediaEvent, MediaSink};
 use cascade_transcoder::ladder::{self, LadderSettings, VideoEncoder};
 use cascade_transcoder::supervisor::{
     TranscodeJob, Transcoder, TranscoderOptions, TranscoderStatus,

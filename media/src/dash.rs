@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use cascade_transcoder::fmp4::TrackKind;
+use crate::fmp4::TrackKind;
 
 use crate::hls::date_time;
 use crate::packager::{Rendition, Segment, StreamPackager, init_file_name};
@@ -623,9 +623,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::packager::tests::{feed_video, fragment, init};
+    use crate::handoff::MediaEvent;
     use crate::packager::{PackagerSettings, StreamPackager};
-    use cascade_transcoder::handoff::MediaEvent;
+    use crate::testing::{feed_video, fragment, init};
 
     const START: u64 = 1_700_000_000_000;
 

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use cascade_transcoder::fmp4::TrackKind;
+use crate::fmp4::TrackKind;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::packager::{Rendition, Segment, StreamPackager, init_file_name};
@@ -369,9 +369,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::packager::tests::{feed_video, init};
+    use crate::handoff::MediaEvent;
     use crate::packager::{PackagerSettings, StreamPackager};
-    use cascade_transcoder::handoff::MediaEvent;
+    use crate::testing::{feed_video, init};
 
     fn stream(seconds: f64) -> StreamPackager {
         let mut p = StreamPackager::new(PackagerSettings {
@@ -472,12 +472,8 @@ mod tests {
         p.apply("audio", init(TrackKind::Audio, 48_000, 3), now)
             .unwrap();
         now += 1;
-        p.apply(
-            "audio",
-            crate::packager::tests::fragment(0, 24_000, false),
-            now,
-        )
-        .unwrap();
+        p.apply("audio", crate::testing::fragment(0, 24_000, false), now)
+            .unwrap();
         let text = multivariant_playlist(&p);
         assert!(text.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"audio/playlist.m3u8\"\n"));
         let hi = text.find("720p/playlist.m3u8").unwrap();

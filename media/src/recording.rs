@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 
+use crate::fmp4::{FourCc, TrackInfo, TrackKind};
 use bytes::Bytes;
-use cascade_transcoder::fmp4::{FourCc, TrackInfo, TrackKind};
 use serde::{Deserialize, Serialize};
 
 use crate::packager::{InitVersion, Part, Rendition, Segment};
@@ -257,8 +257,8 @@ mod tests {
 
     use super::*;
     use crate::hls::{PlaylistKind, Skip, media_playlist};
-    use crate::packager::tests::{feed_video, init};
     use crate::packager::{PackagerSettings, StreamPackager};
+    use crate::testing::{feed_video, init};
 
     #[test]
     fn index_round_trips_and_feeds_the_vod_playlist() {
