@@ -24,8 +24,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::live::{IngestCounters, Live, PublishGrant};
 use crate::metrics::live_metrics;
+use crate::streams::live::{IngestCounters, Live, PublishGrant};
 
 /// The RTMP application publishers must use.
 pub const APP: &str = "live";

@@ -1,27 +1,22 @@
-//! The origin: RTMP ingest with stream keys, the stream registry and management API, the
-//! transcoder hand-off, the CMAF packager, LL-HLS and DASH delivery, and the archive
-//! (DVR, recordings, VOD).
+//! The origin: where a broadcaster's RTMP arrives and where the shield fills from.
 //!
-//! The media formats (packager, playlists, manifests, routes, recording indexes) are the pure
-//! `cascade-media` crate. Here: the stream model and request validation ([`stream`]), events
-//! ([`event`]).
-//! Shells: the registry over sqlx ([`registry`]), live stream state ([`live`]), RTMP
-//! ([`ingest`]), the HTTP API ([`api`]), the hand-off monitor ([`monitor`]), the packager's
-//! sink ([`media`]), HTTP delivery ([`delivery`]), object stores ([`store`]), the archive
-//! ([`archive`]), thumbnails ([`thumbnail`]) and the viewers' player page ([`player`]).
+//! Data flow: [`ingest`] takes RTMP and hands FLV to the transcoder (`cascade-transcoder`);
+//! its outputs reach [`packaging`], which keeps each stream's live media in memory through
+//! `cascade-media`'s packager; [`delivery`] serves it over HTTP (LL-HLS, DASH, thumbnails,
+//! the player page) and [`archive`] stores it as recordings, DVR and VOD.
+//!
+//! - [`streams`]: the stream model, registry, management API, live state and events.
+//! - [`http`]: the HTTP answers every listener shares.
+//! - [`server`]: assembles the listeners and background tasks of one origin process.
+//!
+//! The formats themselves (fMP4, packager, playlists, manifests, routes, recording indexes)
+//! are the pure `cascade-media` crate; this crate does the IO around them.
 
-pub mod api;
 pub mod archive;
 pub mod delivery;
-pub mod event;
+pub mod http;
 pub mod ingest;
-pub mod live;
-pub mod media;
 pub mod metrics;
-pub mod monitor;
-pub mod player;
-pub mod registry;
+pub mod packaging;
 pub mod server;
-pub mod store;
-pub mod stream;
-pub mod thumbnail;
+pub mod streams;

@@ -17,17 +17,18 @@ use hyper::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::api::{PublicUrls, StreamApi};
 use crate::archive::Archive;
-use crate::delivery::{Delivery, boxed};
+use crate::archive::store;
+use crate::delivery::Delivery;
+use crate::delivery::player::PlayerPage;
+use crate::delivery::thumbnail::Thumbnails;
+use crate::http::boxed;
 use crate::ingest;
-use crate::live::{Live, LiveOptions};
-use crate::media::LivePackager;
-use crate::monitor::IngestMonitor;
-use crate::player::PlayerPage;
-use crate::registry::Registry;
-use crate::store;
-use crate::thumbnail::Thumbnails;
+use crate::packaging::LivePackager;
+use crate::streams::api::{PublicUrls, StreamApi};
+use crate::streams::live::{Live, LiveOptions};
+use crate::streams::monitor::IngestMonitor;
+use crate::streams::registry::Registry;
 
 /// Runs the origin until shutdown.
 pub async fn serve(ctx: Context) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cascade_origin::store::{FsStore, ObjectKey, ObjectStore, S3Store, StoreError};
+use cascade_origin::archive::store::{FsStore, ObjectKey, ObjectStore, S3Store, StoreError};
 use cascade_testkit::Garage;
 
 fn key(k: &str) -> ObjectKey {

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use crate::event::NewEvent;
-use crate::stream::{self, Status, StreamConfig};
+use crate::streams::event::NewEvent;
+use crate::streams::model::{self, Status, StreamConfig};
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,7 @@ impl Registry {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: user_id.to_owned(),
             status: Status::Idle,
-            stream_key: stream::new_stream_key()?,
+            stream_key: model::new_stream_key()?,
             config: config.clone(),
             created_at: now_ms(),
             started_at: None,
@@ -164,7 +164,7 @@ impl Registry {
         .bind(&record.user_id)
         .bind(record.status.as_str())
         .bind(&record.stream_key)
-        .bind(stream::key_digest(&record.stream_key))
+        .bind(model::key_digest(&record.stream_key))
         .bind(config_json(config))
         .bind(record.created_at)
         .execute(&self.pool)
@@ -188,7 +188,7 @@ impl Registry {
         let row = sqlx::query(&format!(
             "SELECT {STREAM_COLUMNS} FROM streams WHERE key_digest = $1"
         ))
-        .bind(stream::key_digest(key))
+        .bind(model::key_digest(key))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| stream_from_row(&r)).transpose()
@@ -270,10 +270,10 @@ impl Registry {
 
     /// Gives the stream a new key; the old one stops working at once.
     pub async fn rotate_key(&self, id: &str) -> Result<Option<StreamRecord>, RegistryError> {
-        let key = stream::new_stream_key()?;
+        let key = model::new_stream_key()?;
         let done = sqlx::query("UPDATE streams SET stream_key = $1, key_digest = $2 WHERE id = $3")
             .bind(&key)
-            .bind(stream::key_digest(&key))
+            .bind(model::key_digest(&key))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -563,8 +563,8 @@ fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, RegistryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventType;
-    use crate::stream::CreateStream;
+    use crate::streams::event::EventType;
+    use crate::streams::model::CreateStream;
 
     async fn open() -> (tempfile::TempDir, Registry) {
         let dir = tempfile::tempdir().unwrap();

@@ -27,10 +27,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::archive::{Archive, recording_json};
-use crate::event::{EventType, NewEvent};
-use crate::live::Live;
-use crate::registry::{EventRecord, ListFilter, RecordingRecord, StreamRecord};
-use crate::stream::{CreateStream, Status, StreamConfig, UpdateStream};
+use crate::streams::event::{EventType, NewEvent};
+use crate::streams::live::Live;
+use crate::streams::model::{CreateStream, Status, StreamConfig, UpdateStream};
+use crate::streams::registry::{EventRecord, ListFilter, RecordingRecord, StreamRecord};
 
 /// Largest request body.
 const MAX_BODY: usize = 64 * 1024;

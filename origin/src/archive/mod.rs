@@ -6,6 +6,10 @@
 //! An unreachable store does not stop live delivery: uploads are retried with backoff while
 //! the packager keeps the unarchived segments in memory, and the outage is recorded as an
 //! event on the stream.
+//!
+//! The object stores it writes to (filesystem, S3) are in [`store`].
+
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,12 +20,12 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::delivery::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, reply};
-use crate::event::{EventType, NewEvent, Severity};
-use crate::media::{ArchiveJob, LivePackager};
+use crate::archive::store::{ObjectKey, ObjectStore, StoreError};
+use crate::http::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, reply};
 use crate::metrics::delivery_metrics;
-use crate::registry::{Registry, now_ms};
-use crate::store::{ObjectKey, ObjectStore, StoreError};
+use crate::packaging::{ArchiveJob, LivePackager};
+use crate::streams::event::{EventType, NewEvent, Severity};
+use crate::streams::registry::{Registry, now_ms};
 use cascade_media::dash;
 use cascade_media::hls::{self, PlaylistKind, Skip};
 use cascade_media::packager::{Rendition, Segment, init_file_name};
@@ -427,7 +431,7 @@ impl Archive {
         let key = format!(
             "stream/{} {}",
             rec.stream_id,
-            crate::delivery::surrogate_key("recording", recording_id, asset.rendition())
+            crate::http::surrogate_key("recording", recording_id, asset.rendition())
         );
         if rec.status == "recording" {
             return error(
@@ -595,7 +599,7 @@ fn push_unique(list: &mut Vec<String>, item: String) {
 
 /// Totals of a recording for the API.
 pub fn recording_json(
-    rec: &crate::registry::RecordingRecord,
+    rec: &crate::streams::registry::RecordingRecord,
     http_base: &str,
 ) -> serde_json::Value {
     json!({

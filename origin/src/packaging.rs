@@ -10,7 +10,7 @@ use cascade_media::handoff::{MediaEvent, MediaSink};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::delivery_metrics;
-use crate::stream::StreamConfig;
+use crate::streams::model::StreamConfig;
 use cascade_media::packager::{PackagerError, PackagerSettings, StreamPackager};
 
 /// Wall-clock now, Unix milliseconds.

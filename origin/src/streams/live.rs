@@ -17,12 +17,12 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::event::{EventType, NewEvent};
-use crate::media::{LivePackager, packager_settings};
 use crate::metrics::live_metrics;
-use crate::monitor::{IngestMonitor, RenditionStats};
-use crate::registry::{Registry, StreamRecord};
-use crate::stream::{self, Status, StreamSettings};
+use crate::packaging::{LivePackager, packager_settings};
+use crate::streams::event::{EventType, NewEvent};
+use crate::streams::model::{self, Status, StreamSettings};
+use crate::streams::monitor::{IngestMonitor, RenditionStats};
+use crate::streams::registry::{Registry, StreamRecord};
 use cascade_media::packager::PackagerSettings;
 
 /// Why a publish was refused (the text goes back to the publisher and into the logs).
@@ -198,7 +198,7 @@ impl Live {
     /// Streams a previous run of the origin left live wait for their publisher for one grace
     /// period, as if it had just disconnected.
     pub async fn resume_after_restart(self: &Arc<Self>) -> anyhow::Result<()> {
-        let filter = crate::registry::ListFilter {
+        let filter = crate::streams::registry::ListFilter {
             status: Some(Status::Live),
             limit: 10_000,
             ..Default::default()
@@ -233,7 +233,7 @@ impl Live {
             let metrics = live_metrics();
             metrics.refused.with_label_values(&[refusal.label()]).inc();
             metrics.errors.with_label_values(&["publish_refused"]).inc();
-            tracing::warn!(%peer, key = %stream::key_fingerprint(key), reason = %refusal, "publish refused");
+            tracing::warn!(%peer, key = %model::key_fingerprint(key), reason = %refusal, "publish refused");
         }
         result
     }

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::delivery::{Body, error, full, reply};
-use crate::registry::{ListFilter, Registry};
-use crate::stream::Status;
+use crate::http::{Body, error, full, reply};
+use crate::streams::model::Status;
+use crate::streams::registry::{ListFilter, Registry};
 
 const PAGE: &str = include_str!("page.html");
 const LIST: &str = include_str!("list.html");

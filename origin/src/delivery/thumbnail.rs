@@ -12,8 +12,8 @@ use cascade_media::fmp4::TrackKind;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::delivery::{Body, error, full, reply};
-use crate::media::LiveMedia;
+use crate::http::{Body, error, full, reply};
+use crate::packaging::LiveMedia;
 
 /// How long a thumbnail is reused.
 pub const REFRESH: Duration = Duration::from_secs(5);

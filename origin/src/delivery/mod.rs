@@ -2,104 +2,35 @@
 //! and parts over HTTP, with the cache headers the shield and edges rely on. Blocking
 //! playlist reloads and requests for the hinted part wait on the packager; an in-progress
 //! segment is streamed chunked as its parts arrive.
+//!
+//! Submodules: the viewers' player page ([`player`]) and stream thumbnails ([`thumbnail`]).
 
-use std::convert::Infallible;
+pub mod player;
+pub mod thumbnail;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::archive::Archive;
-use crate::media::{LiveMedia, LivePackager, now_ms};
-use crate::thumbnail::Thumbnails;
+use crate::delivery::thumbnail::Thumbnails;
+use crate::http::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, reply, surrogate_key};
+use crate::packaging::{LiveMedia, LivePackager, now_ms};
 use cascade_media::dash::{self, MpdOptions};
 use cascade_media::hls::{self, BlockingState};
-use cascade_media::packager::{Rendition, StreamPackager};
+use cascade_media::packager::StreamPackager;
 use cascade_media::route::{self, Asset, Route, RouteError};
-
-/// Response body of the delivery listener: whole or streamed. A streamed body that cannot
-/// finish ends with an error, so the client sees a truncated transfer, not a short object.
-pub type Body = BoxBody<Bytes, std::io::Error>;
-
-/// `Cache-Control` of init segments, segments and parts: they never change.
-pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// `Cache-Control` of VOD playlists and manifests.
-pub const VOD_PLAYLIST: &str = "public, max-age=86400";
 
 /// Serves `/live/...`, `/vod/...` and `/time`.
 pub struct Delivery {
     packager: Arc<LivePackager>,
     archive: Arc<Archive>,
     thumbnails: Thumbnails,
-}
-
-/// A whole-body response.
-pub fn full(body: impl Into<Bytes>) -> Body {
-    boxed(Full::new(body.into()))
-}
-
-/// A [`Full`] body as a delivery body.
-pub fn boxed(body: Full<Bytes>) -> Body {
-    body.map_err(|never: Infallible| match never {}).boxed()
-}
-
-/// A response with the delivery headers every answer carries (CORS, surrogate keys).
-pub fn reply(
-    status: StatusCode,
-    content_type: &str,
-    cache_control: &str,
-    surrogate_key: &str,
-    body: Body,
-) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_TYPE, content_type),
-        (header::CACHE_CONTROL, cache_control),
-        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        (
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            "Age, Content-Length, Date, Surrogate-Key",
-        ),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
-    if !surrogate_key.is_empty()
-        && let Ok(value) = HeaderValue::from_str(surrogate_key)
-    {
-        headers.insert("surrogate-key", value);
-    }
-    response
-}
-
-/// A plain-text error.
-pub fn error(
-    status: StatusCode,
-    surrogate_key: &str,
-    message: impl Into<String>,
-) -> Response<Body> {
-    let cache = match status {
-        // A missing object may appear later; let tiers hold the answer only briefly.
-        StatusCode::NOT_FOUND => "public, max-age=1",
-        _ => "no-store",
-    };
-    let mut text = message.into();
-    text.push('\n');
-    reply(
-        status,
-        "text/plain; charset=utf-8",
-        cache,
-        surrogate_key,
-        full(text),
-    )
 }
 
 /// A 404 for live media that does not exist yet but will: no tier may store it, or viewers
@@ -116,22 +47,6 @@ fn route_error(e: RouteError) -> Response<Body> {
     match e {
         RouteError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "", m),
         RouteError::NotFound(m) => error(StatusCode::NOT_FOUND, "", m),
-    }
-}
-
-/// Surrogate keys of a live asset: the stream, and the rendition when there is one.
-pub fn surrogate_key(kind: &str, id: &str, rendition: Option<&str>) -> String {
-    match rendition {
-        Some(r) => format!("{kind}/{id} rendition/{id}/{r}"),
-        None => format!("{kind}/{id}"),
-    }
-}
-
-/// Content type of a rendition's media.
-pub fn media_type(rendition: &Rendition) -> &'static str {
-    match rendition.track.kind {
-        cascade_media::fmp4::TrackKind::Audio => "audio/mp4",
-        _ => "video/mp4",
     }
 }
 
