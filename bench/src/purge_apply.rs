@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use cascade_edge::purge_api::BusApplier;
-use cascade_edge::storage::TieredStorage;
+use cascade_cache::server::purge_api::BusApplier;
+use cascade_cache::storage::TieredStorage;
 use cascade_purge_bus::node::PurgeApplier;
 use cascade_purge_bus::transport::PurgeMessage;
 use cascade_purge_bus::{PurgeAction, PurgeKind, PurgeRequest};

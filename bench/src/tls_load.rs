@@ -149,7 +149,8 @@ async fn h3_connection(
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
             .map_err(|e| anyhow!("QUIC client config: {e}"))?;
         // The edge's socket set-up: large buffers, as the default drops datagrams under load.
-        let socket = cascade_edge::http3::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let socket =
+            cascade_cache::viewers::http3::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             None,

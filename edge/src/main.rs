@@ -1,5 +1,10 @@
 //! `cascade-edge`: serves viewers HLS and DASH from cache, filling from the shield tier.
 //!
+//! The caching core is `cascade-cache`, built here with its `viewers` feature. What sets the
+//! edge apart (`cascade_cache::tier::TierSettings::edge`): HTTPS and HTTP/3 listeners,
+//! configured sites only (421 for other hosts), signed URLs, CORS, viewers' `no-cache`
+//! ignored, and misses spread over shields by consistent hashing on the cache key.
+//!
 //! Run with `--help` for flags; configuration is the `[edge]` section of the Cascade config.
 
 use std::process::ExitCode;
@@ -20,7 +25,7 @@ const INFO: ServiceInfo = ServiceInfo {
 };
 
 fn main() -> ExitCode {
-    cascade_edge::server::run(INFO, |config| {
-        cascade_edge::tier::TierSettings::edge(&config.edge)
+    cascade_cache::server::run(INFO, |config| {
+        cascade_cache::tier::TierSettings::edge(&config.edge)
     })
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use cascade_edge::token::TokenKey;
+use cascade_cache::policy::token::TokenKey;
 use cascade_testkit::{CascadeProcess, HttpResponse, Route, TestUpstream, http_get, raw_request};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use cascade_edge::token::TokenKey;
+use cascade_cache::policy::token::TokenKey;
 use cascade_testkit::{
     BroadcastOptions, Broadcaster, CascadeProcess, HttpResponse, PlayOptions, PlayReport, Viewer,
     json_request, processes_with_arg, raw_request, wait_for,

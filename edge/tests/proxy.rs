@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cascade_edge::token::TokenKey;
+use cascade_cache::policy::token::TokenKey;
 use cascade_testkit::{
     CascadeProcess, HttpResponse, Route, TestUpstream, parse_response, raw_request,
     read_until_closed,

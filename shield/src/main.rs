@@ -18,7 +18,7 @@ const INFO: ServiceInfo = ServiceInfo {
 };
 
 fn main() -> ExitCode {
-    cascade_edge::server::run(INFO, |config| {
-        cascade_edge::tier::TierSettings::shield(&config.shield)
+    cascade_cache::server::run(INFO, |config| {
+        cascade_cache::tier::TierSettings::shield(&config.shield)
     })
 }

@@ -4,6 +4,9 @@
 //! on SIGINT/SIGTERM that waits for in-flight requests (bounded by `shutdown_grace`) instead of
 //! pingora's fixed grace sleep.
 
+pub mod downstream;
+pub mod purge_api;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,30 +23,24 @@ use cascade_service::{Gate, Readiness, ServiceInfo, Startup};
 use http::HeaderValue;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
 use pingora_core::services::listening::Service;
 
-use crate::disk::DiskTier;
-use crate::downstream::{ClientLimits, ClientStreamApp, TlsTermination};
-use crate::http3::{Http3Listener, alt_svc, bind_udp, server_config};
 use crate::metrics::{StorageCollector, proxy_metrics};
+use crate::policy::token::TokenKey;
+use crate::policy::ttl::TtlPolicy;
+use crate::policy::upstream::Upstreams;
 use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
-use crate::purge_api::{BusApplier, PurgeEndpoint};
+use crate::server::downstream::{ClientLimits, ClientStreamApp};
+use crate::server::purge_api::{BusApplier, PurgeEndpoint};
 use crate::storage::TieredStorage;
+use crate::storage::disk::DiskTier;
 use crate::tier::{HostPolicy, TierSettings, UpstreamPlan};
-use crate::tls::CertStore;
-use crate::token::TokenKey;
-use crate::ttl::TtlPolicy;
-use crate::upstream::Upstreams;
 use cascade_purge_bus::node::{FeedSource, follow};
 use sha2::{Digest, Sha256};
-
-/// Read buffer of a TLS connection: one TLS record.
-const TLS_READ_BUFFER: usize = 16 * 1024 + 256;
 
 /// Runs a tier (`cascade-edge`, `cascade-shield`) until it is stopped; `tier` picks its
 /// settings out of the loaded configuration. Returns the process exit code.
@@ -211,6 +208,7 @@ fn serve(
         }
     };
     StorageCollector::register(storage);
+    #[cfg_attr(not(feature = "viewers"), allow(unused_mut))]
     let mut proxy = build_proxy(tier, storage, Arc::clone(&inflight))?;
     let upstreams = Arc::clone(&proxy.upstreams);
     let purge = PurgeEndpoint::new(storage, &tier.admin_token, tier.cache.keyed_query.clone());
@@ -241,24 +239,15 @@ fn serve(
             })?);
         }
     }
-    // HTTP/3 shares the HTTPS port number, on UDP.
-    let http3 = match (&tier.http3, tier.tls_listen) {
-        (Some(settings), Some(tls_listen)) => {
-            let socket = if upgrade {
-                None
-            } else {
-                Some(bind_udp(tls_listen.0).map_err(|e| {
-                    anyhow!(
-                        "{}.tls_listen: cannot listen for HTTP/3 on UDP {tls_listen}: {e} (is another process using the port?)",
-                        tier.name
-                    )
-                })?)
-            };
-            proxy.alt_svc = alt_svc(tls_listen.0.port(), settings.alt_svc_max_age.0);
-            Some((settings, tls_listen.0, socket))
-        }
-        _ => None,
-    };
+    #[cfg(feature = "viewers")]
+    let http3 = crate::viewers::bind_http3(tier, upgrade, &mut proxy)?;
+    #[cfg(not(feature = "viewers"))]
+    if let Some(tls_listen) = tier.tls_listen {
+        anyhow::bail!(
+            "{}.tls_listen ({tls_listen}): this binary serves no HTTPS; viewers' listeners are the edge's",
+            tier.name
+        );
+    }
 
     let readiness = Readiness::new();
     let started = readiness.gate("traffic listener starting");
@@ -280,86 +269,23 @@ fn serve(
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    // The HTTP/3 listener drives a clone of the proxy: same storage, lock, sites and upstreams.
-    let h3_proxy = http3.is_some().then(|| {
-        Arc::new(pingora_proxy::http_proxy(
-            &server.configuration,
-            CachingProxy {
-                alt_svc: None,
-                ..proxy.clone()
-            },
-        ))
-    });
-    let mut http_proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
-    let mut server_options = HttpServerOptions::default();
-    server_options.h2_idle_timeout = Some(tier.clients.keepalive_timeout.0);
-    http_proxy.server_options = Some(server_options);
     // Requests are GET/HEAD/OPTIONS with headers of a few hundred bytes: plain connections read
     // straight into the request parser's buffer. Pingora's default 64 KiB read buffer per
     // connection cost a thousand viewers arriving at once 64 MiB of freshly zeroed pages.
     // Writes are buffered by the `ClientStream` each connection is wrapped in.
+    #[cfg_attr(not(feature = "viewers"), allow(unused_mut))]
     let mut listeners = vec![
         ListenerConfig::tcp(tier.listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
     ];
-    let mut tls_termination = None;
-    if let Some(tls_listen) = tier.tls_listen {
-        let certs = Arc::new(CertStore::from_config(&config.tls).map_err(|e| anyhow!(e))?);
-        if let (Some((settings, addr, socket)), Some(h3_proxy)) = (http3, h3_proxy) {
-            let quic = server_config(Arc::clone(&certs), settings)?;
-            server.add_service(background_service(
-                "http3",
-                Http3Listener::new(
-                    socket,
-                    addr,
-                    quic,
-                    h3_proxy,
-                    usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
-                ),
-            ));
-        }
-        if let Some(pem) = certs.self_signed_pem() {
-            let path = std::env::temp_dir().join(format!(
-                "cascade-{}-{}.pem",
-                tier.name,
-                tls_listen.0.port()
-            ));
-            std::fs::write(&path, pem)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            tracing::warn!(
-                certificate = %path.display(),
-                "serving HTTPS with a generated self-signed certificate for localhost; trust it with `curl --cacert {}`",
-                path.display()
-            );
-            if let (Some(spki), Some(_)) = (certs.self_signed_spki_sha256(), &tier.http3) {
-                let port = tls_listen.0.port();
-                tracing::warn!(
-                    spki_sha256 = spki,
-                    "HTTP/3 uses the same certificate; in Chromium: `chromium --origin-to-force-quic-on=localhost:{port} --ignore-certificate-errors-spki-list={spki} https://localhost:{port}/`"
-                );
-            }
-        }
-        // Certificate paths are ignored when a resolver is set: the store picks by SNI.
-        let mut tls = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
-        tls.set_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
-        tls.enable_h2();
-        // The listener accepts TCP; `ClientStreamApp` runs the handshake under its own limit.
-        // TLS reads a record (at most 16 KiB) at a time; a buffer of one record saves syscalls.
-        listeners.push(
-            ListenerConfig::tcp(tls_listen.to_string())
-                .l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER)),
-        );
-        tls_termination = Some(TlsTermination {
-            listen: tls_listen.0,
-            acceptor: tls.build(),
-        });
-        server.add_service(background_service(
-            "tls-reload",
-            CertReloader {
-                certs,
-                interval: Duration::from_secs(5),
-            },
-        ));
-    }
+    #[cfg(feature = "viewers")]
+    let tls_termination =
+        crate::viewers::start(&mut server, tier, config, &proxy, http3, &mut listeners)?;
+    #[cfg(not(feature = "viewers"))]
+    let tls_termination = None;
+    let mut http_proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2_idle_timeout = Some(tier.clients.keepalive_timeout.0);
+    http_proxy.server_options = Some(server_options);
     let metrics = proxy_metrics();
     let mut proxy_service = Service::new(
         tier.name.to_string(),
@@ -549,37 +475,10 @@ async fn proxy_answers(addr: SocketAddr, tier: &str) -> bool {
 }
 
 /// Sleeps for `period`; false if the server started shutting down meanwhile.
-async fn pause(period: Duration, shutdown: &mut ShutdownWatch) -> bool {
+pub(crate) async fn pause(period: Duration, shutdown: &mut ShutdownWatch) -> bool {
     tokio::select! {
         () = tokio::time::sleep(period) => true,
         _ = shutdown.changed() => false,
-    }
-}
-
-/// Re-reads renewed certificate files.
-struct CertReloader {
-    certs: Arc<CertStore>,
-    interval: Duration,
-}
-
-#[async_trait]
-impl BackgroundService for CertReloader {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        if self.certs.files().is_empty() {
-            return;
-        }
-        loop {
-            if !pause(self.interval, &mut shutdown).await {
-                return;
-            }
-            match self.certs.reload_if_changed() {
-                Ok(true) => {
-                    tracing::info!(files = ?self.certs.files(), "reloaded renewed TLS certificates")
-                }
-                Ok(false) => {}
-                Err(e) => tracing::error!("{e}; still serving the previous certificates"),
-            }
-        }
     }
 }
 

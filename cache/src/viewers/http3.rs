@@ -30,10 +30,10 @@ use pingora_core::services::background::BackgroundService;
 use pingora_proxy::HttpProxy;
 use quinn::crypto::rustls::QuicServerConfig;
 
-use crate::h3_session::{H3Session, MalformedRequest, request_header};
 use crate::metrics::http3_metrics;
 use crate::proxy::{CachingProxy, MAX_HEADER_BYTES};
-use crate::tls::CertStore;
+use crate::viewers::h3_session::{H3Session, MalformedRequest, request_header};
+use crate::viewers::tls::CertStore;
 
 /// The `Alt-Svc` value that points browsers at HTTP/3 on `port` for `max_age`; `None` when the
 /// age is zero (advertise nothing).
@@ -300,7 +300,7 @@ fn refusal_reason(e: &h3::error::StreamError) -> &'static str {
 
 async fn serve_request(
     request: http::Request<()>,
-    mut stream: crate::h3_session::H3Stream,
+    mut stream: crate::viewers::h3_session::H3Stream,
     client: SocketAddr,
     local: SocketAddr,
     proxy: &Arc<HttpProxy<CachingProxy>>,
@@ -325,7 +325,7 @@ async fn serve_request(
 }
 
 /// Answers a request the proxy never sees with `status` and `why`.
-async fn refuse(stream: &mut crate::h3_session::H3Stream, status: u16, why: &str) {
+async fn refuse(stream: &mut crate::viewers::h3_session::H3Stream, status: u16, why: &str) {
     let body = Bytes::from(format!("{why}\n"));
     let response = http::Response::builder()
         .status(status)

@@ -30,13 +30,13 @@ use pingora_proxy::FailToProxy;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::key::{RequestKey, normalise_host};
 use crate::metrics::proxy_metrics;
-use crate::purge::{FETCHED_HEADER, format_fetched, parse_fetched, surrogate_tags};
+use crate::policy::key::{RequestKey, normalise_host};
+use crate::policy::purge::{FETCHED_HEADER, format_fetched, parse_fetched, surrogate_tags};
+use crate::policy::token::TokenKey;
+use crate::policy::ttl::{ContentClass, Decision, Directives, TtlPolicy};
+use crate::policy::upstream::Upstreams;
 use crate::storage::{self, TieredStorage};
-use crate::token::TokenKey;
-use crate::ttl::{ContentClass, Decision, Directives, TtlPolicy};
-use crate::upstream::Upstreams;
 
 /// Longest request target accepted (414 beyond).
 pub const MAX_URI_LEN: usize = 8 * 1024;

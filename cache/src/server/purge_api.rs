@@ -20,8 +20,8 @@ use hyper::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::key::{RequestKey, normalise_host};
-use crate::purge::Selector;
+use crate::policy::key::{RequestKey, normalise_host};
+use crate::policy::purge::Selector;
 use crate::storage::{PurgeAction, TieredStorage};
 
 /// The purge endpoint of one node.

@@ -11,7 +11,10 @@
 //!   a truncated body that looks complete.
 //! - **Purges stick**: a fill in progress when its key is purged is not stored when it ends.
 //! - **Purge by URL, prefix, host, tag or everything**: objects are indexed by readable key and
-//!   surrogate tags ([`crate::purge`]), kept in step with insertion and eviction.
+//!   surrogate tags ([`crate::policy::purge`]), kept in step with insertion and eviction.
+
+pub mod disk;
+pub mod disk_format;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -34,10 +37,10 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tokio::sync::watch;
 
-use crate::crowd::{CrowdGate, Pacing};
-use crate::disk::{DiskEntry, DiskTier, read_block};
-use crate::disk_format::DiskHeader;
-use crate::purge::{PurgeIndex, PurgeLog, Selector, surrogate_tags};
+use crate::policy::crowd::{CrowdGate, Pacing};
+use crate::policy::purge::{PurgeIndex, PurgeLog, Selector, surrogate_tags};
+use crate::storage::disk::{DiskEntry, DiskTier, read_block};
+use crate::storage::disk_format::DiskHeader;
 
 pub use pingora_cache::PurgeAction;
 
@@ -1166,7 +1169,7 @@ impl HandleHit for DiskHit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crowd::FIRST_SHARE;
+    use crate::policy::crowd::FIRST_SHARE;
     use pingora_cache::trace::Span;
     use std::time::Duration;
 

@@ -39,7 +39,7 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::request_clock::{FrameClock, HeaderClock, RequestClock};
+use crate::policy::request_clock::{FrameClock, HeaderClock, RequestClock};
 
 /// What a [`ClientStream`] needs of its clock to be a Pingora stream.
 pub trait StreamClock: RequestClock + Debug + Send + Sync + Unpin + 'static {}

@@ -5,7 +5,7 @@
 //! request now being received must be complete: [`HeaderClock`] for HTTP/1 (a header ends at
 //! its blank line), [`FrameClock`] for HTTP/2 (the connection preface, each frame, and each
 //! header block split over CONTINUATION frames). No IO and no clock of their own: callers pass
-//! the time, and the IO wrapper in [`crate::downstream`] acts on [`RequestClock::due`].
+//! the time, and the IO wrapper in the server's `downstream` module acts on [`RequestClock::due`].
 
 use std::time::{Duration, Instant};
 

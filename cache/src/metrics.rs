@@ -10,8 +10,8 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Int
 
 use cascade_service::metrics::must;
 
-use crate::disk::{DiskStats, DiskTier};
 use crate::storage::TieredStorage;
+use crate::storage::disk::{DiskStats, DiskTier};
 
 /// Request-path metrics.
 pub struct ProxyMetrics {

@@ -1,5 +1,5 @@
 //! The disk tier under the memory tier (the shield's large VOD libraries): one file per object
-//! in a cache directory, laid out by [`crate::disk_format`], indexed in memory by a
+//! in a cache directory, laid out by [`crate::storage::disk_format`], indexed in memory by a
 //! size-bounded moka cache whose evictions delete the files.
 //!
 //! - **Survives restarts**: the index is rebuilt at start-up from the files' headers; a file
@@ -26,8 +26,8 @@ use bytes::Bytes;
 use moka::notification::RemovalCause;
 use pingora_cache::key::HashBinary;
 
-use crate::disk_format::{DiskHeader, PREFIX_LEN};
-use crate::purge::{PurgeIndex, Selector};
+use crate::policy::purge::{PurgeIndex, Selector};
+use crate::storage::disk_format::{DiskHeader, PREFIX_LEN};
 
 /// How long admission stays paused after a write error.
 const WRITE_ERROR_PAUSE: Duration = Duration::from_secs(10);
