@@ -4,21 +4,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cascade_media::handoff::{MediaEvent, MediaSink};
 use tokio::sync::{mpsc, watch};
 
+use cascade_service::clock::now_ms;
+
 use crate::metrics::delivery_metrics;
 use crate::streams::model::StreamConfig;
 use cascade_media::packager::{PackagerError, PackagerSettings, StreamPackager};
-
-/// Wall-clock now, Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// How a stream's configuration maps onto packaging.
 pub fn packager_settings(config: &StreamConfig) -> PackagerSettings {

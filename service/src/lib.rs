@@ -6,16 +6,19 @@
 //! - [`admin`]: the admin listener with `/healthz`, `/readyz` and `/metrics`;
 //! - [`readiness`]: the conditions `/readyz` waits for;
 //! - [`shutdown`]: SIGINT/SIGTERM handling with a bounded grace period;
-//! - [`run`]: the `main` that ties them together for a tokio-based server.
+//! - [`run`]: the `main` that ties them together for a tokio-based server;
+//! - [`clock`] and [`sync`]: the one wall clock (Unix milliseconds) and the one lock helper.
 
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod json;
 pub mod metrics;
 pub mod readiness;
 pub mod run;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 
 pub use readiness::{Gate, Readiness};

@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use pingora_cache::key::HashBinary;
 
 use crate::policy::purge::{PurgeIndex, Selector};
 use crate::storage::disk_format::{DiskHeader, PREFIX_LEN};
+use cascade_service::sync::lock;
 
 /// How long admission stays paused after a write error.
 const WRITE_ERROR_PAUSE: Duration = Duration::from_secs(10);
@@ -77,10 +78,6 @@ pub struct DiskTier {
     paused_until: Mutex<Option<Instant>>,
     stats: Arc<DiskStats>,
     capacity: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn hex(bytes: &[u8]) -> String {

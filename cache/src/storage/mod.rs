@@ -41,12 +41,9 @@ use crate::policy::crowd::{CrowdGate, Pacing};
 use crate::policy::purge::{PurgeIndex, PurgeLog, Selector, surrogate_tags};
 use crate::storage::disk::{DiskEntry, DiskTier, read_block};
 use crate::storage::disk_format::DiskHeader;
+use cascade_service::sync::lock;
 
 pub use pingora_cache::PurgeAction;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Bytes charged per object on top of its body, for its header and bookkeeping.
 const OBJECT_OVERHEAD: usize = 512;

@@ -25,12 +25,13 @@ use crate::http::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, reply}
 use crate::metrics::delivery_metrics;
 use crate::packaging::{ArchiveJob, LivePackager};
 use crate::streams::event::{EventType, NewEvent, Severity};
-use crate::streams::registry::{Registry, now_ms};
+use crate::streams::registry::Registry;
 use cascade_media::dash;
 use cascade_media::hls::{self, PlaylistKind, Skip};
 use cascade_media::packager::{Rendition, Segment, init_file_name};
 use cascade_media::recording::{self, RecordingIndex};
 use cascade_media::route::Asset;
+use cascade_service::clock::now_ms_i64;
 
 /// Longest pause between upload attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -92,7 +93,7 @@ impl Archive {
     }
 
     fn expiry(&self) -> i64 {
-        now_ms().saturating_add(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX))
+        now_ms_i64().saturating_add(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// Stores what the packager reports until the sender is dropped.
@@ -546,7 +547,7 @@ impl Archive {
 
     /// Deletes recordings whose retention ended; returns how many.
     pub async fn enforce_retention(&self) -> usize {
-        let expired = match self.registry.expired_recordings(now_ms()).await {
+        let expired = match self.registry.expired_recordings(now_ms_i64()).await {
             Ok(expired) => expired,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list expired recordings");

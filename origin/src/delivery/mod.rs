@@ -20,11 +20,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::archive::Archive;
 use crate::delivery::thumbnail::Thumbnails;
 use crate::http::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, reply, surrogate_key};
-use crate::packaging::{LiveMedia, LivePackager, now_ms};
+use crate::packaging::{LiveMedia, LivePackager};
 use cascade_media::dash::{self, MpdOptions};
 use cascade_media::hls::{self, BlockingState};
 use cascade_media::packager::StreamPackager;
 use cascade_media::route::{self, Asset, Route, RouteError};
+use cascade_service::clock::now_ms;
 
 /// Serves `/live/...`, `/vod/...` and `/time`.
 pub struct Delivery {

@@ -2,13 +2,12 @@
 //! (embedded, the default) or PostgreSQL (by URL), schema kept by the migrations in
 //! `origin/migrations`. Keys are looked up by their SHA-256 digest.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::streams::event::NewEvent;
 use crate::streams::model::{self, Status, StreamConfig};
+use cascade_service::clock::now_ms_i64;
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +85,6 @@ pub struct Registry {
     pool: AnyPool,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 const STREAM_COLUMNS: &str =
     "id, user_id, status, stream_key, config, created_at, started_at, ended_at";
 
@@ -152,7 +143,7 @@ impl Registry {
             status: Status::Idle,
             stream_key: model::new_stream_key()?,
             config: config.clone(),
-            created_at: now_ms(),
+            created_at: now_ms_i64(),
             started_at: None,
             ended_at: None,
         };
@@ -243,12 +234,12 @@ impl Registry {
             Status::Live => {
                 sqlx::query("UPDATE streams SET status = $1, started_at = $2 WHERE id = $3")
                     .bind(status.as_str())
-                    .bind(now_ms())
+                    .bind(now_ms_i64())
             }
             Status::Ended => {
                 sqlx::query("UPDATE streams SET status = $1, ended_at = $2 WHERE id = $3")
                     .bind(status.as_str())
-                    .bind(now_ms())
+                    .bind(now_ms_i64())
             }
             Status::Idle => {
                 sqlx::query("UPDATE streams SET status = $1 WHERE id = $2").bind(status.as_str())
@@ -310,7 +301,7 @@ impl Registry {
         .bind(event.severity.as_str())
         .bind(&event.message)
         .bind(event.details.to_string())
-        .bind(now_ms())
+        .bind(now_ms_i64())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -403,7 +394,7 @@ impl Registry {
             id: uuid::Uuid::now_v7().to_string(),
             stream_id: stream_id.to_owned(),
             status: "recording".into(),
-            started_at: now_ms(),
+            started_at: now_ms_i64(),
             ended_at: None,
             duration_ms: 0,
             size_bytes: 0,
@@ -453,7 +444,7 @@ impl Registry {
             "UPDATE recordings SET status = 'ready', ended_at = $1, expires_at = $2 \
              WHERE id = $3 AND status = 'recording'",
         )
-        .bind(now_ms())
+        .bind(now_ms_i64())
         .bind(expires_at)
         .bind(id)
         .execute(&self.pool)
@@ -681,7 +672,7 @@ mod tests {
             rec.id
         );
         registry
-            .finish_recording(&rec.id, Some(now_ms() - 1))
+            .finish_recording(&rec.id, Some(now_ms_i64() - 1))
             .await
             .unwrap();
         let done = registry.get_recording(&rec.id).await.unwrap().unwrap();
@@ -691,16 +682,20 @@ mod tests {
         );
         assert!(done.ended_at.is_some());
         assert_eq!(
-            registry.expired_recordings(now_ms()).await.unwrap().len(),
+            registry
+                .expired_recordings(now_ms_i64())
+                .await
+                .unwrap()
+                .len(),
             1
         );
         let kept = registry.create_recording(&b.id).await.unwrap();
         registry
-            .finish_recording(&kept.id, Some(now_ms() - 1))
+            .finish_recording(&kept.id, Some(now_ms_i64() - 1))
             .await
             .unwrap();
         assert!(registry.convert_recording(&kept.id).await.unwrap());
-        let expired = registry.expired_recordings(now_ms()).await.unwrap();
+        let expired = registry.expired_recordings(now_ms_i64()).await.unwrap();
         assert_eq!(expired.len(), 1, "a VOD recording does not expire");
         assert_eq!(registry.list_recordings(&b.id).await.unwrap().len(), 2);
         assert!(registry.delete_recording(&rec.id).await.unwrap());
