@@ -34,12 +34,13 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{ApiTokens, AuthError, Scope};
 use crate::membership::Membership;
-use crate::node::FeedPage;
 use crate::rate::RateLimiter;
-use crate::report::NodeReport;
-use crate::request::PurgeRequest;
 use crate::tracker::PurgeTracker;
-use crate::transport::{EmbeddedLog, PurgeMessage, PurgeTransport};
+use crate::transport::{EmbeddedLog, PurgeTransport};
+use cascade_purge_follower::message::PurgeMessage;
+use cascade_purge_follower::node::FeedPage;
+use cascade_purge_follower::report::NodeReport;
+use cascade_purge_follower::request::PurgeRequest;
 
 /// Most reports one `POST /v1/reports` may carry.
 pub const MAX_REPORTS: usize = 1000;

@@ -1,22 +1,19 @@
-//! The purge bus: the operators' purge API, the Kafka producer that publishes invalidations,
-//! the consumer that edges and shields embed, and completion tracking from their acks.
+//! The purge bus server: the operators' purge API, publishing accepted purges to the nodes,
+//! and completion tracking from the nodes' reports.
 //!
-//! Pure cores: the purge request and its validation ([`request`]), per-token rate limiting
-//! ([`rate`]), completion tracking from acks ([`tracker`]), catch-up after a gap ([`catchup`]);
-//! shells: the API ([`api`]), the Kafka and embedded transports, the node follower ([`node`]).
+//! Where it sits: operators (and the `cascade-purge` CLI) → this API → Kafka or the embedded
+//! log → every edge and shield, which follow it with `cascade-purge-follower` (the crate that
+//! also defines the purge types both sides speak) → reports back here.
+//!
+//! Pure cores: per-token rate limiting ([`rate`]), completion tracking from reports
+//! ([`tracker`]), whom to expect reports from ([`membership`]). Shells: the API ([`api`]), the
+//! transports it publishes to ([`transport`]: the embedded log; [`kafka`]: the producer).
 
 pub mod api;
 /// Scoped API tokens, shared with the origin's management API.
 pub use cascade_service::auth;
-pub mod catchup;
-pub mod client;
 pub mod kafka;
 pub mod membership;
-pub mod node;
 pub mod rate;
-pub mod report;
-pub mod request;
 pub mod tracker;
 pub mod transport;
-
-pub use request::{PurgeAction, PurgeKind, PurgeRequest, RequestError};

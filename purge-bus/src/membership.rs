@@ -6,9 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// How often nodes send heartbeats.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
-
 /// A node that has not reported for this long is no longer expected.
 pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(10);
 

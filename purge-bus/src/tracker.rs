@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::request::PurgeRequest;
+use cascade_purge_follower::request::PurgeRequest;
 
 /// Purges remembered for status queries; older ones are forgotten.
 pub const REMEMBERED: usize = 10_000;
@@ -112,7 +112,7 @@ impl PurgeTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{PurgeAction, PurgeKind};
+    use cascade_purge_follower::request::{PurgeAction, PurgeKind};
     use std::time::Duration;
 
     fn request() -> PurgeRequest {

@@ -8,35 +8,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::request::PurgeRequest;
-
-/// One purge on the bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PurgeMessage {
-    /// Purge id, as the API returned it.
-    pub id: String,
-    /// What to purge.
-    pub request: PurgeRequest,
-    /// When the API accepted it (ms since the Unix epoch).
-    pub issued_ms: u64,
-}
-
-impl PurgeMessage {
-    /// The wire form.
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// Reads the wire form; a garbled message is an error to log and skip.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let message: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        message.request.validate().map_err(|e| e.to_string())?;
-        Ok(message)
-    }
-}
+use cascade_purge_follower::message::PurgeMessage;
 
 /// Why a purge could not be published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,7 +102,7 @@ impl PurgeTransport for EmbeddedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{PurgeAction, PurgeKind};
+    use cascade_purge_follower::request::{PurgeAction, PurgeKind, PurgeRequest};
 
     fn message(id: &str) -> PurgeMessage {
         PurgeMessage {

@@ -1,6 +1,8 @@
 //! The fMP4 splitter over what a real ffmpeg writes: one init segment, then contiguous
 //! fragments with the codec facts the packager needs.
 
+#![allow(clippy::unwrap_used)]
+
 use cascade_media::fmp4::{Fmp4Item, Fmp4Splitter, Fragment, InitSegment, TrackKind};
 
 fn fragments(items: &[Fmp4Item]) -> Vec<&Fragment> {

@@ -39,7 +39,8 @@ use crate::server::purge_api::{BusApplier, PurgeEndpoint};
 use crate::storage::TieredStorage;
 use crate::storage::disk::DiskTier;
 use crate::tier::{HostPolicy, TierSettings, UpstreamPlan};
-use cascade_purge_bus::node::{FeedSource, follow};
+use cascade_purge_follower::follow;
+use cascade_purge_follower::node::FeedSource;
 use sha2::{Digest, Sha256};
 
 /// Runs a tier (`cascade-edge`, `cascade-shield`) until it is stopped; `tier` picks its

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use cascade_config::Secret;
 use std::time::{Duration, UNIX_EPOCH};
 
-use cascade_purge_bus::node::PurgeApplier;
-use cascade_purge_bus::transport::PurgeMessage;
-use cascade_purge_bus::{PurgeAction as RequestedAction, PurgeKind, PurgeRequest};
+use cascade_purge_follower::message::PurgeMessage;
+use cascade_purge_follower::node::PurgeApplier;
+use cascade_purge_follower::{PurgeAction as RequestedAction, PurgeKind, PurgeRequest};
 use cascade_service::admin::AdminExtension;
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cascade_config::HumanDuration;
-use cascade_purge_bus::client;
-use cascade_purge_bus::{PurgeAction, PurgeKind, PurgeRequest};
+use cascade_purge_follower::client;
+use cascade_purge_follower::{PurgeAction, PurgeKind, PurgeRequest};
 use clap::{Parser, ValueEnum};
 use hyper::Method;
 

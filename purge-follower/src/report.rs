@@ -1,7 +1,12 @@
 //! What nodes tell the bus: that they applied a purge, or that they are alive. On Kafka these
 //! are messages on the acks topic; in embedded mode they are `POST /v1/reports` bodies.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+/// How often nodes send heartbeats.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// One report from a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

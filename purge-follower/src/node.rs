@@ -7,20 +7,16 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cascade_config::KafkaConfig;
 use cascade_service::metrics::must;
-use hyper::Method;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge};
 use serde::{Deserialize, Serialize};
 
-use crate::client;
-use crate::kafka;
-use crate::membership::HEARTBEAT_INTERVAL;
+use crate::message::PurgeMessage;
 use crate::report::{MAX_RECENT, NodeReport, RECENT_WINDOW_MS};
-use crate::transport::PurgeMessage;
+use cascade_service::clock::now_ms;
 
 /// Applies purges to a node's cache.
 pub trait PurgeApplier: Send + Sync {
@@ -64,14 +60,14 @@ pub struct FeedPage {
     pub messages: Vec<PurgeMessage>,
 }
 
-struct NodeMetrics {
-    applied: IntCounter,
-    skipped: IntCounter,
-    caught_up: IntGauge,
-    propagation: Histogram,
+pub(crate) struct NodeMetrics {
+    pub(crate) applied: IntCounter,
+    pub(crate) skipped: IntCounter,
+    pub(crate) caught_up: IntGauge,
+    pub(crate) propagation: Histogram,
 }
 
-fn metrics() -> &'static NodeMetrics {
+pub(crate) fn metrics() -> &'static NodeMetrics {
     static METRICS: OnceLock<NodeMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
         let m = NodeMetrics {
@@ -105,13 +101,6 @@ fn metrics() -> &'static NodeMetrics {
     })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// A node following the bus: applies, reports, and signals catching up once.
 pub struct Node {
     id: String,
@@ -124,6 +113,24 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node `id` that applies purges with `applier`, reports to `sink` and runs
+    /// `on_caught_up` once it has caught up.
+    pub(crate) fn new(
+        id: String,
+        applier: Arc<dyn PurgeApplier>,
+        sink: Arc<dyn ReportSink>,
+        on_caught_up: Box<dyn FnOnce() + Send>,
+    ) -> Self {
+        Self {
+            id,
+            applier,
+            sink,
+            caught_up: AtomicBool::new(false),
+            on_caught_up: Mutex::new(Some(on_caught_up)),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
     /// Applies one purge; the report to send when it was applied.
     pub fn apply(&self, message: &PurgeMessage) -> Option<NodeReport> {
         match self.applier.apply(message) {
@@ -155,7 +162,7 @@ impl Node {
     }
 
     /// A heartbeat carrying the purges applied within [`RECENT_WINDOW_MS`] of `now_ms`.
-    fn heartbeat(&self, now_ms: u64) -> NodeReport {
+    pub(crate) fn heartbeat(&self, now_ms: u64) -> NodeReport {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         while recent
             .front()
@@ -200,158 +207,6 @@ impl Node {
             if let Some(callback) = callback {
                 callback();
             }
-        }
-    }
-}
-
-/// Follows `source` as node `node_id`, applying purges with `applier`; `on_caught_up` runs
-/// once every purge published before the start has been applied. Runs until dropped.
-pub async fn follow(
-    node_id: String,
-    source: FeedSource,
-    applier: Arc<dyn PurgeApplier>,
-    on_caught_up: Box<dyn FnOnce() + Send>,
-) {
-    metrics().caught_up.set(0);
-    let sink: Arc<dyn ReportSink> = match &source {
-        FeedSource::Kafka(config) => loop {
-            match kafka::KafkaReports::new(config) {
-                Ok(sink) => break Arc::new(sink),
-                Err(e) => {
-                    tracing::error!(error = %e, "purge reports; retrying");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            }
-        },
-        FeedSource::Embedded { url, token } => Arc::new(HttpReports {
-            url: url.clone(),
-            token: token.clone(),
-        }),
-    };
-    let node = Arc::new(Node {
-        id: node_id.clone(),
-        applier,
-        sink: Arc::clone(&sink),
-        caught_up: AtomicBool::new(false),
-        on_caught_up: Mutex::new(Some(on_caught_up)),
-        recent: Mutex::new(VecDeque::new()),
-    });
-    let heartbeats = async {
-        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
-        loop {
-            tick.tick().await;
-            sink.send(vec![node.heartbeat(now_ms())]).await;
-        }
-    };
-    let feed = async {
-        match source {
-            FeedSource::Kafka(config) => {
-                kafka::follow_purges(config, node_id.clone(), Arc::clone(&node)).await
-            }
-            FeedSource::Embedded { url, token } => {
-                follow_embedded(&url, token.as_deref(), &node).await
-            }
-        }
-    };
-    tokio::join!(heartbeats, feed);
-}
-
-/// Longest a feed request waits at the bus for a new purge.
-const FEED_WAIT: Duration = Duration::from_secs(20);
-
-async fn follow_embedded(url: &str, token: Option<&str>, node: &Node) {
-    let mut epoch = String::new();
-    let mut next = 0usize;
-    loop {
-        let wait = if node.is_caught_up() {
-            FEED_WAIT
-        } else {
-            Duration::ZERO
-        };
-        let path = format!(
-            "/v1/feed?from={next}&wait_ms={}&epoch={epoch}",
-            wait.as_millis()
-        );
-        let answer = client::send(
-            url,
-            Method::GET,
-            &path,
-            token,
-            None,
-            wait + Duration::from_secs(10),
-        )
-        .await;
-        let page = match answer {
-            Ok(a) if a.is_success() => serde_json::from_slice::<FeedPage>(&a.body)
-                .map_err(|e| format!("{url}/v1/feed: unreadable page: {e}")),
-            Ok(a) => Err(format!(
-                "{url}/v1/feed answered {}: {}",
-                a.status,
-                a.text().trim()
-            )),
-            Err(e) => Err(e),
-        };
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "following the purge bus; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if page.epoch != epoch {
-            if !epoch.is_empty() {
-                tracing::info!("the purge bus restarted; following its new log from the start");
-            }
-            epoch = page.epoch;
-            if next != 0 {
-                next = 0;
-                continue;
-            }
-        }
-        let mut reports = Vec::with_capacity(page.messages.len());
-        for message in &page.messages {
-            match message.request.validate() {
-                Ok(()) => reports.extend(node.apply(message)),
-                Err(e) => {
-                    node.skipped();
-                    tracing::warn!(purge = %message.id, error = %e, "skipping an invalid purge from the bus");
-                }
-            }
-        }
-        next = page.next;
-        node.report(reports).await;
-        if next >= page.end {
-            node.caught_up();
-        }
-    }
-}
-
-/// Reports to an embedded bus's `POST /v1/reports`.
-struct HttpReports {
-    url: String,
-    token: Option<String>,
-}
-
-#[async_trait]
-impl ReportSink for HttpReports {
-    async fn send(&self, reports: Vec<NodeReport>) {
-        let body = serde_json::to_vec(&reports).unwrap_or_default();
-        match client::send(
-            &self.url,
-            Method::POST,
-            "/v1/reports",
-            self.token.as_deref(),
-            Some(body),
-            Duration::from_secs(5),
-        )
-        .await
-        {
-            Ok(a) if a.is_success() => {}
-            Ok(a) => {
-                tracing::warn!(status = a.status, answer = %a.text().trim(), "the purge bus refused reports")
-            }
-            Err(e) => tracing::debug!(error = %e, "could not send reports to the purge bus"),
         }
     }
 }
