@@ -5,7 +5,20 @@ use std::path::PathBuf;
 use cascade_config::CascadeConfig;
 use clap::{Args, Command, FromArgMatches};
 
-use crate::run::ServiceInfo;
+/// Names and texts of one server binary.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceInfo {
+    /// Short name used in metrics and logs (`edge`).
+    pub name: &'static str,
+    /// Binary name (`cascade-edge`).
+    pub binary: &'static str,
+    /// `--version` text.
+    pub version: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// Whether the server can take over a running instance's sockets (`--upgrade`).
+    pub upgradable: bool,
+}
 
 /// Flags every server takes.
 #[derive(Debug, Clone, Args)]

@@ -21,6 +21,7 @@ pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
 
+pub use cli::ServiceInfo;
 pub use readiness::{Gate, Readiness};
-pub use run::{Context, ServiceInfo, Started, Startup, admin_only, run_server, startup};
+pub use run::{Context, Started, Startup, admin_only, run_server, startup};
 pub use shutdown::ShutdownSignal;

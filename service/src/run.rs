@@ -9,25 +9,10 @@ use std::sync::Arc;
 use cascade_config::{CascadeConfig, ServiceSection};
 
 use crate::admin::{self, AdminState};
-use crate::cli::{self, ServerArgs};
+use crate::cli::{self, ServerArgs, ServiceInfo};
 use crate::readiness::{Gate, Readiness};
 use crate::shutdown::{self, ShutdownSignal, SignalListener};
 use crate::{metrics, telemetry};
-
-/// Names and texts of one server binary.
-#[derive(Debug, Clone, Copy)]
-pub struct ServiceInfo {
-    /// Short name used in metrics and logs (`edge`).
-    pub name: &'static str,
-    /// Binary name (`cascade-edge`).
-    pub binary: &'static str,
-    /// `--version` text.
-    pub version: &'static str,
-    /// One line for `--help`.
-    pub about: &'static str,
-    /// Whether the server can take over a running instance's sockets (`--upgrade`).
-    pub upgradable: bool,
-}
 
 /// What a service body receives.
 pub struct Context {

@@ -6,6 +6,8 @@
 
 pub mod downstream;
 pub mod purge_api;
+#[cfg(feature = "viewers")]
+mod viewers;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -241,7 +243,7 @@ fn serve(
         }
     }
     #[cfg(feature = "viewers")]
-    let http3 = crate::viewers::bind_http3(tier, upgrade, &mut proxy)?;
+    let http3 = viewers::bind_http3(tier, upgrade, &mut proxy)?;
     #[cfg(not(feature = "viewers"))]
     if let Some(tls_listen) = tier.tls_listen {
         anyhow::bail!(
@@ -279,8 +281,7 @@ fn serve(
         ListenerConfig::tcp(tier.listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
     ];
     #[cfg(feature = "viewers")]
-    let tls_termination =
-        crate::viewers::start(&mut server, tier, config, &proxy, http3, &mut listeners)?;
+    let tls_termination = viewers::start(&mut server, tier, config, &proxy, http3, &mut listeners)?;
     #[cfg(not(feature = "viewers"))]
     let tls_termination = None;
     let mut http_proxy = pingora_proxy::http_proxy(&server.configuration, proxy);

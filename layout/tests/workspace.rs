@@ -1,0 +1,112 @@
+//! The workspace keeps its architecture: no module of any crate imports a module that imports
+//! it back, the media crate does no IO, and cache nodes do not link the purge bus's server.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use cascade_layout::{ModuleGraph, cycles, dependencies};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the layout crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// Member directories from the workspace's `Cargo.toml`.
+fn members() -> Vec<String> {
+    let toml = std::fs::read_to_string(workspace().join("Cargo.toml")).expect("workspace manifest");
+    let start = toml.find("members = [").expect("a members list");
+    let end = start + toml[start..].find(']').expect("the members list ends");
+    toml[start..end]
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn deps(member: &str) -> BTreeSet<String> {
+    let path = workspace().join(member).join("Cargo.toml");
+    dependencies(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+}
+
+#[test]
+fn no_module_imports_a_module_that_imports_it_back() {
+    let members = members();
+    assert!(members.len() >= 10, "members: {members:?}");
+    let mut found = Vec::new();
+    let mut modules = 0;
+    for member in &members {
+        let graph = ModuleGraph::read(&workspace().join(member).join("src"))
+            .unwrap_or_else(|e| panic!("{member}/src: {e}"));
+        modules += graph.edges.len();
+        for cycle in cycles(&graph) {
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|m| format!("crate::{}", m.join("::")))
+                .collect();
+            found.push(format!("{member}: {}", names.join(" ↔ ")));
+        }
+    }
+    assert!(
+        modules > 100,
+        "only {modules} modules read: is the tree where the test looks?"
+    );
+    assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_media_crate_does_no_io() {
+    let media = deps("media");
+    for io in [
+        "tokio",
+        "hyper",
+        "sqlx",
+        "reqwest",
+        "aws-sdk-s3",
+        "rml_rtmp",
+        "pingora-core",
+    ] {
+        assert!(
+            !media.contains(io),
+            "cascade-media depends on {io}: {media:?}"
+        );
+    }
+}
+
+#[test]
+fn cache_nodes_link_the_purge_follower_not_the_bus_server() {
+    for member in ["cache", "edge", "shield"] {
+        let d = deps(member);
+        assert!(
+            !d.iter().any(|n| n.starts_with("cascade-purge-bus")),
+            "{member}: {d:?}"
+        );
+    }
+    assert!(deps("cache").contains("cascade-purge-follower"));
+}
+
+#[test]
+fn the_shield_does_not_link_the_viewers_listeners() {
+    let shield =
+        std::fs::read_to_string(workspace().join("shield/Cargo.toml")).expect("shield manifest");
+    assert!(
+        !shield.contains("viewers"),
+        "the shield enables the viewers feature"
+    );
+    let cache =
+        std::fs::read_to_string(workspace().join("cache/Cargo.toml")).expect("cache manifest");
+    for dep in ["quinn", "h3", "rcgen"] {
+        let line = cache
+            .lines()
+            .find(|l| l.starts_with(&format!("{dep} ")) || l.starts_with(&format!("{dep}.")))
+            .unwrap_or_else(|| panic!("cache/Cargo.toml has no {dep}"));
+        assert!(
+            line.contains("optional = true"),
+            "{dep} is not optional in cascade-cache: {line}"
+        );
+    }
+}
