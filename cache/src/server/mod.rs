@@ -36,7 +36,7 @@ use crate::policy::token::TokenKey;
 use crate::policy::ttl::TtlPolicy;
 use crate::policy::upstream::Upstreams;
 use crate::proxy::{CacheCore, CachingProxy, Site, Sites, TIER_HEADER, UpstreamTimeouts};
-use crate::server::downstream::{ClientLimits, ClientStreamApp};
+use crate::server::downstream::{ClientLimits, ClientStreamApp, TlsTermination};
 use crate::server::purge_api::{BusApplier, PurgeEndpoint};
 use crate::storage::TieredStorage;
 use crate::storage::disk::DiskTier;
@@ -192,24 +192,7 @@ fn serve(
     upgrade: bool,
 ) -> anyhow::Result<ExitCode> {
     let inflight = Arc::new(AtomicUsize::new(0));
-    let storage = match &tier.disk {
-        None => TieredStorage::leak(tier.cache.capacity.0),
-        Some(disk) => {
-            let field = format!("{}.disk.dir", tier.name);
-            let opened = Instant::now();
-            let disk_tier = DiskTier::open(Path::new(&disk.dir), disk.capacity.0).map_err(|e| {
-                anyhow!("{field}: cannot use {:?} as the disk cache: {e}", disk.dir)
-            })?;
-            tracing::info!(
-                dir = %disk.dir,
-                objects = disk_tier.entry_count(),
-                bytes = disk_tier.weighted_size(),
-                ms = opened.elapsed().as_millis() as u64,
-                "disk tier indexed"
-            );
-            TieredStorage::leak_with_disk(tier.cache.capacity.0, disk_tier)?
-        }
-    };
+    let storage = open_storage(tier)?;
     StorageCollector::register(storage);
     #[cfg_attr(not(feature = "viewers"), allow(unused_mut))]
     let mut proxy = build_proxy(tier, storage, Arc::clone(&inflight))?;
@@ -217,31 +200,7 @@ fn serve(
     let purge = PurgeEndpoint::new(storage, &tier.admin_token, tier.cache.keyed_query.clone());
     proxy_metrics();
 
-    // Bind what we can before pingora starts, so a taken port is a clear error, not a panic.
-    // When upgrading, the running instance still holds the ports: its traffic sockets arrive
-    // through the upgrade socket, and the admin port is free once it exits.
-    let admin_field = format!("{}.admin_listen", tier.name);
-    let admin_listener = if upgrade {
-        None
-    } else {
-        let listener = std::net::TcpListener::bind(tier.admin_listen.0).map_err(|e| {
-            anyhow!(
-                "{admin_field}: cannot listen on {}: {e} (is another process using the port?)",
-                tier.admin_listen
-            )
-        })?;
-        listener.set_nonblocking(true)?;
-        Some(listener)
-    };
-    if !upgrade {
-        for (field, addr) in tier.traffic_listeners() {
-            drop(std::net::TcpListener::bind(addr).map_err(|e| {
-                anyhow!(
-                    "{field}: cannot listen on {addr}: {e} (is another process using the port?)"
-                )
-            })?);
-        }
-    }
+    let admin_listener = bind_ports(tier, upgrade)?;
     #[cfg(feature = "viewers")]
     let http3 = viewers::bind_http3(tier, upgrade, &mut proxy)?;
     #[cfg(not(feature = "viewers"))]
@@ -254,24 +213,7 @@ fn serve(
 
     let readiness = Readiness::new();
     let started = readiness.gate("traffic listener starting");
-    // No fixed grace sleep: `Drain` waits for in-flight requests before asking for shutdown.
-    let conf = ServerConf {
-        threads: tier.threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        max_retries: tier.upstream_count() + 2,
-        upgrade_sock: upgrade_socket(tier),
-        ..ServerConf::default()
-    };
-    if upgrade {
-        tracing::info!(socket = %conf.upgrade_sock, "waiting for the running instance's sockets; send it SIGQUIT");
-    }
-    let opt = Opt {
-        upgrade,
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
+    let mut server = pingora_server(tier, upgrade);
     // Requests are GET/HEAD/OPTIONS with headers of a few hundred bytes: plain connections read
     // straight into the request parser's buffer. Pingora's default 64 KiB read buffer per
     // connection cost a thousand viewers arriving at once 64 MiB of freshly zeroed pages.
@@ -284,27 +226,7 @@ fn serve(
     let tls_termination = viewers::start(&mut server, tier, config, &proxy, http3, &mut listeners)?;
     #[cfg(not(feature = "viewers"))]
     let tls_termination = None;
-    let mut http_proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
-    let mut server_options = HttpServerOptions::default();
-    server_options.h2_idle_timeout = Some(tier.clients.keepalive_timeout.0);
-    http_proxy.server_options = Some(server_options);
-    let metrics = proxy_metrics();
-    let mut proxy_service = Service::new(
-        tier.name.to_string(),
-        ClientStreamApp::new(
-            http_proxy,
-            ClientLimits {
-                header: tier.clients.header_timeout.0,
-                handshake: tier.clients.handshake_timeout.0,
-            },
-            tls_termination,
-            metrics.header_timeouts.clone(),
-            metrics.handshake_timeouts.clone(),
-        ),
-    );
-    for listener in listeners {
-        proxy_service.add_listener(listener);
-    }
+    let proxy_service = traffic_service(&server, tier, proxy, listeners, tls_termination);
     server.add_service(proxy_service);
     server.add_service(background_service(
         "admin",
@@ -358,6 +280,108 @@ fn serve(
     });
     tracing::info!(service = info.name, "stopped");
     Ok(ExitCode::from(exit.load(Ordering::Acquire)))
+}
+
+/// The memory tier, with the disk tier below it when the tier has one.
+fn open_storage(tier: &TierSettings) -> anyhow::Result<&'static TieredStorage> {
+    let Some(disk) = &tier.disk else {
+        return Ok(TieredStorage::leak(tier.cache.capacity.0));
+    };
+    let field = format!("{}.disk.dir", tier.name);
+    let opened = Instant::now();
+    let disk_tier = DiskTier::open(Path::new(&disk.dir), disk.capacity.0)
+        .map_err(|e| anyhow!("{field}: cannot use {:?} as the disk cache: {e}", disk.dir))?;
+    tracing::info!(
+        dir = %disk.dir,
+        objects = disk_tier.entry_count(),
+        bytes = disk_tier.weighted_size(),
+        ms = opened.elapsed().as_millis() as u64,
+        "disk tier indexed"
+    );
+    Ok(TieredStorage::leak_with_disk(
+        tier.cache.capacity.0,
+        disk_tier,
+    )?)
+}
+
+/// Binds what it can before pingora starts, so a taken port is a clear error, not a panic;
+/// returns the admin listener. When upgrading, the running instance still holds the ports: its
+/// traffic sockets arrive through the upgrade socket, and the admin port is free once it exits.
+fn bind_ports(tier: &TierSettings, upgrade: bool) -> anyhow::Result<Option<std::net::TcpListener>> {
+    if upgrade {
+        return Ok(None);
+    }
+    let admin_field = format!("{}.admin_listen", tier.name);
+    let listener = std::net::TcpListener::bind(tier.admin_listen.0).map_err(|e| {
+        anyhow!(
+            "{admin_field}: cannot listen on {}: {e} (is another process using the port?)",
+            tier.admin_listen
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    for (field, addr) in tier.traffic_listeners() {
+        drop(std::net::TcpListener::bind(addr).map_err(|e| {
+            anyhow!("{field}: cannot listen on {addr}: {e} (is another process using the port?)")
+        })?);
+    }
+    Ok(Some(listener))
+}
+
+/// The pingora server of one tier, bootstrapped (or waiting for the running instance's
+/// sockets when upgrading).
+fn pingora_server(tier: &TierSettings, upgrade: bool) -> Server {
+    // No fixed grace sleep: `Drain` waits for in-flight requests before asking for shutdown.
+    let conf = ServerConf {
+        threads: tier.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        max_retries: tier.upstream_count() + 2,
+        upgrade_sock: upgrade_socket(tier),
+        ..ServerConf::default()
+    };
+    if upgrade {
+        tracing::info!(socket = %conf.upgrade_sock, "waiting for the running instance's sockets; send it SIGQUIT");
+    }
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    server
+}
+
+/// The traffic service: the caching proxy on every listener, under the connection layer
+/// that enforces the client deadlines and terminates TLS.
+fn traffic_service(
+    server: &Server,
+    tier: &TierSettings,
+    proxy: CachingProxy,
+    listeners: Vec<ListenerConfig>,
+    tls_termination: Option<TlsTermination>,
+) -> Service<ClientStreamApp<pingora_proxy::HttpProxy<CachingProxy>>> {
+    let mut http_proxy = pingora_proxy::http_proxy(&server.configuration, proxy);
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2_idle_timeout = Some(tier.clients.keepalive_timeout.0);
+    http_proxy.server_options = Some(server_options);
+    let metrics = proxy_metrics();
+    let mut proxy_service = Service::new(
+        tier.name.to_string(),
+        ClientStreamApp::new(
+            http_proxy,
+            ClientLimits {
+                header: tier.clients.header_timeout.0,
+                handshake: tier.clients.handshake_timeout.0,
+            },
+            tls_termination,
+            metrics.header_timeouts.clone(),
+            metrics.handshake_timeouts.clone(),
+        ),
+    );
+    for listener in listeners {
+        proxy_service.add_listener(listener);
+    }
+    proxy_service
 }
 
 /// The hand-over socket for `--upgrade`.
