@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use cascade_origin::archive::store::S3Store;
 use cascade_testkit::{
     BroadcastOptions, Broadcaster, CascadeProcess, Garage, HttpResponse, http_get, json_request,
     wait_for,
@@ -574,7 +575,7 @@ fn archive_to_s3_survives_an_origin_restart() {
         .build()
         .unwrap();
     let keys: Vec<String> = runtime.block_on(async {
-        let listed = garage
+        let listed = S3Store::new(&garage.storage_config())
             .client()
             .list_objects_v2()
             .bucket(&s3.bucket)

@@ -202,7 +202,7 @@ async fn s3_store_keeps_content_types_and_deletes_many() {
         )
         .await
         .unwrap();
-    let object = garage
+    let object = S3Store::new(&garage.storage_config())
         .client()
         .get_object()
         .bucket(garage.storage_config().bucket)

@@ -4,10 +4,6 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use cascade_config::{S3StorageConfig, Secret};
 use tempfile::TempDir;
 
@@ -111,43 +107,10 @@ impl Garage {
         }
     }
 
-    /// An S3 client for [`Garage::storage_config`].
-    pub fn client(&self) -> aws_sdk_s3::Client {
-        s3_client(&self.storage_config())
-    }
-
     /// The server's output so far.
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
-}
-
-/// An aws-sdk-s3 client for a `[storage.s3]` section: rustls with ring (no second TLS stack),
-/// checksums only where the API requires them (Garage refuses streaming-signed uploads).
-pub fn s3_client(config: &S3StorageConfig) -> aws_sdk_s3::Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let mut builder = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(config.region.clone()))
-        .force_path_style(config.path_style)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .http_client(http);
-    if !config.endpoint.is_empty() {
-        builder = builder.endpoint_url(&config.endpoint);
-    }
-    if !config.access_key_id.is_empty() {
-        builder = builder.credentials_provider(Credentials::new(
-            &config.access_key_id,
-            config.secret_access_key.expose(),
-            None,
-            None,
-            "cascade-config",
-        ));
-    }
-    aws_sdk_s3::Client::from_conf(builder.build())
 }
 
 fn random_hex(bytes: usize) -> Result<String> {

@@ -25,7 +25,7 @@ mod upstream;
 
 pub use broadcaster::{BroadcastOptions, Broadcaster, ffmpeg_path, processes_with_arg};
 pub use cascade::{CascadeProcess, binary_path};
-pub use garage::{Garage, s3_client};
+pub use garage::Garage;
 pub use http::{
     HttpResponse, http_get, json_request, parse_response, raw_request, read_until_closed,
 };

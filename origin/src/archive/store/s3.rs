@@ -102,6 +102,11 @@ impl S3Store {
         }
     }
 
+    /// The aws-sdk-s3 client, configured as above.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
     /// Every valid key under `prefix`, in the service's (byte-wise) order.
     async fn list_keys(
         &self,

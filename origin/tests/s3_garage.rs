@@ -1,13 +1,16 @@
-//! The harness's S3 server works through aws-sdk-s3 the way the origin's archive will use it.
+//! The harness's S3 server (Garage) works through the archive's own S3 client: put, get, ranges,
+//! listing and delete, and wrong credentials refused.
 #![allow(clippy::unwrap_used)]
 
 use aws_sdk_s3::primitives::ByteStream;
+use cascade_origin::archive::store::S3Store;
 use cascade_testkit::Garage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_range_list_delete() {
     let garage = Garage::start().unwrap();
-    let s3 = garage.client();
+    let store = S3Store::new(&garage.storage_config());
+    let s3 = store.client();
     let bucket = garage.storage_config().bucket;
     let segment: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
 
@@ -96,7 +99,8 @@ async fn wrong_credentials_are_refused() {
     let garage = Garage::start().unwrap();
     let mut config = garage.storage_config();
     config.secret_access_key = cascade_config::Secret::new("0".repeat(64));
-    let s3 = cascade_testkit::s3_client(&config);
+    let store = S3Store::new(&config);
+    let s3 = store.client();
     let err = s3
         .list_objects_v2()
         .bucket(&config.bucket)
