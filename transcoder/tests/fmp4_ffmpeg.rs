@@ -5,21 +5,19 @@
 
 use cascade_media::fmp4::{Fmp4Item, Fmp4Splitter, Fragment, InitSegment, TrackKind};
 
-fn fragments(items: &[Fmp4Item]) -> Vec<&Fragment> {
-    items
+/// The one init segment at the head of `items`, and the fragments after it.
+fn init_and_fragments(items: &[Fmp4Item]) -> (&InitSegment, Vec<&Fragment>) {
+    let Some((Fmp4Item::Init(init), rest)) = items.split_first() else {
+        panic!("the output does not start with an init segment: {items:?}");
+    };
+    let fragments = rest
         .iter()
-        .filter_map(|i| match i {
-            Fmp4Item::Fragment(f) => Some(f),
-            Fmp4Item::Init(_) => None,
+        .map(|item| match item {
+            Fmp4Item::Fragment(f) => f,
+            Fmp4Item::Init(_) => panic!("a second init segment"),
         })
-        .collect()
-}
-
-fn init_of(items: &[Fmp4Item]) -> &InitSegment {
-    match &items[0] {
-        Fmp4Item::Init(init) => init,
-        other => panic!("expected init, got {other:?}"),
-    }
+        .collect();
+    (init, fragments)
 }
 
 /// Runs ffmpeg with the given mapping/codec options and splits its output.
@@ -111,13 +109,13 @@ fn real_ffmpeg_video() {
             "0",
         ],
     );
-    let track = &init_of(&items).track;
+    let (init, frags) = init_and_fragments(&items);
+    let track = &init.track;
     assert!(track.codec.starts_with("avc1."), "{}", track.codec);
     assert_eq!(track.codec.len(), "avc1.64001f".len());
     assert_eq!(track.kind, TrackKind::Video);
     assert_eq!((track.width, track.height), (320, 240));
     assert!(track.timescale > 0);
-    let frags = fragments(&items);
     assert_contiguous(&frags);
     assert_eq!(frags.iter().map(|f| f.sample_count).sum::<u32>(), 120);
     assert_eq!(frags.iter().map(|f| f.keyframes).sum::<u32>(), 4);
@@ -136,7 +134,8 @@ fn real_ffmpeg_video() {
 #[test]
 fn real_ffmpeg_audio() {
     let items = ffmpeg_items("audio", &["-map", "1:a", "-c:a", "aac", "-b:a", "128k"]);
-    let track = &init_of(&items).track;
+    let (init, frags) = init_and_fragments(&items);
+    let track = &init.track;
     assert_eq!(track.codec, "mp4a.40.2");
     assert_eq!(track.kind, TrackKind::Audio);
     assert!(
@@ -146,7 +145,6 @@ fn real_ffmpeg_audio() {
     );
     assert!(track.channels >= 1);
     assert_eq!((track.width, track.height), (0, 0));
-    let frags = fragments(&items);
     assert_contiguous(&frags);
     for f in &frags {
         assert!(f.starts_with_keyframe);
