@@ -5,6 +5,10 @@
 //! the local stack. `CASCADE_<SECTION>__<FIELD>` environment variables override single fields.
 //! Unknown keys are errors. Every error names where the value came from (file or variable),
 //! the field, and what to write instead, on one line.
+//!
+//! Where it sits: at the bottom of the crate graph. Every binary (origin, shield, edge, purge
+//! bus) reads its section through `cascade-service`'s CLI; this crate does no other IO and
+//! knows no other Cascade crate.
 
 mod env;
 mod http3;

@@ -8,7 +8,7 @@ use crate::validate::Problems;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// A `tracing` filter: a level (`info`) or per-module directives (`info,cascade_edge=debug`).
+    /// A `tracing` filter: a level (`info`) or per-module directives (`info,cascade_cache=debug`).
     /// `RUST_LOG`, when set, takes precedence.
     pub level: String,
     /// `human` for terminals, `json` (one object per line) for log shippers.

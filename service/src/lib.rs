@@ -1,4 +1,6 @@
-//! Conventions every Cascade server shares, so each tier's binary is only its own logic:
+//! Conventions every Cascade server shares, so each tier's binary is only its own logic. It
+//! sits under every binary (origin, shield, edge, purge bus) and above `cascade-config`, and
+//! knows no tier:
 //!
 //! - [`cli`]: `--config`, `--check`, `--help`, `--version`, and config loading with errors that
 //!   name the field;

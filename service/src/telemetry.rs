@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use cascade_config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// Parses a filter directive such as `info` or `warn,cascade_edge=debug`.
+/// Parses a filter directive such as `info` or `warn,cascade_cache=debug`.
 pub fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(directives).map_err(|e| {
         format!("{directives:?} is not a log filter ({e}); write a level such as \"info\"")
