@@ -8,7 +8,7 @@
 //!
 //! Pure cores: the purge request and its validation ([`request`]), the message on the bus
 //! ([`message`]), what nodes report ([`report`]), catch-up after a gap ([`catchup`]). Shells:
-//! the follower ([`follow`], over [`kafka`] or the embedded bus's feed), and the minimal HTTP
+//! the follower ([`follow()`], over [`kafka`] or the embedded bus's feed), and the minimal HTTP
 //! client ([`client`]) that the `cascade-purge` CLI shares.
 
 pub mod catchup;

@@ -4,7 +4,7 @@
 use super::*;
 
 /// Purges that select at least this many objects remove them in the background; until they
-/// are gone, a [`Tombstone`] hides them from lookups, so the purge takes effect at once.
+/// are gone, a tombstone hides them from lookups, so the purge takes effect at once.
 pub const BULK_PURGE: usize = 10_000;
 
 /// A large delete-purge still being carried out: copies it names that were stored before it
