@@ -8,8 +8,9 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use cascade_service::clock::now_ms;
 use cascade_testkit::{
     CascadeProcess, Garage, HttpResponse, Route, Tansu, TestUpstream, binary_path, raw_request,
     wait_for,
@@ -416,14 +417,4 @@ fn an_edge_refilling_after_a_purge_does_not_get_the_old_copy_from_a_lagging_shie
     );
     assert_eq!(get(&edge, "/vod/title.m4s").text(), "version 2");
     assert_eq!(get(&edge, "/vod/title.m4s").header("x-cache"), Some("hit"));
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
