@@ -12,7 +12,10 @@
 //!   is its Period's start and `S@t` is the segment's start as the packager holds it.
 //! - **Low latency** (chunked CMAF): the segment in progress is listed with its nominal
 //!   duration, and `availabilityTimeOffset` lets clients ask for it once its first part
-//!   exists; the origin streams it as parts arrive.
+//!   exists; the origin streams it as parts arrive. The segment after it is announced too, so
+//!   a player that finishes one segment already knows the next even with a manifest a second
+//!   old (a cache's lifetime); a request for it waits at the origin until it starts. The
+//!   manifest is reloaded every part.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -124,7 +127,9 @@ pub fn live_mpd(stream: &StreamPackager, options: &MpdOptions) -> String {
             iso_duration(end_ms)
         );
     } else {
-        let _ = write!(out, " minimumUpdatePeriod=\"{}\"", iso_duration(segment_ms));
+        // A low-latency player must learn of each segment well within one segment's time.
+        let update_ms = if low_latency { part_ms } else { segment_ms };
+        let _ = write!(out, " minimumUpdatePeriod=\"{}\"", iso_duration(update_ms));
     }
     let _ = writeln!(
         out,
@@ -455,14 +460,29 @@ fn write_representation(
     let nominal = chunked.map_or(0, |c| {
         (c.nominal_segment * f64::from(timescale)).round().max(0.0) as u64
     });
-    let entries = track.segments.iter().map(|s| {
-        let duration = if s.complete {
-            s.duration
-        } else {
-            s.duration.max(nominal)
-        };
-        (s.start, duration)
-    });
+    let mut entries: Vec<(u64, u64)> = track
+        .segments
+        .iter()
+        .map(|s| {
+            let duration = if s.complete {
+                s.duration
+            } else {
+                s.duration.max(nominal)
+            };
+            (s.start, duration)
+        })
+        .collect();
+    // The next segment is announced as soon as this one is in progress (see the module doc).
+    if let Some(last) = track
+        .segments
+        .last()
+        .filter(|s| chunked.is_some() && !s.complete)
+    {
+        entries.push((
+            last.start.saturating_add(last.duration.max(nominal)),
+            nominal,
+        ));
+    }
     for entry in timeline(entries) {
         out.push_str("            <S");
         if let Some(t) = entry.t {
@@ -813,7 +833,8 @@ mod tests {
             attr(&xml, "MPD", "publishTime"),
             Some("2023-11-14T22:14:20.000Z")
         );
-        assert_eq!(attr(&xml, "MPD", "minimumUpdatePeriod"), Some("PT2S"));
+        // Low latency: reloaded every part, so a player learns each segment as it starts.
+        assert_eq!(attr(&xml, "MPD", "minimumUpdatePeriod"), Some("PT0.5S"));
         assert_eq!(attr(&xml, "MPD", "timeShiftBufferDepth"), Some("PT20S"));
         assert_eq!(attr(&xml, "MPD", "minBufferTime"), Some("PT2S"));
         // Low latency: the latency target.
@@ -891,14 +912,16 @@ mod tests {
             attr(hi, "SegmentTemplate", "availabilityTimeComplete"),
             Some("false")
         );
-        // 0 and 1 complete, 2 in progress (one second of it) listed at the nominal 2 s.
+        // 0 and 1 complete, 2 in progress (one second of it) listed at the nominal 2 s, and 3,
+        // which has not started, announced after it.
         let r = p.rendition("720p").unwrap();
         assert!(!r.segments[2].complete);
         assert_eq!(r.segments[2].duration, 15_360);
-        assert!(hi.contains("<SegmentTimeline>\n            <S t=\"0\" d=\"30720\" r=\"2\"/>\n          </SegmentTimeline>"));
-        // Audio: 0 and 1 complete, 2 in progress, at 48 kHz.
+        assert_eq!(r.next_msn(), 3);
+        assert!(hi.contains("<SegmentTimeline>\n            <S t=\"0\" d=\"30720\" r=\"3\"/>\n          </SegmentTimeline>"));
+        // Audio: 0 and 1 complete, 2 in progress, 3 announced, at 48 kHz.
         let audio = representation(&xml, "audio").unwrap();
-        assert!(audio.contains("<S t=\"0\" d=\"96000\" r=\"2\"/>"));
+        assert!(audio.contains("<S t=\"0\" d=\"96000\" r=\"3\"/>"));
 
         let plain = stream_with(not_low_latency(), 5.0);
         let xml = live_mpd(&plain, &options());
@@ -913,7 +936,7 @@ mod tests {
         let xml = live_mpd(&p, &options());
         assert_well_formed(&xml);
         let r = p.rendition("720p").unwrap();
-        // Ten complete segments listed (4..13) and 14 in progress.
+        // Ten complete segments listed (4..13), 14 in progress and 15 announced.
         let first_listed = r
             .segments
             .iter()
@@ -924,7 +947,7 @@ mod tests {
         assert_eq!(first_listed.msn, 4);
         let hi = representation(&xml, "720p").unwrap();
         assert_eq!(attr(hi, "SegmentTemplate", "startNumber"), Some("4"));
-        assert!(hi.contains("<S t=\"122880\" d=\"30720\" r=\"10\"/>"));
+        assert!(hi.contains("<S t=\"122880\" d=\"30720\" r=\"11\"/>"));
         assert_eq!(hi.matches("<S ").count(), 1);
 
         let plain = stream_with(not_low_latency(), 30.0);

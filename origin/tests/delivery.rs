@@ -255,7 +255,7 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
     );
     let id = stream["id"].as_str().unwrap().to_owned();
     let mut publisher = publish(&stream);
-    wait_for_segments(&origin, &id, "480p", 3);
+    wait_for_segments(&origin, &id, "480p", 4);
 
     // Playlists as a player sees them, parsed by m3u8.
     let master = origin.get(&format!("/live/{id}/master.m3u8"));
@@ -305,8 +305,8 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
             p["server_control"]["can_block_reload"], "YES",
             "{name}: {p}"
         );
-        assert_eq!(p["part_target"], 0.5);
-        assert!(p["server_control"]["part_hold_back"].as_f64().unwrap() >= 1.5);
+        assert_eq!(p["part_target"], 0.34);
+        assert!(p["server_control"]["part_hold_back"].as_f64().unwrap() >= 3.0 * 0.34);
         assert!(p["server_control"]["can_skip_until"].as_f64().unwrap() >= 12.0);
         assert_eq!(p["preload_hint"]["type"], "PART");
         assert_eq!(p["rendition_reports"].as_array().unwrap().len(), 2);
@@ -321,7 +321,7 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
         assert!(parts.len() >= 4, "{name} lists its recent parts");
         for part in &parts {
             assert!(
-                part["duration"].as_f64().unwrap() <= 0.5,
+                part["duration"].as_f64().unwrap() <= 0.34,
                 "{name}: part over the target: {part}"
             );
         }

@@ -72,7 +72,7 @@ impl Default for StreamSettings {
             gpu_acceleration: false,
             keyframe_interval: 2.0,
             segment_duration: 2.0,
-            part_duration: 0.5,
+            part_duration: 0.34,
             playlist_length: 10,
             audio_bitrate: 128,
         }
