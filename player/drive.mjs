@@ -8,7 +8,9 @@
 //
 // --quic forces HTTP/3 to that origin; --spki trusts a self-signed certificate (over TCP and
 // QUIC); --switch-after picks another rendition after that many seconds of playback and goes
-// back to automatic once it is shown. Progress goes to stderr every 5 s.
+// back to automatic once it is shown. Progress goes to stderr every 5 s. With DRIVE_REQUESTS=1
+// in the environment, every request (ms since the page was asked, status, path without CMCD)
+// and the page's console also go to stderr, to see what a player asked for and when.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -75,6 +77,15 @@ try {
     if (m.type() === "error") consoleErrors.push(m.text().slice(0, 300));
   });
   page.on("pageerror", (e) => consoleErrors.push(String(e).slice(0, 300)));
+  if (process.env.DRIVE_REQUESTS) {
+    const t0 = Date.now();
+    page.on("requestfinished", async (r) => {
+      const resp = await r.response();
+      console.error(`${Date.now() - t0} ${resp ? resp.status() : "-"} ${r.url().replace(/^https?:\/\/[^/]+/, "").replace(/[?&]CMCD=[^&]*/, "")}`);
+    });
+    page.on("requestfailed", (r) => console.error(`${Date.now() - t0} FAIL ${r.url()} ${r.failure() && r.failure().errorText}`));
+    page.on("console", (m) => console.error(`console ${m.type()} ${m.text().slice(0, 200)}`));
+  }
   const asked = Date.now();
   const response = await page.goto(args.url, { waitUntil: "domcontentloaded", timeout: 15000 });
   const pageStatus = response ? response.status() : null;
