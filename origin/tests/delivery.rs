@@ -644,3 +644,65 @@ fn an_unreachable_archive_does_not_stop_live_delivery() {
 fn libc_sigterm() -> i32 {
     15
 }
+
+/// `(PART-TARGET, every EXT-X-PART DURATION, every EXTINF)` of a media playlist.
+fn part_durations(playlist: &str) -> (f64, Vec<f64>, Vec<f64>) {
+    let number = |text: &str| text.parse::<f64>().unwrap();
+    let mut target = None;
+    let mut parts = Vec::new();
+    let mut segments = Vec::new();
+    for line in playlist.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-PART-INF:PART-TARGET=") {
+            target = Some(number(rest));
+        } else if let Some(rest) = line.strip_prefix("#EXT-X-PART:DURATION=") {
+            parts.push(number(rest.split(',').next().unwrap()));
+        } else if let Some(rest) = line.strip_prefix("#EXTINF:") {
+            segments.push(number(rest.trim_end_matches(',')));
+        }
+    }
+    (target.expect("a PART-TARGET"), parts, segments)
+}
+
+#[test]
+fn default_parts_stay_within_their_target_at_common_frame_rates() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("[storage.fs]\nroot = \"{objects}\"");
+    for fps in [24, 25, 50, 60] {
+        let stream = origin.create(&format!(
+            r#"{{"title": "{fps} fps", "dvr_enabled": false, "settings": {{"resolutions": ["240p"]}}}}"#
+        ));
+        let id = stream["id"].as_str().unwrap().to_owned();
+        let options = BroadcastOptions {
+            width: 426,
+            height: 240,
+            fps,
+            ..BroadcastOptions::default()
+        };
+        let publisher =
+            Broadcaster::start(stream["rtmp_ingest_url"].as_str().unwrap(), &options).unwrap();
+        wait_for_segments(&origin, &id, "240p", 3);
+        for rendition in ["240p", "audio"] {
+            let playlist = origin
+                .get(&format!("/live/{id}/{rendition}/playlist.m3u8"))
+                .text();
+            let (target, parts, segments) = part_durations(&playlist);
+            assert_eq!(target, 0.34, "{fps} fps {rendition}:\n{playlist}");
+            assert!(parts.len() >= 6, "{fps} fps {rendition}:\n{playlist}");
+            for part in &parts {
+                assert!(
+                    *part <= target && *part >= target / 2.0,
+                    "{fps} fps {rendition}: a part of {part} s against a target of {target} s:\n{playlist}"
+                );
+            }
+            for segment in &segments {
+                assert!(
+                    (1.8..=2.2).contains(segment),
+                    "{fps} fps {rendition}: a segment of {segment} s:\n{playlist}"
+                );
+            }
+        }
+        drop(publisher);
+        let (status, _) = origin.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
+        assert_eq!(status, 200);
+    }
+}
