@@ -129,7 +129,7 @@ impl TokenKey {
         if now > expiry {
             return Err(TokenError::Expired);
         }
-        if !path.starts_with(prefix) {
+        if !covers(prefix, path) {
             return Err(TokenError::WrongPath);
         }
         Ok(())
@@ -139,6 +139,15 @@ impl TokenKey {
         let mut mac = self.mac.clone();
         feed(&mut mac, expiry, bound, prefix, client);
         mac.finalize().into_bytes().to_vec()
+    }
+}
+
+/// Whether a token granting `prefix` covers `path`: the prefix itself, or what lies below it
+/// at a `/` boundary (a token for `/live/abc` opens `/live/abc/1.m4s`, not `/live/abcd/`).
+fn covers(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
     }
 }
 
@@ -188,6 +197,29 @@ mod tests {
             verify(&key, &path, NOW, ip("10.1.1.1")),
             Ok("/live/abc/720p/12.m4s"),
             "an unbound token works from anywhere"
+        );
+    }
+
+    #[test]
+    fn a_prefix_grants_only_at_a_path_boundary() {
+        let key = TokenKey::new(b"secret");
+        let open = key.sign("/live/abc", NOW + 60, None);
+        assert_eq!(
+            verify(&key, &format!("/t/{open}/live/abc/720p/1.m4s"), NOW, None),
+            Ok("/live/abc/720p/1.m4s")
+        );
+        assert_eq!(
+            verify(&key, &format!("/t/{open}/live/abc"), NOW, None),
+            Ok("/live/abc")
+        );
+        assert_eq!(
+            verify(&key, &format!("/t/{open}/live/abcd/720p/1.m4s"), NOW, None),
+            Err(TokenError::WrongPath)
+        );
+        let slash = key.sign("/live/abc/", NOW + 60, None);
+        assert_eq!(
+            verify(&key, &format!("/t/{slash}/live/abcd/1.m4s"), NOW, None),
+            Err(TokenError::WrongPath)
         );
     }
 
