@@ -208,21 +208,35 @@ fn decode_unreserved(segment: &str) -> Result<String, KeyError> {
 }
 
 fn keep_query(query: &str, keyed: &[String]) -> String {
-    let mut kept: Vec<&str> = query
+    let mut kept: Vec<String> = query
         .split('&')
         .filter(|pair| {
             let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
             !name.is_empty() && keyed.iter().any(|k| k == name)
         })
+        .map(canonical_number)
         .collect();
     kept.sort_by(|a, b| {
-        let name = |p: &&str| p.split_once('=').map_or(*p, |(n, _)| n).to_owned();
+        let name = |p: &String| p.split_once('=').map_or(p.as_str(), |(n, _)| n).to_owned();
         name(a).cmp(&name(b))
     });
     kept.dedup_by(|a, b| {
-        a.split_once('=').map_or(*a, |(n, _)| n) == b.split_once('=').map_or(*b, |(n, _)| n)
+        a.split_once('=').map_or(a.as_str(), |(n, _)| n)
+            == b.split_once('=').map_or(b.as_str(), |(n, _)| n)
     });
     kept.join("&")
+}
+
+/// `name=value` with a decimal value written without leading zeros (`_HLS_msn=010` is
+/// `_HLS_msn=10`), so one answer is not cached, and fetched, once per spelling.
+fn canonical_number(pair: &str) -> String {
+    match pair.split_once('=') {
+        Some((name, value)) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+            let digits = value.trim_start_matches('0');
+            format!("{name}={}", if digits.is_empty() { "0" } else { digits })
+        }
+        _ => pair.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +306,18 @@ mod tests {
         assert!(normalise_path("/live/%zz").is_err());
         assert!(normalise_path("/live/%4").is_err());
         assert!(normalise_path("live").is_err());
+    }
+
+    #[test]
+    fn numeric_query_values_are_canonical() {
+        let a = key("h", "/p.m3u8?_HLS_msn=010&_HLS_part=00").unwrap();
+        let b = key("h", "/p.m3u8?_HLS_part=0&_HLS_msn=10").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.query(), "_HLS_msn=10&_HLS_part=0");
+        assert_eq!(a.upstream_target(), "/p.m3u8?_HLS_msn=10&_HLS_part=0");
+        // Not a number: kept as sent, for the origin to refuse.
+        let c = key("h", "/p.m3u8?_HLS_msn=+1&_HLS_skip=YES").unwrap();
+        assert_eq!(c.query(), "_HLS_msn=+1&_HLS_skip=YES");
     }
 
     #[test]
