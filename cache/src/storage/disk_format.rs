@@ -147,8 +147,11 @@ impl DiskHeader {
         let meta_header = r.bytes()?.to_vec();
         let body_len = r.u64()?;
         let block_size = r.u32()?;
-        if block_size == 0 {
-            return Err(FormatError::Malformed("block size 0"));
+        // Pinned: a hit reads one block into memory, so a crafted file must not choose its size.
+        if block_size != BLOCK_SIZE {
+            return Err(FormatError::Malformed(
+                "block size is not this format's 256 KiB",
+            ));
         }
         let crc_count = r.u32()?;
         if u64::from(crc_count) != body_len.div_ceil(u64::from(block_size)) {
@@ -343,6 +346,21 @@ mod tests {
         block[100] ^= 0x10;
         assert!(!header.block_is_intact(2, &block));
         assert!(!header.block_is_intact(2, &whole[start as usize..whole.len() - 1]));
+    }
+
+    #[test]
+    fn a_header_asking_for_another_block_size_is_refused() {
+        for block_size in [0, 1, u32::MAX] {
+            let mut header = sample(&[Bytes::from_static(b"abc")]);
+            header.block_size = block_size;
+            header.block_crcs =
+                vec![0; header.body_len.div_ceil(u64::from(block_size.max(1))) as usize];
+            assert_eq!(
+                decode_all(&header.encode()).unwrap_err(),
+                FormatError::Malformed("block size is not this format's 256 KiB"),
+                "block size {block_size}"
+            );
+        }
     }
 
     #[test]
