@@ -35,7 +35,7 @@ pub use services::{
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use tls::{CertificateConfig, TlsConfig};
 pub use validate::Problem;
-pub use values::{ByteSize, HumanDuration, ListenAddr, Secret};
+pub use values::{ByteSize, DatabaseUrl, HumanDuration, ListenAddr, Secret};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::http3::Http3Config;
 use crate::kafka::is_host_port;
 use crate::validate::Problems;
-use crate::values::{ByteSize, HumanDuration, ListenAddr, Secret};
+use crate::values::{ByteSize, DatabaseUrl, HumanDuration, ListenAddr, Secret};
 
 /// The longest graceful shutdown we accept: a stuck drain must not hold a deploy for ever.
 pub const MAX_SHUTDOWN_GRACE: HumanDuration = HumanDuration::secs(600);
@@ -40,7 +40,7 @@ pub struct OriginConfig {
     /// Host name put in ingest and playback URLs; empty: the host of `listen`.
     pub public_host: String,
     /// Stream registry: `sqlite://path` (embedded, created if missing) or `postgres://...`.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Management API tokens (`read` lists and gets, `write` also changes); with none, the
     /// API refuses every request.
     pub tokens: Vec<ApiTokenConfig>,
@@ -67,7 +67,7 @@ impl Default for OriginConfig {
             admin_listen: ListenAddr::loopback(9080),
             shutdown_grace: HumanDuration::secs(10),
             public_host: String::new(),
-            database_url: "sqlite://data/origin/registry.db".into(),
+            database_url: DatabaseUrl::new("sqlite://data/origin/registry.db"),
             tokens: Vec::new(),
             reconnect_grace: HumanDuration::secs(30),
             max_live_streams: 100,
@@ -82,9 +82,10 @@ impl OriginConfig {
     pub(crate) fn validate(&self, p: &mut Problems) {
         validate_service(self, p);
         validate_tokens("origin.tokens", &self.tokens, p);
-        if !(self.database_url.starts_with("sqlite:")
-            || self.database_url.starts_with("postgres://")
-            || self.database_url.starts_with("postgresql://"))
+        let url = self.database_url.expose();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
         {
             p.push(
                 "origin.database_url",
@@ -421,7 +422,7 @@ pub struct ShieldConfig {
     pub clients: ClientConfig,
     /// Disk tier.
     pub disk: DiskCacheConfig,
-    /// Unix socket for `--upgrade` hand-over; empty: `/tmp/cascade-shield-<listen port>.upgrade.sock`.
+    /// Unix socket for `--upgrade` hand-over; empty: `<runtime dir>/shield-<listen port>.upgrade.sock` (see `cascade_service::runtime`).
     pub upgrade_socket: String,
     /// Following the purge bus.
     pub purge: PurgeFeedConfig,
@@ -457,6 +458,16 @@ impl ShieldConfig {
             );
         }
         validate_upstreams("shield.origins", &self.origins, p);
+        if self.fill_secret.is_empty() && !self.listen.0.ip().is_loopback() {
+            p.push(
+                "shield.fill_secret",
+                format!(
+                    "is required when shield.listen ({}) is not a loopback address: without it, \
+                     anyone who reaches the shield can make it fetch from the origin",
+                    self.listen
+                ),
+            );
+        }
         self.cache.validate("shield", p);
         self.clients.validate("shield", p);
         self.purge.validate("shield", p);
@@ -518,7 +529,7 @@ pub struct EdgeConfig {
     /// Sites (host names) this edge serves; requests for any other host get 421.
     pub sites: Vec<SiteConfig>,
     /// Unix socket through which a new instance started with `--upgrade` receives this one's
-    /// listening sockets; empty: `/tmp/cascade-edge-<listen port>.upgrade.sock`.
+    /// listening sockets; empty: `<runtime dir>/edge-<listen port>.upgrade.sock` (see `cascade_service::runtime`).
     pub upgrade_socket: String,
     /// Following the purge bus.
     pub purge: PurgeFeedConfig,

@@ -230,6 +230,36 @@ impl Serialize for Secret {
     }
 }
 
+/// A database URL. It is configuration, so it is written out as given, but its `Debug` form
+/// (what logs and panics show) hides a password: `postgres://app:<redacted>@db/cascade`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The URL itself, password included.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = self.0.split_once("://").and_then(|(scheme, rest)| {
+            let authority = rest.split('/').next()?;
+            let (userinfo, host) = authority.rsplit_once('@')?;
+            let (user, _password) = userinfo.split_once(':')?;
+            let path = &rest[authority.len()..];
+            Some(format!("{scheme}://{user}:<redacted>@{host}{path}"))
+        });
+        write!(f, "DatabaseUrl({:?})", hidden.as_deref().unwrap_or(&self.0))
+    }
+}
+
 /// Accepts a string (parsed with `FromStr`) or, for numeric types, an integer given as its
 /// decimal spelling, so `shutdown_grace = 10` and `shutdown_grace = "10s"` both work.
 struct FromStrVisitor<T> {
@@ -265,6 +295,26 @@ impl<T: FromStr<Err = String>> Visitor<'_> for FromStrVisitor<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_only_the_password() {
+        let url = DatabaseUrl::new("postgres://app:s3cr3t@db:5432/cascade?sslmode=require");
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert_eq!(
+            shown,
+            "DatabaseUrl(\"postgres://app:<redacted>@db:5432/cascade?sslmode=require\")"
+        );
+        assert_eq!(
+            url.expose(),
+            "postgres://app:s3cr3t@db:5432/cascade?sslmode=require"
+        );
+        let file = DatabaseUrl::new("sqlite://data/origin/registry.db");
+        assert_eq!(
+            format!("{file:?}"),
+            "DatabaseUrl(\"sqlite://data/origin/registry.db\")"
+        );
+    }
 
     #[test]
     fn durations_parse_in_every_unit() {

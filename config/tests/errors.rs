@@ -131,6 +131,14 @@ fn bad_configs_are_refused_with_a_line_naming_origin_field_and_fix() {
             &["shield.origins: is empty: the shield needs at least one origin to fill from"],
         ),
         (
+            "public shield without a fill secret",
+            "[shield]\nlisten = \"0.0.0.0:8081\"\n",
+            &[],
+            &[
+                "shield.fill_secret: is required when shield.listen (0.0.0.0:8081) is not a loopback address",
+            ],
+        ),
+        (
             "shield origin not host:port",
             "[shield]\norigins = [\"127.0.0.1:8080\", \"http://backup\"]\n",
             &[],

@@ -33,7 +33,7 @@ use crate::streams::registry::Registry;
 /// Runs the origin until shutdown.
 pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     let config = ctx.config.origin.clone();
-    let registry = Registry::open(&config.database_url).await?;
+    let registry = Registry::open(config.database_url.expose()).await?;
     let store =
         store::open(&ctx.config.storage).context("storage: cannot open the object store")?;
     let (archive_tx, archive_rx) = mpsc::unbounded_channel();
