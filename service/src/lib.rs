@@ -9,7 +9,8 @@
 //! - [`readiness`]: the conditions `/readyz` waits for;
 //! - [`shutdown`]: SIGINT/SIGTERM handling with a bounded grace period;
 //! - [`run`]: the `main` that ties them together for a tokio-based server;
-//! - [`clock`] and [`sync`]: the one wall clock (Unix milliseconds) and the one lock helper.
+//! - [`clock`] and [`sync`]: the one wall clock (Unix milliseconds) and the one lock helper;
+//! - [`runtime`]: the private directory for runtime files (upgrade socket, generated certificate).
 
 pub mod admin;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod json;
 pub mod metrics;
 pub mod readiness;
 pub mod run;
+pub mod runtime;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;

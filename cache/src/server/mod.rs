@@ -213,7 +213,7 @@ fn serve(
 
     let readiness = Readiness::new();
     let started = readiness.gate("traffic listener starting");
-    let mut server = pingora_server(tier, upgrade);
+    let mut server = pingora_server(tier, upgrade)?;
     // Requests are GET/HEAD/OPTIONS with headers of a few hundred bytes: plain connections read
     // straight into the request parser's buffer. Pingora's default 64 KiB read buffer per
     // connection cost a thousand viewers arriving at once 64 MiB of freshly zeroed pages.
@@ -329,14 +329,14 @@ fn bind_ports(tier: &TierSettings, upgrade: bool) -> anyhow::Result<Option<std::
 
 /// The pingora server of one tier, bootstrapped (or waiting for the running instance's
 /// sockets when upgrading).
-fn pingora_server(tier: &TierSettings, upgrade: bool) -> Server {
+fn pingora_server(tier: &TierSettings, upgrade: bool) -> anyhow::Result<Server> {
     // No fixed grace sleep: `Drain` waits for in-flight requests before asking for shutdown.
     let conf = ServerConf {
         threads: tier.threads,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         max_retries: tier.upstream_count() + 2,
-        upgrade_sock: upgrade_socket(tier),
+        upgrade_sock: upgrade_socket(tier)?,
         ..ServerConf::default()
     };
     if upgrade {
@@ -348,7 +348,7 @@ fn pingora_server(tier: &TierSettings, upgrade: bool) -> Server {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    server
+    Ok(server)
 }
 
 /// The traffic service: the caching proxy on every listener, under the connection layer
@@ -385,19 +385,20 @@ fn traffic_service(
 }
 
 /// The hand-over socket for `--upgrade`.
-fn upgrade_socket(tier: &TierSettings) -> String {
-    if tier.upgrade_socket.is_empty() {
-        std::env::temp_dir()
-            .join(format!(
-                "cascade-{}-{}.upgrade.sock",
-                tier.name,
-                tier.listen.0.port()
-            ))
-            .display()
-            .to_string()
-    } else {
-        tier.upgrade_socket.clone()
+fn upgrade_socket(tier: &TierSettings) -> anyhow::Result<String> {
+    if !tier.upgrade_socket.is_empty() {
+        return Ok(tier.upgrade_socket.clone());
     }
+    let dir = cascade_service::runtime::dir()
+        .map_err(|e| anyhow!("{}.upgrade_socket is empty and {e}", tier.name))?;
+    Ok(dir
+        .join(format!(
+            "{}-{}.upgrade.sock",
+            tier.name,
+            tier.listen.0.port()
+        ))
+        .display()
+        .to_string())
 }
 
 /// Serves the admin listener and opens the readiness gate once the traffic port accepts.

@@ -98,8 +98,9 @@ pub fn start(
         ));
     }
     if let Some(pem) = certs.self_signed_pem() {
-        let path =
-            std::env::temp_dir().join(format!("cascade-{}-{}.pem", tier.name, tls_listen.0.port()));
+        let path = cascade_service::runtime::dir()
+            .map_err(|e| anyhow!("tls: no certificate is configured and {e}"))?
+            .join(format!("{}-{}.pem", tier.name, tls_listen.0.port()));
         std::fs::write(&path, pem).with_context(|| format!("cannot write {}", path.display()))?;
         tracing::warn!(
             certificate = %path.display(),
