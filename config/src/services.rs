@@ -545,6 +545,9 @@ pub struct SiteConfig {
     pub hosts: Vec<String>,
     /// Secret for signed URLs (`/t/<token>/...`); empty: no token needed.
     pub token_secret: Secret,
+    /// Longest a signed URL may stay valid: a token expiring further ahead is refused, so a
+    /// leaked signing mistake cannot hand out a URL that works for years.
+    pub token_max_lifetime: HumanDuration,
     /// Answer CORS preflights and add `Access-Control-Allow-Origin: *` (players need it).
     pub cors: bool,
 }
@@ -554,6 +557,7 @@ impl Default for SiteConfig {
         Self {
             hosts: Vec::new(),
             token_secret: Secret::default(),
+            token_max_lifetime: HumanDuration::secs(86_400),
             cors: true,
         }
     }
@@ -624,6 +628,12 @@ impl EdgeConfig {
                 p.push(
                     format!("edge.sites[{i}].hosts"),
                     "must list at least one host name",
+                );
+            }
+            if site.token_max_lifetime.0.is_zero() {
+                p.push(
+                    format!("edge.sites[{i}].token_max_lifetime"),
+                    "must be longer than 0s",
                 );
             }
             for host in &site.hosts {

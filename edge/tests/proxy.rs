@@ -367,6 +367,22 @@ fn signed_urls_are_checked_and_stripped() {
     );
     let escape = get(&edge, &format!("/t/{token}/live/s/../other/1.m4s"));
     assert_eq!(escape.status, 403, "`..` cannot leave the granted prefix");
+    let no_slash = key.sign("/live/s", now + 60, None);
+    let sibling = get(&edge, &format!("/t/{no_slash}/live/sother/1.m4s"));
+    assert_eq!(sibling.status, 403, "a prefix grants only at a / boundary");
+    assert!(
+        sibling.text().contains("does not cover this path"),
+        "{}",
+        sibling.text()
+    );
+    let forever = key.sign("/live/s/", now + 10 * 365 * 86_400, None);
+    let too_long = get(&edge, &format!("/t/{forever}/live/s/720p/1.m4s"));
+    assert_eq!(too_long.status, 403, "longer than the default 1d maximum");
+    assert!(
+        too_long.text().contains("further ahead"),
+        "{}",
+        too_long.text()
+    );
     let bound_elsewhere = key.sign("/live/s/", now + 60, Some("192.0.2.1".parse().unwrap()));
     assert_eq!(
         get(&edge, &format!("/t/{bound_elsewhere}/live/s/720p/1.m4s")).status,

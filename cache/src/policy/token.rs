@@ -36,12 +36,17 @@ pub enum TokenError {
     /// Bound to another client address.
     #[error("the URL token is bound to another client address")]
     WrongClient,
+    /// Valid for longer than the site allows.
+    #[error("the URL token expires further ahead than this site allows")]
+    TooLong,
 }
 
 /// Signs and verifies tokens with one secret.
 #[derive(Clone)]
 pub struct TokenKey {
     mac: HmacSha256,
+    /// Longest lifetime accepted, in seconds (`None`: any).
+    max_lifetime: Option<u64>,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -59,7 +64,16 @@ impl TokenKey {
         // HMAC accepts keys of any length, so this cannot fail.
         let mac = HmacSha256::new_from_slice(secret)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        Self { mac }
+        Self {
+            mac,
+            max_lifetime: None,
+        }
+    }
+
+    /// The same key, refusing tokens that expire more than `seconds` after the check.
+    pub fn with_max_lifetime(mut self, seconds: u64) -> Self {
+        self.max_lifetime = Some(seconds);
+        self
     }
 
     /// A token granting `prefix` until `expiry` (unix seconds), optionally only to `client`.
@@ -129,6 +143,12 @@ impl TokenKey {
         if now > expiry {
             return Err(TokenError::Expired);
         }
+        if self
+            .max_lifetime
+            .is_some_and(|max| expiry > now.saturating_add(max))
+        {
+            return Err(TokenError::TooLong);
+        }
         if !covers(prefix, path) {
             return Err(TokenError::WrongPath);
         }
@@ -197,6 +217,33 @@ mod tests {
             verify(&key, &path, NOW, ip("10.1.1.1")),
             Ok("/live/abc/720p/12.m4s"),
             "an unbound token works from anywhere"
+        );
+    }
+
+    #[test]
+    fn a_token_living_longer_than_the_site_allows_is_refused() {
+        let key = TokenKey::new(b"secret").with_max_lifetime(3_600);
+        let hour = key.sign("/live/", NOW + 3_600, None);
+        assert!(verify(&key, &format!("/t/{hour}/live/a.m3u8"), NOW, None).is_ok());
+        let decade = key.sign("/live/", NOW + 10 * 365 * 86_400, None);
+        assert_eq!(
+            verify(&key, &format!("/t/{decade}/live/a.m3u8"), NOW, None),
+            Err(TokenError::TooLong)
+        );
+        // Closer to its expiry, the same token is within the limit.
+        let day = key.sign("/live/", NOW + 86_400, None);
+        assert_eq!(
+            verify(&key, &format!("/t/{day}/live/a.m3u8"), NOW, None),
+            Err(TokenError::TooLong)
+        );
+        assert!(
+            verify(
+                &key,
+                &format!("/t/{day}/live/a.m3u8"),
+                NOW + 86_400 - 60,
+                None
+            )
+            .is_ok()
         );
     }
 

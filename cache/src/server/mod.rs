@@ -128,8 +128,10 @@ pub fn build_proxy(
         HostPolicy::Sites(configured) => {
             let mut sites = Sites::default();
             for site in configured {
-                let token = (!site.token_secret.is_empty())
-                    .then(|| TokenKey::new(site.token_secret.expose().as_bytes()));
+                let token = (!site.token_secret.is_empty()).then(|| {
+                    TokenKey::new(site.token_secret.expose().as_bytes())
+                        .with_max_lifetime(site.token_max_lifetime.0.as_secs())
+                });
                 sites.insert(
                     &site.hosts,
                     Site {
