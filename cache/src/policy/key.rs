@@ -6,6 +6,7 @@
 //! upstream is rewritten to exactly what the key names, so an unkeyed detail can never make
 //! the upstream produce a different body under the same key (cache poisoning).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The query parameters kept by default: LL-HLS blocking reload and delta updates.
@@ -208,7 +209,7 @@ fn decode_unreserved(segment: &str) -> Result<String, KeyError> {
 }
 
 fn keep_query(query: &str, keyed: &[String]) -> String {
-    let mut kept: Vec<String> = query
+    let mut kept: Vec<Cow<'_, str>> = query
         .split('&')
         .filter(|pair| {
             let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
@@ -217,25 +218,32 @@ fn keep_query(query: &str, keyed: &[String]) -> String {
         .map(canonical_number)
         .collect();
     kept.sort_by(|a, b| {
-        let name = |p: &String| p.split_once('=').map_or(p.as_str(), |(n, _)| n).to_owned();
+        let name = |p: &'_ Cow<'_, str>| p.split_once('=').map_or(&**p, |(n, _)| n).to_owned();
         name(a).cmp(&name(b))
     });
     kept.dedup_by(|a, b| {
-        a.split_once('=').map_or(a.as_str(), |(n, _)| n)
-            == b.split_once('=').map_or(b.as_str(), |(n, _)| n)
+        a.split_once('=').map_or(&**a, |(n, _)| n) == b.split_once('=').map_or(&**b, |(n, _)| n)
     });
     kept.join("&")
 }
 
 /// `name=value` with a decimal value written without leading zeros (`_HLS_msn=010` is
-/// `_HLS_msn=10`), so one answer is not cached, and fetched, once per spelling.
-fn canonical_number(pair: &str) -> String {
+/// `_HLS_msn=10`), so one answer is not cached, and fetched, once per spelling. Allocates only
+/// for a value that had leading zeros.
+fn canonical_number(pair: &str) -> Cow<'_, str> {
     match pair.split_once('=') {
-        Some((name, value)) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+        Some((name, value))
+            if value.len() > 1
+                && value.starts_with('0')
+                && value.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             let digits = value.trim_start_matches('0');
-            format!("{name}={}", if digits.is_empty() { "0" } else { digits })
+            Cow::Owned(format!(
+                "{name}={}",
+                if digits.is_empty() { "0" } else { digits }
+            ))
         }
-        _ => pair.to_owned(),
+        _ => Cow::Borrowed(pair),
     }
 }
 
