@@ -619,7 +619,14 @@ fn the_api_names_bad_fields_and_refuses_bad_tokens() {
             .status,
         401
     );
-    assert_eq!(origin.request("GET", &path, Some(VIEWER), "").status, 200);
+    let read = origin.request("GET", &path, Some(VIEWER), "");
+    assert_eq!(read.status, 200);
+    let key = stream["stream_key"].as_str().unwrap();
+    let shown = String::from_utf8_lossy(&read.body).into_owned();
+    assert!(
+        !shown.contains(key) && !shown.contains("stream_key"),
+        "GET shows no stream key: {shown}"
+    );
     assert_eq!(
         origin.request("DELETE", &path, Some(VIEWER), "").status,
         403
@@ -651,6 +658,10 @@ fn the_api_names_bad_fields_and_refuses_bad_tokens() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [id]);
+    assert!(
+        !list.to_string().contains(key),
+        "a list shows no stream key: {list}"
+    );
     assert_eq!(list["limit"], 20);
     let (_, page) = origin.json("GET", "/api/v1/livestreams?limit=1&offset=1", "");
     assert_eq!(page["streams"].as_array().unwrap().len(), 1);

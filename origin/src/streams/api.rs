@@ -4,14 +4,16 @@
 //! | method | path | does |
 //! |---|---|---|
 //! | POST | `/api/v1/livestreams` | create (201: id, stream key, ingest and playback URLs) |
+//! | POST | `/api/v1/livestreams/:id/rotate_key` | new key; the old one stops working |
 //! | GET | `/api/v1/livestreams?status=&user_id=&limit=&offset=` | list, newest first |
 //! | GET | `/api/v1/livestreams/:id` | one stream, with its live ingest state |
 //! | PATCH | `/api/v1/livestreams/:id` | change title, DVR, latency, settings |
 //! | DELETE | `/api/v1/livestreams/:id` | stop if live, then delete |
 //! | POST | `/api/v1/livestreams/:id/start` | accept a publisher again after `ended` |
 //! | POST | `/api/v1/livestreams/:id/stop` | disconnect the publisher, end the stream |
-//! | POST | `/api/v1/livestreams/:id/rotate_key` | new key; the old one stops working |
 //! | GET | `/api/v1/livestreams/:id/events?limit=&offset=` | events, oldest first |
+//!
+//! The stream key is in the answers to create and rotate only: the registry stores its digest.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,8 +165,6 @@ impl StreamApi {
             "description": c.description,
             "user_id": stream.user_id,
             "status": stream.status.as_str(),
-            "stream_key": stream.stream_key,
-            "rtmp_ingest_url": self.urls.ingest(&stream.stream_key),
             "master_playlist": hls,
             "playback": { "hls": hls, "dash": self.urls.dash(&stream.id) },
             "dvr_enabled": c.dvr_enabled,
@@ -177,6 +177,15 @@ impl StreamApi {
             "ingest": self.live.view(&stream.id),
             "renditions": self.live.renditions(&stream.id),
         })
+    }
+
+    /// The stream with its key and ingest URL: only in the answers to create and rotate, since
+    /// the registry keeps nothing but the key's digest.
+    fn with_key(&self, stream: &StreamRecord, key: &str) -> Value {
+        let mut body = self.stream_json(stream);
+        body["stream_key"] = json!(key);
+        body["rtmp_ingest_url"] = json!(self.urls.ingest(key));
+        body
     }
 
     fn event_json(event: &EventRecord) -> Value {
@@ -293,14 +302,14 @@ impl StreamApi {
         request
             .validate(self.nvenc.load(Ordering::Relaxed))
             .map_err(|e| Box::new(bad_request(Some(&e.field), &e)))?;
-        let stream = self
+        let (stream, key) = self
             .live
             .registry()
             .create(&request.user_id, &StreamConfig::from(&request))
             .await
             .map_err(|e| Box::new(internal(e)))?;
         tracing::info!(stream = %stream.id, "live stream created");
-        let mut response = json_response(StatusCode::CREATED, &self.stream_json(&stream));
+        let mut response = json_response(StatusCode::CREATED, &self.with_key(&stream, &key));
         if let Ok(location) = HeaderValue::from_str(&format!("{PREFIX}/{}", stream.id)) {
             response
                 .headers_mut()
@@ -500,7 +509,7 @@ impl StreamApi {
         let mut body = self.stream_json(&stream);
         body["message"] = json!(format!(
             "{message}; publish to {}",
-            self.urls.ingest(&stream.stream_key)
+            self.urls.ingest("<stream_key>")
         ));
         Ok(json_response(StatusCode::OK, &body))
     }
@@ -528,13 +537,13 @@ impl StreamApi {
     }
 
     async fn rotate_key(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
-        let stream = match self.live.registry().rotate_key(id).await {
-            Ok(Some(stream)) => stream,
+        let (stream, key) = match self.live.registry().rotate_key(id).await {
+            Ok(Some(rotated)) => rotated,
             Ok(None) => return Err(Box::new(not_found(id))),
             Err(e) => return Err(Box::new(internal(e))),
         };
         tracing::info!(stream = %id, "stream key rotated");
-        Ok(json_response(StatusCode::OK, &self.stream_json(&stream)))
+        Ok(json_response(StatusCode::OK, &self.with_key(&stream, &key)))
     }
 
     async fn events(&self, id: &str, query: &str) -> Result<HttpResponse, Box<HttpResponse>> {

@@ -37,8 +37,6 @@ pub struct StreamRecord {
     pub user_id: String,
     /// Status.
     pub status: Status,
-    /// The current stream key.
-    pub stream_key: String,
     /// Title, settings and the rest.
     pub config: StreamConfig,
     /// Unix ms.
@@ -85,8 +83,7 @@ pub struct Registry {
     pool: AnyPool,
 }
 
-const STREAM_COLUMNS: &str =
-    "id, user_id, status, stream_key, config, created_at, started_at, ended_at";
+const STREAM_COLUMNS: &str = "id, user_id, status, config, created_at, started_at, ended_at";
 
 impl Registry {
     /// Opens (creating if needed) the database at `url` and brings its schema up to date.
@@ -117,8 +114,26 @@ impl Registry {
                 url.push_str("mode=rwc");
             }
         }
+        let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL lets readers go on during a write; the busy timeout waits out a
+                        // writer instead of failing; secure_delete zeroes what is deleted (keys
+                        // dropped by migration 0003 do not linger in free pages).
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA busy_timeout = 5000",
+                            "PRAGMA secure_delete = ON",
+                        ] {
+                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("origin.database_url: cannot open the registry: {e}"))?;
@@ -131,36 +146,36 @@ impl Registry {
         Ok(Self { pool })
     }
 
-    /// Stores a new idle stream with a fresh key.
+    /// Stores a new idle stream with a fresh key, and returns the key: this is the only time
+    /// it is known, since the registry keeps its digest alone.
     pub async fn create(
         &self,
         user_id: &str,
         config: &StreamConfig,
-    ) -> Result<StreamRecord, RegistryError> {
+    ) -> Result<(StreamRecord, String), RegistryError> {
+        let key = model::new_stream_key()?;
         let record = StreamRecord {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: user_id.to_owned(),
             status: Status::Idle,
-            stream_key: model::new_stream_key()?,
             config: config.clone(),
             created_at: now_ms_i64(),
             started_at: None,
             ended_at: None,
         };
         sqlx::query(
-            "INSERT INTO streams (id, user_id, status, stream_key, key_digest, config, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO streams (id, user_id, status, key_digest, config, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&record.id)
         .bind(&record.user_id)
         .bind(record.status.as_str())
-        .bind(&record.stream_key)
-        .bind(model::key_digest(&record.stream_key))
+        .bind(model::key_digest(&key))
         .bind(config_json(config))
         .bind(record.created_at)
         .execute(&self.pool)
         .await?;
-        Ok(record)
+        Ok((record, key))
     }
 
     /// The stream `id`.
@@ -259,11 +274,13 @@ impl Registry {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Gives the stream a new key; the old one stops working at once.
-    pub async fn rotate_key(&self, id: &str) -> Result<Option<StreamRecord>, RegistryError> {
+    /// Gives the stream a new key, returned this once; the old one stops working at once.
+    pub async fn rotate_key(
+        &self,
+        id: &str,
+    ) -> Result<Option<(StreamRecord, String)>, RegistryError> {
         let key = model::new_stream_key()?;
-        let done = sqlx::query("UPDATE streams SET stream_key = $1, key_digest = $2 WHERE id = $3")
-            .bind(&key)
+        let done = sqlx::query("UPDATE streams SET key_digest = $1 WHERE id = $2")
             .bind(model::key_digest(&key))
             .bind(id)
             .execute(&self.pool)
@@ -271,7 +288,7 @@ impl Registry {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        self.get(id).await
+        Ok(self.get(id).await?.map(|stream| (stream, key)))
     }
 
     /// Removes the stream and its events.
@@ -543,7 +560,6 @@ fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, RegistryError> {
         status: Status::parse(&status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
         config: serde_json::from_str(&config).map_err(|e| corrupt(format!("config: {e}")))?,
         user_id: row.try_get("user_id")?,
-        stream_key: row.try_get("stream_key")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         ended_at: row.try_get("ended_at")?,
@@ -580,6 +596,52 @@ mod tests {
         assert_eq!(again.get(&kept.id).await.unwrap().unwrap(), kept);
     }
 
+    /// A registry written before keys were stored as digests alone: after the upgrade its
+    /// plaintext keys are gone from the file and the keys still publish.
+    #[tokio::test]
+    async fn upgrading_drops_plaintext_keys_and_keeps_them_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir(&old).unwrap();
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for name in ["0001_registry.sql", "0002_recordings.sql"] {
+            std::fs::copy(here.join(name), old.join(name)).unwrap();
+        }
+        let path = dir.path().join("registry.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new().connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        let key = "old-plaintext-key-0123456789abcdef";
+        sqlx::query(
+            "INSERT INTO streams (id, user_id, status, stream_key, key_digest, config, created_at) \
+             VALUES ('s1', 'u', 'idle', $1, $2, $3, 1)",
+        )
+        .bind(key)
+        .bind(model::key_digest(key))
+        .bind(config_json(&config("old")))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let registry = Registry::open(&url).await.unwrap();
+        assert_eq!(registry.find_by_key(key).await.unwrap().unwrap().id, "s1");
+        registry.pool.close().await;
+        for file in ["registry.db", "registry.db-wal"] {
+            let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "the plaintext key is still in {file}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn postgres_stores_streams_the_same_way() {
         let server = cascade_testkit::Postgres::start().unwrap();
@@ -591,16 +653,11 @@ mod tests {
 
     /// Every operation; returns a stream that is still stored.
     async fn exercise(registry: &Registry) -> StreamRecord {
-        let a = registry.create("alice", &config("a")).await.unwrap();
-        let b = registry.create("bob", &config("b")).await.unwrap();
+        let (a, _) = registry.create("alice", &config("a")).await.unwrap();
+        let (b, b_key) = registry.create("bob", &config("b")).await.unwrap();
         assert_eq!(registry.get(&a.id).await.unwrap().unwrap(), a);
         assert_eq!(
-            registry
-                .find_by_key(&b.stream_key)
-                .await
-                .unwrap()
-                .unwrap()
-                .id,
+            registry.find_by_key(&b_key).await.unwrap().unwrap().id,
             b.id
         );
         assert!(registry.find_by_key("nope").await.unwrap().is_none());
@@ -636,9 +693,14 @@ mod tests {
         };
         assert_eq!(registry.list(&second_page).await.unwrap().0[0].id, a.id);
 
-        let rotated = registry.rotate_key(&b.id).await.unwrap().unwrap();
-        assert_ne!(rotated.stream_key, b.stream_key);
-        assert!(registry.find_by_key(&b.stream_key).await.unwrap().is_none());
+        let (rotated, new_key) = registry.rotate_key(&b.id).await.unwrap().unwrap();
+        assert_eq!(rotated.id, b.id);
+        assert_ne!(new_key, b_key);
+        assert!(registry.find_by_key(&b_key).await.unwrap().is_none());
+        assert_eq!(
+            registry.find_by_key(&new_key).await.unwrap().unwrap().id,
+            b.id
+        );
 
         registry
             .add_event(&a.id, &NewEvent::new(EventType::StreamStarted, "started"))
