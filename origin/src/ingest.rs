@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cascade_media::flv::{self, FlvTag, TagKind, VideoCodec};
+use cascade_media::rtmp_limits::{Bounds, ChunkLimits};
+use cascade_service::limits::{AuthFailures, ConnectionCaps, ConnectionLimits};
 use cascade_service::shutdown::ShutdownSignal;
 use cascade_transcoder::supervisor::{TranscodeJob, Transcoder};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -22,27 +24,35 @@ use rml_rtmp::sessions::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::metrics::live_metrics;
-use crate::streams::live::{IngestCounters, Live, PublishGrant};
+use crate::streams::live::{IngestCounters, Live, PublishGrant, Refusal};
 
 /// The RTMP application publishers must use.
 pub const APP: &str = "live";
 /// A connection that sends nothing for this long is closed (stalled mid-chunk, or idle).
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
-/// The handshake and `connect` must be done within this.
+/// The handshake must be done within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The publish must have begun this long after the connection opened, so a silent client
+/// cannot hold a slot by trickling a byte now and then.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// A publisher that sends no H.264 keyframe within this is refused.
 const FIRST_KEYFRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tags held while waiting for the first keyframe.
 const MAX_PENDING_TAGS: usize = 4096;
-/// Open RTMP connections at most (publishers plus handshakes in progress).
-const MAX_CONNECTIONS: usize = 1024;
+/// Open RTMP connections at most (publishers plus handshakes in progress), in all and from
+/// one address.
+const LIMITS: ConnectionLimits = ConnectionLimits {
+    total: 1024,
+    per_address: 16,
+};
 
 /// Accepts RTMP connections until shutdown.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: ShutdownSignal) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let caps = ConnectionCaps::new(LIMITS);
+    let failures = Arc::new(AuthFailures::default());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -56,13 +66,21 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: ShutdownSig
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, "RTMP connection refused: too many connections");
-            continue;
+        let slot = match caps.try_open(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                tracing::warn!(%peer, %full, "RTMP connection refused");
+                continue;
+            }
         };
+        if let Some(wait) = failures.blocked(peer.ip(), Instant::now()) {
+            tracing::warn!(%peer, ?wait, "RTMP connection refused: too many wrong stream keys");
+            continue;
+        }
         let live = Arc::clone(&live);
+        let failures = Arc::clone(&failures);
         tokio::spawn(async move {
-            let why = Connection::run(socket, peer, live).await;
+            let why = Connection::run(socket, peer, live, failures).await;
             tracing::debug!(%peer, %why, "RTMP connection closed");
             drop(slot);
         });
@@ -84,6 +102,9 @@ struct Publishing {
 struct Connection {
     peer: SocketAddr,
     live: Arc<Live>,
+    failures: Arc<AuthFailures>,
+    limits: ChunkLimits,
+    opened: Instant,
     writer: OwnedWriteHalf,
     rtmp: ServerSession,
     metadata: Option<StreamMetadata>,
@@ -99,7 +120,13 @@ enum Closed {
 }
 
 impl Connection {
-    async fn run(socket: TcpStream, peer: SocketAddr, live: Arc<Live>) -> String {
+    async fn run(
+        socket: TcpStream,
+        peer: SocketAddr,
+        live: Arc<Live>,
+        failures: Arc<AuthFailures>,
+    ) -> String {
+        let opened = Instant::now();
         let _ = socket.set_nodelay(true);
         let (mut reader, writer) = socket.into_split();
         let mut writer = writer;
@@ -120,6 +147,9 @@ impl Connection {
         let mut connection = Connection {
             peer,
             live,
+            failures,
+            limits: ChunkLimits::new(Bounds::default()),
+            opened,
             writer,
             rtmp,
             metadata: None,
@@ -145,9 +175,13 @@ impl Connection {
                 .publishing
                 .as_ref()
                 .map_or_else(|| idle_kick.clone(), |p| p.grant.kicked.clone());
+            let publish_by = (self.publishing.is_none()).then_some(self.opened + PUBLISH_DEADLINE);
             let read = tokio::select! {
                 read = tokio::time::timeout(READ_TIMEOUT, reader.read(&mut buffer)) => read,
                 _ = kicked.wait_for(|k| *k) => return Closed::Kicked("the stream was stopped".into()),
+                () = sleep_until_some(publish_by) => {
+                    return Closed::Gone(format!("no publish within {PUBLISH_DEADLINE:?} of connecting"));
+                }
             };
             let n = match read {
                 Ok(Ok(0)) => return Closed::Gone("the publisher closed the connection".into()),
@@ -164,6 +198,9 @@ impl Connection {
     }
 
     async fn input(&mut self, bytes: &[u8]) -> Result<(), Closed> {
+        self.limits
+            .check(bytes)
+            .map_err(|e| Closed::Gone(e.to_string()))?;
         let results = self
             .rtmp
             .handle_input(bytes)
@@ -274,6 +311,9 @@ impl Connection {
         let (grant, counters) = match self.live.authorise(key, self.peer).await {
             Ok(granted) => granted,
             Err(refusal) => {
+                if matches!(refusal, Refusal::UnknownKey) {
+                    self.failures.record(self.peer.ip(), Instant::now());
+                }
                 return self
                     .refuse(
                         request_id,
@@ -449,6 +489,14 @@ impl Connection {
 }
 
 /// Runs the server side of the RTMP handshake; returns bytes that followed it.
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn handshake(
     reader: &mut OwnedReadHalf,
     writer: &mut OwnedWriteHalf,

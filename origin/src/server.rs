@@ -11,6 +11,7 @@ use cascade_config::OriginConfig;
 use cascade_media::handoff::MediaSink;
 use cascade_service::auth::ApiTokens;
 use cascade_service::json::json_error;
+use cascade_service::limits::ConnectionLimits;
 use cascade_service::run::Context;
 use cascade_transcoder::supervisor::TranscoderOptions;
 use hyper::StatusCode;
@@ -29,6 +30,13 @@ use crate::streams::api::{PublicUrls, StreamApi};
 use crate::streams::live::{Live, LiveOptions};
 use crate::streams::monitor::IngestMonitor;
 use crate::streams::registry::Registry;
+
+/// Connections the origin's HTTP listener holds: shields fill through many at once, so one
+/// address may hold many.
+const HTTP_LIMITS: ConnectionLimits = ConnectionLimits {
+    total: 4096,
+    per_address: 512,
+};
 
 /// Runs the origin until shutdown.
 pub async fn serve(ctx: Context) -> anyhow::Result<()> {
@@ -100,6 +108,7 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     let http_task = tokio::spawn(cascade_service::admin::serve_http(
         http,
         "origin",
+        HTTP_LIMITS,
         move |req| {
             let api = Arc::clone(&api);
             let delivery = Arc::clone(&delivery);

@@ -687,4 +687,91 @@ fn the_api_names_bad_fields_and_refuses_bad_tokens() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
+
+    // An address that keeps presenting wrong tokens is refused for a while, good token or not.
+    let api = again.addr("listen").unwrap();
+    let list = |token: &str| json_request(api, "GET", "/api/v1/livestreams", Some(token), "");
+    for _ in 0..10 {
+        assert_eq!(list("guess-0123456789").unwrap().status, 401);
+    }
+    let blocked = list(OPS).unwrap();
+    assert_eq!(blocked.status, 429);
+    assert!(
+        blocked.headers.iter().any(
+            |(name, value)| name == "retry-after" && value.parse::<u64>().is_ok_and(|s| s >= 1)
+        ),
+        "{:?}",
+        blocked.headers
+    );
+    assert!(String::from_utf8_lossy(&blocked.body).contains("too many failed authentications"));
+}
+
+/// Completes an RTMP handshake as a client (unversioned, as the simple handshake allows).
+fn rtmp_handshake(stream: &mut std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(7u8, 1536));
+    c0c1[1..9].fill(0);
+    stream.write_all(&c0c1).unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
+    stream.read_exact(&mut s0s1s2).unwrap();
+    stream.write_all(&s0s1s2[1..1537]).unwrap();
+}
+
+#[test]
+fn rtmp_clients_that_never_publish_or_announce_huge_messages_are_cut_off() {
+    use std::io::{ErrorKind, Read, Write};
+    let origin = Origin::start("30s");
+    let rtmp = origin.process.addr("rtmp_listen").unwrap();
+
+    // A chunk header announcing a 16 MiB video message: closed at once, before any body.
+    let mut huge = std::net::TcpStream::connect(rtmp).unwrap();
+    rtmp_handshake(&mut huge);
+    huge.write_all(&[0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0])
+        .unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let start = Instant::now();
+    let mut sink = Vec::new();
+    assert!(
+        huge.read_to_end(&mut sink).is_ok(),
+        "the connection stays open"
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+
+    // A client that trickles a valid message a byte every 2 s, never publishing, so that no
+    // read timeout fires: cut off by the publish deadline (10 s after connecting).
+    let opened = Instant::now();
+    let mut silent = std::net::TcpStream::connect(rtmp).unwrap();
+    rtmp_handshake(&mut silent);
+    silent
+        .write_all(&[0x04, 0, 0, 0, 0, 0x03, 0xe8, 9, 1, 0, 0, 0])
+        .unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let closed_after = loop {
+        assert!(opened.elapsed() < Duration::from_secs(30), "never closed");
+        match silent.read(&mut buffer) {
+            Ok(0) => break opened.elapsed(),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if silent.write_all(&[0x17]).is_err() {
+                    break opened.elapsed();
+                }
+            }
+            Err(_) => break opened.elapsed(),
+        }
+    };
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(14)).contains(&closed_after),
+        "closed after {closed_after:?}"
+    );
+    // The origin still answers.
+    assert_eq!(
+        origin
+            .request("GET", "/api/v1/livestreams", Some(OPS), "")
+            .status,
+        200
+    );
 }

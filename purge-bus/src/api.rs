@@ -23,16 +23,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cascade_service::admin::PeerAddr;
-use cascade_service::json::{json_error as error, json_response};
+use cascade_service::json::{auth_refusal, json_error as error, json_response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::auth::{ApiTokens, AuthError, Scope};
+use crate::auth::{ApiTokens, BearerSecret, Scope};
 use crate::membership::Membership;
 use crate::rate::RateLimiter;
 use crate::tracker::PurgeTracker;
@@ -52,8 +50,8 @@ pub const MAX_FEED_WAIT: Duration = Duration::from_secs(25);
 pub struct NodeFeed {
     /// The log purges are published to.
     pub log: Arc<EmbeddedLog>,
-    /// SHA-256 of `purge_bus.node_token`; `None`: serve loopback peers only.
-    pub token_hash: Option<[u8; 32]>,
+    /// `purge_bus.node_token`; `None`: serve loopback peers only.
+    pub token: Option<BearerSecret>,
 }
 
 /// Largest request body accepted.
@@ -120,42 +118,33 @@ impl PurgeApi {
     fn refuse_node(
         &self,
         req: &Request<Incoming>,
-    ) -> Result<&NodeFeed, (StatusCode, &'static str)> {
+    ) -> Result<&NodeFeed, Box<Response<Full<Bytes>>>> {
         let Some(feed) = &self.feed else {
-            return Err((
+            return Err(Box::new(error(
                 StatusCode::NOT_FOUND,
                 "this bus publishes to Kafka: nodes consume the purge topic, not /v1/feed",
-            ));
+            )));
         };
-        match &feed.token_hash {
-            Some(expected) => {
-                let given = req
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        match &feed.token {
+            Some(token) => {
+                let header = req
                     .headers()
                     .get(AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                let Some(given) = given else {
-                    return Err((
-                        StatusCode::UNAUTHORIZED,
-                        "missing bearer token (nodes send purge_bus.node_token)",
-                    ));
-                };
-                let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-                if bool::from(given.ct_eq(expected)) {
-                    Ok(feed)
-                } else {
-                    Err((StatusCode::FORBIDDEN, "wrong node token"))
-                }
+                    .and_then(|v| v.to_str().ok());
+                token
+                    .check(header, peer)
+                    .map(|()| feed)
+                    .map_err(|e| Box::new(auth_refusal(&e)))
             }
             None => {
-                let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
                 if peer.is_some_and(|ip| ip.is_loopback()) {
                     Ok(feed)
                 } else {
-                    Err((
+                    Err(Box::new(error(
                         StatusCode::FORBIDDEN,
                         "nodes off this machine need purge_bus.node_token set on the bus",
-                    ))
+                    )))
                 }
             }
         }
@@ -164,7 +153,7 @@ impl PurgeApi {
     async fn serve_feed(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let feed = match self.refuse_node(&req) {
             Ok(feed) => feed,
-            Err((status, why)) => return error(status, why),
+            Err(refusal) => return *refusal,
         };
         let mut from = 0usize;
         let mut wait = Duration::ZERO;
@@ -217,8 +206,8 @@ impl PurgeApi {
     }
 
     async fn take_reports(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if let Err((status, why)) = self.refuse_node(&req) {
-            return error(status, why);
+        if let Err(refusal) = self.refuse_node(&req) {
+            return *refusal;
         }
         let body = match read_body(req).await {
             Ok(body) => body,
@@ -263,10 +252,10 @@ impl PurgeApi {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let name = match self.tokens.authorise(header, needs) {
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        let name = match self.tokens.authorise(header, needs, peer) {
             Ok(name) => name,
-            Err(e @ AuthError::Forbidden { .. }) => return Some(error(StatusCode::FORBIDDEN, e)),
-            Err(e) => return Some(error(StatusCode::UNAUTHORIZED, e)),
+            Err(e) => return Some(auth_refusal(&e)),
         };
         let verdict = self
             .limiter

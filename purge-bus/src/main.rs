@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cascade_purge_bus::api::{NodeFeed, PurgeApi};
-use cascade_purge_bus::auth::ApiTokens;
+use cascade_purge_bus::auth::{ApiTokens, BearerSecret};
 use cascade_purge_bus::kafka::{KafkaTransport, follow_reports, keep_topics};
 use cascade_purge_bus::rate::RateLimiter;
 use cascade_purge_bus::transport::{EmbeddedLog, PurgeTransport};
 use cascade_service::admin;
+use cascade_service::limits::ConnectionLimits;
 use cascade_service::{Context, ServiceInfo, run_server};
-use sha2::{Digest, Sha256};
 
 const INFO: ServiceInfo = ServiceInfo {
     name: "purge_bus",
@@ -26,6 +26,12 @@ fn main() -> ExitCode {
     run_server(INFO, |config| &config.purge_bus, serve)
 }
 
+/// Connections the purge API holds: operators, and one long poll per node.
+const API_LIMITS: ConnectionLimits = ConnectionLimits {
+    total: 1024,
+    per_address: 64,
+};
+
 async fn serve(ctx: Context) -> anyhow::Result<()> {
     let section = &ctx.config.purge_bus;
     let tokens = ApiTokens::from_config(&section.tokens);
@@ -38,9 +44,9 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
             "no [kafka] brokers: purges go to the embedded log, nodes follow GET /v1/feed"
         );
         let log = Arc::new(EmbeddedLog::default());
-        let token_hash = (!section.node_token.is_empty())
-            .then(|| Sha256::digest(section.node_token.expose().as_bytes()).into());
-        (Arc::clone(&log) as _, Some(NodeFeed { log, token_hash }))
+        let token = (!section.node_token.is_empty())
+            .then(|| BearerSecret::new(section.node_token.expose()));
+        (Arc::clone(&log) as _, Some(NodeFeed { log, token }))
     } else {
         let producer = KafkaTransport::new(kafka).map_err(anyhow::Error::msg)?;
         (Arc::new(producer), None)
@@ -69,7 +75,7 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     ctx.started.open();
     tracing::info!(listen = %section.listen, "purge API listening");
-    let accept = admin::serve_http(listener, "purge API", move |req| {
+    let accept = admin::serve_http(listener, "purge API", API_LIMITS, move |req| {
         let api = Arc::clone(&api);
         async move { api.handle(req).await }
     });

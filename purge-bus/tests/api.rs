@@ -129,3 +129,42 @@ fn each_token_is_rate_limited_with_retry_after() {
         "another token is not affected"
     );
 }
+
+#[test]
+fn one_address_holds_at_most_its_share_of_connections_and_the_rest_are_told_why() {
+    use std::io::Read;
+    let bus = CascadeProcess::start("cascade-purge-bus", "purge_bus", CONFIG).unwrap();
+    let addr = bus.addr("listen").unwrap();
+    // 64 idle connections from 127.0.0.1 (the per-address share) are held open...
+    let held: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // ...and the next is answered 503 at once, with the reason.
+    let mut extra = std::net::TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    extra.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("this address already holds its 64 connections"));
+    // Closing them frees the slots.
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(call(&bus, "GET", "/v1/purge/none", OPS, "").status, 404);
+}
+
+#[test]
+fn an_address_that_keeps_guessing_tokens_is_told_to_wait() {
+    let bus = CascadeProcess::start("cascade-purge-bus", "purge_bus", CONFIG).unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            call(&bus, "GET", "/v1/purge/x", Some("guess"), "").status,
+            401
+        );
+    }
+    let blocked = call(&bus, "GET", "/v1/purge/x", OPS, "");
+    assert_eq!(blocked.status, 429);
+    assert!(blocked.text().contains("too many failed authentications"));
+}

@@ -118,7 +118,7 @@ fn nodes_follow_the_embedded_bus_across_a_bus_restart() {
             "",
         )
     };
-    assert_eq!(feed("wrong-token-0123456789").status, 403);
+    assert_eq!(feed("wrong-token-0123456789").status, 401);
     assert_eq!(feed(NODE_TOKEN).status, 200);
     let garbage = call(
         bus.addr("listen").unwrap(),

@@ -17,11 +17,18 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::limits::{CapError, ConnectionCaps, ConnectionLimits};
 use crate::metrics;
 use crate::readiness::Readiness;
 
 /// Largest request body the admin listener reads.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Connections an admin listener holds: scrapers, probes and operators.
+pub const ADMIN_LIMITS: ConnectionLimits = ConnectionLimits {
+    total: 256,
+    per_address: 32,
+};
 
 /// Extra admin endpoints of a tier. `handle` sees every request first (its body already
 /// read, at most [`MAX_ADMIN_BODY`] bytes) and returns `None` to leave it to the built-in ones.
@@ -60,7 +67,7 @@ impl AdminState {
 /// Serves admin requests on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: AdminState) {
     let state = Arc::new(state);
-    serve_http(listener, "admin", move |req| {
+    serve_http(listener, "admin", ADMIN_LIMITS, move |req| {
         let state = Arc::clone(&state);
         async move { dispatch(req, &state).await }
     })
@@ -72,16 +79,23 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
 pub struct PeerAddr(pub SocketAddr);
 
 /// Serves HTTP/1.1 on `listener` with `handler` until the future is dropped: one task per
-/// connection, a 10 s header read timeout, accept errors (out of descriptors) backed off.
-/// `label` names the listener in logs. Each request carries the client's [`PeerAddr`].
-pub async fn serve_http<H, F, B>(listener: TcpListener, label: &'static str, handler: H)
-where
+/// connection, a 10 s header read timeout, accept errors (out of descriptors) backed off,
+/// and at most `limits` connections open (a connection over them is answered 503 and
+/// closed). `label` names the listener in logs. Each request carries the client's
+/// [`PeerAddr`].
+pub async fn serve_http<H, F, B>(
+    listener: TcpListener,
+    label: &'static str,
+    limits: ConnectionLimits,
+    handler: H,
+) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = Response<B>> + Send + 'static,
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let handler = Arc::new(handler);
+    let caps = ConnectionCaps::new(limits);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -91,8 +105,17 @@ where
                 continue;
             }
         };
+        let slot = match caps.try_open(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                tracing::debug!(listener = label, %peer, %full, "connection refused");
+                tokio::spawn(refuse_connection(stream, full));
+                continue;
+            }
+        };
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(PeerAddr(peer));
                 let answer = handler(req);
@@ -107,6 +130,17 @@ where
             }
         });
     }
+}
+
+/// Answers a connection over the caps with a 503 that says why, without reading its request.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, why: CapError) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!("{why}; try again later\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(answer.as_bytes())).await;
 }
 
 async fn dispatch(req: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {

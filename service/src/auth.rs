@@ -1,9 +1,14 @@
 //! Bearer API tokens of the purge bus and the origin's management API: kept only as SHA-256
 //! digests, compared in constant time, each with a scope (`read` may look, `write` may change).
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::limits::AuthFailures;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -41,12 +46,19 @@ pub enum AuthError {
         /// The scope needed.
         needs: Scope,
     },
+    /// This address failed too often; it may try again after `retry_after` seconds.
+    #[error("too many failed authentications from this address; retry in {retry_after}s")]
+    TooManyFailures {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
 }
 
 /// The configured tokens.
 #[derive(Debug, Default)]
 pub struct ApiTokens {
     tokens: Vec<StoredToken>,
+    failures: AuthFailures,
 }
 
 impl ApiTokens {
@@ -72,17 +84,31 @@ impl ApiTokens {
         });
     }
 
-    /// Checks an `Authorization` header value for `needs`; returns the token's name (the rate
-    /// limit key). Every stored token is compared, so timing does not tell which one matched.
-    pub fn authorise(&self, authorization: Option<&str>, needs: Scope) -> Result<&str, AuthError> {
-        let presented = authorization
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
+    /// Checks an `Authorization` header value from `peer` for `needs`; returns the token's name
+    /// (the rate limit key). Every stored token is compared, so timing does not tell which one
+    /// matched. An address whose missing or unknown tokens pass the failure limit is refused
+    /// without a check until its window ends.
+    pub fn authorise(
+        &self,
+        authorization: Option<&str>,
+        needs: Scope,
+        peer: Option<IpAddr>,
+    ) -> Result<&str, AuthError> {
+        let now = Instant::now();
+        if let Some(wait) = peer.and_then(|ip| self.failures.blocked(ip, now)) {
+            return Err(AuthError::TooManyFailures {
+                retry_after: wait.as_secs().max(1),
+            });
+        }
+        let result = self.check(authorization, needs);
+        if let (Err(AuthError::Missing | AuthError::Unknown), Some(ip)) = (&result, peer) {
+            self.failures.record(ip, now);
+        }
+        result
+    }
+
+    fn check(&self, authorization: Option<&str>, needs: Scope) -> Result<&str, AuthError> {
+        let presented = bearer(authorization).ok_or(AuthError::Missing)?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found: Option<&StoredToken> = None;
         for token in &self.tokens {
@@ -102,6 +128,65 @@ impl ApiTokens {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header value.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// One shared secret presented as a bearer token (a node's admin token, the bus's node
+/// token): kept as a digest, compared in constant time, failures limited per address.
+#[derive(Debug)]
+pub struct BearerSecret {
+    digest: [u8; 32],
+    failures: AuthFailures,
+}
+
+impl BearerSecret {
+    /// Keeps `secret`'s digest.
+    pub fn new(secret: &str) -> Self {
+        Self {
+            digest: Sha256::digest(secret.as_bytes()).into(),
+            failures: AuthFailures::default(),
+        }
+    }
+
+    /// Checks an `Authorization` header value from `peer`.
+    pub fn check(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
+        let now = Instant::now();
+        if let Some(wait) = peer.and_then(|ip| self.failures.blocked(ip, now)) {
+            return Err(AuthError::TooManyFailures {
+                retry_after: wait.as_secs().max(1),
+            });
+        }
+        let given = bearer(authorization);
+        let matched = given.is_some_and(|given| {
+            let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+            bool::from(digest.ct_eq(&self.digest))
+        });
+        if matched {
+            return Ok(());
+        }
+        if let Some(ip) = peer {
+            self.failures.record(ip, now);
+        }
+        Err(if given.is_some() {
+            AuthError::Unknown
+        } else {
+            AuthError::Missing
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,37 +197,81 @@ mod tests {
         tokens.add("ops", "w-secret", Scope::Write);
         tokens.add("dashboard", "r-secret", Scope::Read);
         assert_eq!(
-            tokens.authorise(Some("Bearer w-secret"), Scope::Write),
+            tokens.authorise(Some("Bearer w-secret"), Scope::Write, None),
             Ok("ops")
         );
         assert_eq!(
-            tokens.authorise(Some("Bearer w-secret"), Scope::Read),
+            tokens.authorise(Some("Bearer w-secret"), Scope::Read, None),
             Ok("ops")
         );
         assert_eq!(
-            tokens.authorise(Some("Bearer r-secret"), Scope::Read),
+            tokens.authorise(Some("Bearer r-secret"), Scope::Read, None),
             Ok("dashboard")
         );
         assert!(matches!(
-            tokens.authorise(Some("Bearer r-secret"), Scope::Write),
+            tokens.authorise(Some("Bearer r-secret"), Scope::Write, None),
             Err(AuthError::Forbidden { .. })
         ));
         assert_eq!(
-            tokens.authorise(Some("Bearer nope"), Scope::Read),
+            tokens.authorise(Some("Bearer nope"), Scope::Read, None),
             Err(AuthError::Unknown)
         );
-        assert_eq!(tokens.authorise(None, Scope::Read), Err(AuthError::Missing));
         assert_eq!(
-            tokens.authorise(Some("Basic abc"), Scope::Read),
+            tokens.authorise(None, Scope::Read, None),
             Err(AuthError::Missing)
         );
         assert_eq!(
-            tokens.authorise(Some("Bearer "), Scope::Read),
+            tokens.authorise(Some("Basic abc"), Scope::Read, None),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            tokens.authorise(Some("Bearer "), Scope::Read, None),
             Err(AuthError::Missing)
         );
         assert!(
             !format!("{tokens:?}").contains("w-secret"),
             "secrets are not kept, so never printed"
         );
+    }
+
+    #[test]
+    fn an_address_that_keeps_failing_is_refused_even_with_a_good_token() {
+        let mut tokens = ApiTokens::default();
+        tokens.add("ops", "w-secret", Scope::Write);
+        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(
+                tokens.authorise(Some("Bearer guess"), Scope::Read, Some(attacker)),
+                Err(AuthError::Unknown)
+            );
+        }
+        assert!(matches!(
+            tokens.authorise(Some("Bearer w-secret"), Scope::Read, Some(attacker)),
+            Err(AuthError::TooManyFailures { retry_after }) if (1..=60).contains(&retry_after)
+        ));
+        assert_eq!(
+            tokens.authorise(Some("Bearer w-secret"), Scope::Read, Some(other)),
+            Ok("ops")
+        );
+    }
+
+    #[test]
+    fn a_bearer_secret_is_checked_and_its_failures_limited() {
+        let secret = BearerSecret::new("node-secret");
+        let peer: Option<IpAddr> = "192.0.2.3".parse().ok();
+        assert_eq!(secret.check(Some("Bearer node-secret"), peer), Ok(()));
+        assert_eq!(secret.check(None, peer), Err(AuthError::Missing));
+        for _ in 0..9 {
+            assert_eq!(
+                secret.check(Some("Bearer other"), peer),
+                Err(AuthError::Unknown)
+            );
+        }
+        assert!(matches!(
+            secret.check(Some("Bearer node-secret"), peer),
+            Err(AuthError::TooManyFailures { .. })
+        ));
+        assert!(!format!("{secret:?}").contains("node-secret"));
     }
 }

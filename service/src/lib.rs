@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod readiness;
 pub mod run;

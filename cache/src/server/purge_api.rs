@@ -12,13 +12,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use cascade_purge_follower::message::PurgeMessage;
 use cascade_purge_follower::node::PurgeApplier;
 use cascade_purge_follower::{PurgeAction as RequestedAction, PurgeKind, PurgeRequest};
-use cascade_service::admin::AdminExtension;
+use cascade_service::admin::{AdminExtension, PeerAddr};
+use cascade_service::auth::BearerSecret;
+use cascade_service::json::auth_refusal;
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::policy::key::{RequestKey, normalise_host};
 use crate::policy::purge::Selector;
@@ -27,45 +27,36 @@ use crate::storage::{PurgeAction, TieredStorage};
 /// The purge endpoint of one node.
 pub struct PurgeEndpoint {
     storage: &'static TieredStorage,
-    /// SHA-256 of the token, so comparisons take the same time whatever the guess's length.
-    token_hash: Option<[u8; 32]>,
+    /// The admin token; `None`: the endpoint is disabled.
+    token: Option<BearerSecret>,
     keyed_query: Vec<String>,
 }
 
 impl PurgeEndpoint {
     /// An endpoint purging `storage`, accepting `token` (disabled when empty).
     pub fn new(storage: &'static TieredStorage, token: &Secret, keyed_query: Vec<String>) -> Self {
-        let token_hash =
-            (!token.is_empty()).then(|| Sha256::digest(token.expose().as_bytes()).into());
+        let token = (!token.is_empty()).then(|| BearerSecret::new(token.expose()));
         Self {
             storage,
-            token_hash,
+            token,
             keyed_query,
         }
     }
 
-    fn authorised(&self, parts: &Parts) -> Result<(), (StatusCode, &'static str)> {
-        let Some(expected) = &self.token_hash else {
-            return Err((
+    /// The refusal to send, if the request may not purge.
+    fn refusal(&self, parts: &Parts) -> Option<Response<Full<Bytes>>> {
+        let Some(token) = &self.token else {
+            return Some(error(
                 StatusCode::NOT_FOUND,
                 "the purge endpoint is disabled: set edge.admin_token",
             ));
         };
-        let given = parts
+        let header = parts
             .headers
             .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or((
-                StatusCode::UNAUTHORIZED,
-                "missing bearer token (Authorization: Bearer <edge.admin_token>)",
-            ))?;
-        let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-        if bool::from(given.ct_eq(expected)) {
-            Ok(())
-        } else {
-            Err((StatusCode::FORBIDDEN, "wrong bearer token"))
-        }
+            .and_then(|v| v.to_str().ok());
+        let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        token.check(header, peer).err().map(|e| auth_refusal(&e))
     }
 }
 
@@ -154,8 +145,8 @@ impl AdminExtension for PurgeEndpoint {
                 .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
             return Some(r);
         }
-        if let Err((status, message)) = self.authorised(parts) {
-            return Some(error(status, message));
+        if let Some(refusal) = self.refusal(parts) {
+            return Some(refusal);
         }
         let request: PurgeRequest = match serde_json::from_slice(&body) {
             Ok(r) => r,

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use cascade_service::auth::{ApiTokens, AuthError, Scope};
-use cascade_service::json::{json_error, json_response, read_body};
+use cascade_service::admin::PeerAddr;
+use cascade_service::auth::{ApiTokens, Scope};
+use cascade_service::json::{auth_refusal, json_error, json_response, read_body};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, AUTHORIZATION, HeaderValue};
@@ -204,18 +205,9 @@ impl StreamApi {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match self.tokens.authorise(header, needs) {
-            Ok(_) => None,
-            Err(e @ AuthError::Forbidden { .. }) => Some(json_error(StatusCode::FORBIDDEN, e)),
-            Err(e) => {
-                let mut response = json_error(StatusCode::UNAUTHORIZED, e);
-                response.headers_mut().insert(
-                    hyper::header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                );
-                Some(response)
-            }
-        }
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        let error = self.tokens.authorise(header, needs, peer).err()?;
+        Some(auth_refusal(&error))
     }
 
     /// Whether `path` belongs to this API.
