@@ -1,5 +1,6 @@
 //! The workspace keeps its architecture: no module of any crate imports a module that imports
-//! it back, the media crate does no IO, and cache nodes do not link the purge bus's server.
+//! it back, the media and RTMP crates do no IO, and cache nodes do not link the purge bus's
+//! server.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,22 @@ fn no_module_imports_a_module_that_imports_it_back() {
         "only {modules} modules read: is the tree where the test looks?"
     );
     assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_rtmp_protocol_crate_does_no_io() {
+    let rtmp = deps("rtmp");
+    for io in [
+        "tokio",
+        "hyper",
+        "sqlx",
+        "reqwest",
+        "aws-sdk-s3",
+        "pingora-core",
+    ] {
+        assert!(!rtmp.contains(io), "cascade-rtmp depends on {io}: {rtmp:?}");
+    }
+    assert!(rtmp.contains("rml_rtmp"), "{rtmp:?}");
 }
 
 #[test]

@@ -9,7 +9,6 @@
 //!   fragments; [`handoff`] is the event type the transcoder hands to the packager.
 //! - Packaging: [`packager`] turns fragments into CMAF segments and parts on one timeline per
 //!   stream; [`hls`] writes LL-HLS playlists and [`dash`] LL-DASH manifests over them.
-//! - Into the origin: [`rtmp_limits`] bounds what an RTMP publisher can make the server buffer.
 //! - Requests: [`route`] parses delivery URLs; [`recording`] is the index of an archived
 //!   recording, from which VOD playlists and manifests are written.
 
@@ -21,6 +20,5 @@ pub mod hls;
 pub mod packager;
 pub mod recording;
 pub mod route;
-pub mod rtmp_limits;
 #[cfg(test)]
 mod testing;

@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cascade_media::flv::{self, FlvTag, TagKind, VideoCodec};
-use cascade_media::rtmp_limits::{Bounds, ChunkLimits};
+use cascade_rtmp::PublisherSession;
+use cascade_rtmp::limits::Bounds;
 use cascade_service::limits::{AuthFailures, ConnectionCaps, ConnectionLimits};
 use cascade_service::shutdown::ShutdownSignal;
 use cascade_transcoder::supervisor::{TranscodeJob, Transcoder};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
-};
+use rml_rtmp::sessions::{ServerSessionEvent, ServerSessionResult, StreamMetadata};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -103,10 +102,9 @@ struct Connection {
     peer: SocketAddr,
     live: Arc<Live>,
     failures: Arc<AuthFailures>,
-    limits: ChunkLimits,
     opened: Instant,
     writer: OwnedWriteHalf,
-    rtmp: ServerSession,
+    rtmp: PublisherSession,
     metadata: Option<StreamMetadata>,
     publishing: Option<Publishing>,
 }
@@ -140,15 +138,14 @@ impl Connection {
             Ok(Err(why)) => return why,
             Err(_) => return "handshake timed out".into(),
         };
-        let (rtmp, initial) = match ServerSession::new(ServerSessionConfig::new()) {
+        let (rtmp, initial) = match PublisherSession::new(Bounds::default()) {
             Ok(session) => session,
-            Err(e) => return format!("cannot start an RTMP session: {e:?}"),
+            Err(e) => return format!("cannot start an RTMP session: {e}"),
         };
         let mut connection = Connection {
             peer,
             live,
             failures,
-            limits: ChunkLimits::new(Bounds::default()),
             opened,
             writer,
             rtmp,
@@ -198,13 +195,10 @@ impl Connection {
     }
 
     async fn input(&mut self, bytes: &[u8]) -> Result<(), Closed> {
-        self.limits
-            .check(bytes)
-            .map_err(|e| Closed::Gone(e.to_string()))?;
         let results = self
             .rtmp
-            .handle_input(bytes)
-            .map_err(|e| Closed::Gone(format!("RTMP protocol error: {e:?}")))?;
+            .input(bytes)
+            .map_err(|e| Closed::Gone(e.to_string()))?;
         self.apply(results).await
     }
 
@@ -236,8 +230,8 @@ impl Connection {
                 if app_name.trim_end_matches('/') == APP {
                     let results = self
                         .rtmp
-                        .accept_request(request_id)
-                        .map_err(|e| Closed::Gone(format!("RTMP connect failed: {e:?}")))?;
+                        .accept(request_id)
+                        .map_err(|e| Closed::Gone(format!("RTMP connect failed: {e}")))?;
                     self.apply_boxed(results).await
                 } else {
                     self.refuse(
@@ -286,7 +280,7 @@ impl Connection {
     }
 
     async fn refuse(&mut self, request_id: u32, code: &str, why: &str) -> Result<(), Closed> {
-        if let Ok(results) = self.rtmp.reject_request(request_id, code, why) {
+        if let Ok(results) = self.rtmp.reject(request_id, code, why) {
             for result in results {
                 if let ServerSessionResult::OutboundResponse(packet) = result {
                     let _ = self.send(&packet.bytes).await;
@@ -336,8 +330,8 @@ impl Connection {
         });
         let results = self
             .rtmp
-            .accept_request(request_id)
-            .map_err(|e| Closed::Gone(format!("RTMP publish failed: {e:?}")))?;
+            .accept(request_id)
+            .map_err(|e| Closed::Gone(format!("RTMP publish failed: {e}")))?;
         self.apply_boxed(results).await
     }
 

@@ -199,12 +199,16 @@ fn decode_unreserved(segment: &str) -> Result<String, KeyError> {
             if b < 0x20 || b == 0x7f {
                 return Err(KeyError::BadPath("control character"));
             }
-            out.push(char::from(b));
+            if b.is_ascii() {
+                out.push(char::from(b));
+            } else {
+                // Raw UTF-8 (which HTTP/1.1 parsers let through) is keyed and sent upstream
+                // in the escaped form conforming clients use, so both share one entry.
+                out.push_str(&format!("%{b:02X}"));
+            }
             i += 1;
         }
     }
-    // Non-ASCII bytes arrive percent-encoded from conforming clients; anything else was
-    // rejected or copied byte-for-byte as ASCII above.
     Ok(out)
 }
 
@@ -293,6 +297,10 @@ mod tests {
             ("/live/%61/%2e%2E/a/1.m4s", "/live/a/1.m4s"),
             ("/live/a%20b/", "/live/a%20b/"),
             ("/live/a/%c3%a9", "/live/a/%C3%A9"),
+            // Found by the cache_key fuzz target: raw UTF-8 was copied byte by byte as
+            // Latin-1 characters, so the key and the upstream path named another object.
+            ("/live/a/\u{e9}", "/live/a/%C3%A9"),
+            ("/seg.m\u{308}", "/seg.m%CC%88"),
             ("/", "/"),
             ("/live/a/..", "/live/"),
         ];

@@ -1,12 +1,18 @@
-//! Limits on an RTMP chunk stream, checked on the bytes before the RTMP session buffers them.
+//! Limits on an RTMP chunk stream, checked on the bytes before the RTMP session reads them.
 //!
-//! An RTMP message header announces up to 16 MiB, on any of 65,599 chunk streams, and the
-//! session library buffers each partial message until it is complete. [`ChunkLimits`] follows
-//! the chunk headers (basic header, message header, extended timestamp, and the peer's
-//! `Set Chunk Size`) and refuses a stream whose messages, chunks or partial messages pass the
-//! configured bounds, so a publisher cannot make the server hold more than those bounds.
+//! An RTMP message header announces up to 16 MiB, and the session library (`rml_rtmp`)
+//! buffers a message until it is complete. [`ChunkLimits`] follows the chunk headers (basic
+//! header, message header, extended timestamp, and the peer's `Set Chunk Size`) and refuses a
+//! stream whose messages or chunk size pass the configured bounds, so a publisher cannot make
+//! the server hold more than one bounded message.
+//!
+//! It also refuses what that library cannot follow: it keeps a single partial message for
+//! the whole connection, so a chunk of another chunk stream, or a new message header, in the
+//! middle of a message would be appended to the wrong message (and can underflow its length
+//! arithmetic, which the fuzz target found). Encoders (ffmpeg, OBS, librtmp) write a
+//! message's chunks back to back, so they never do either.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The bounds a publisher must stay within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,10 +21,6 @@ pub struct Bounds {
     pub max_message: u32,
     /// Largest chunk size the peer may set.
     pub max_chunk_size: u32,
-    /// Most bytes held in partial messages across all chunk streams.
-    pub max_partial_bytes: u64,
-    /// Most chunk streams with a partial message at once.
-    pub max_open_streams: usize,
 }
 
 impl Default for Bounds {
@@ -26,8 +28,6 @@ impl Default for Bounds {
         Self {
             max_message: 8 * 1024 * 1024,
             max_chunk_size: 1024 * 1024,
-            max_partial_bytes: 16 * 1024 * 1024,
-            max_open_streams: 16,
         }
     }
 }
@@ -44,12 +44,12 @@ pub enum LimitError {
     /// A chunk size of zero.
     #[error("RTMP chunk size 0 is not valid")]
     ChunkSizeZero,
-    /// Too many bytes in partial messages.
-    #[error("RTMP partial messages hold more than {0} bytes")]
-    TooMuchPartial(u64),
-    /// Too many chunk streams with partial messages.
-    #[error("RTMP publisher has more than {0} chunk streams with partial messages")]
-    TooManyStreams(usize),
+    /// A chunk of another chunk stream in the middle of a message.
+    #[error("RTMP chunk stream {0} interleaved with the unfinished message of chunk stream {1}")]
+    Interleaved(u32, u32),
+    /// A new message header in the middle of a message.
+    #[error("RTMP chunk stream {0} starts a new message before finishing the last")]
+    Restarted(u32),
     /// A chunk continues a chunk stream that never had a full header.
     #[error("RTMP chunk stream {0} continues a message it never started")]
     NoPreviousHeader(u32),
@@ -57,7 +57,6 @@ pub enum LimitError {
 
 const DEFAULT_CHUNK_SIZE: u32 = 128;
 const SET_CHUNK_SIZE: u8 = 1;
-const ABORT: u8 = 2;
 const EXTENDED: u32 = 0x00ff_ffff;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,7 +66,7 @@ struct StreamState {
     /// Bytes of the current message received so far.
     received: u32,
     extended_timestamp: bool,
-    /// The first bytes of a `Set Chunk Size` or `Abort` message.
+    /// The first bytes of a `Set Chunk Size` message.
     control: [u8; 4],
 }
 
@@ -86,8 +85,8 @@ pub struct ChunkLimits {
     bounds: Bounds,
     chunk_size: u32,
     streams: HashMap<u32, StreamState>,
-    /// Chunk streams in the middle of a message.
-    partial: HashSet<u32>,
+    /// The chunk stream in the middle of a message, if any.
+    partial: Option<u32>,
     partial_bytes: u64,
     stage: Stage,
     header: Vec<u8>,
@@ -100,7 +99,7 @@ impl ChunkLimits {
             bounds,
             chunk_size: DEFAULT_CHUNK_SIZE,
             streams: HashMap::new(),
-            partial: HashSet::new(),
+            partial: None,
             partial_bytes: 0,
             stage: Stage::Header,
             header: Vec::with_capacity(18),
@@ -138,29 +137,35 @@ impl ChunkLimits {
     fn start_chunk(&mut self) -> Result<(), LimitError> {
         let header = std::mem::take(&mut self.header);
         let (fmt, csid, at) = basic_header(&header);
+        if let Some(open) = self.partial
+            && open != csid
+        {
+            return Err(LimitError::Interleaved(csid, open));
+        }
         let previous = self.streams.get(&csid).copied();
         let mut state = match (fmt, previous) {
-            (0, _) => StreamState::default(),
+            (0, _) => StreamState {
+                extended_timestamp: false,
+                ..previous.unwrap_or_default()
+            },
             (_, Some(state)) => state,
             (_, None) => return Err(LimitError::NoPreviousHeader(csid)),
         };
         let field = |i: usize| {
             u32::from_be_bytes([0, header[at + i], header[at + i + 1], header[at + i + 2]])
         };
-        let starting = state.received == 0 || state.received >= state.length;
+        let starting = self.partial.is_none();
+        if fmt <= 1 && !starting {
+            return Err(LimitError::Restarted(csid));
+        }
         if fmt <= 2 {
             state.extended_timestamp = field(0) == EXTENDED;
         }
         if fmt <= 1 {
-            if !starting {
-                // A new length in the middle of a message: the partial one is abandoned.
-                self.partial_bytes -= u64::from(state.received);
-                self.partial.remove(&csid);
-            }
             state.length = field(3);
             state.type_id = header[at + 6];
-            state.received = 0;
-        } else if starting {
+        }
+        if starting {
             state.received = 0;
         }
         if state.length > self.bounds.max_message {
@@ -192,16 +197,10 @@ impl ChunkLimits {
             }
         }
         state.received += bytes.len() as u32;
-        if state.received < state.length
-            && self.partial.insert(csid)
-            && self.partial.len() > self.bounds.max_open_streams
-        {
-            return Err(LimitError::TooManyStreams(self.bounds.max_open_streams));
+        if state.received < state.length {
+            self.partial = Some(csid);
         }
         self.partial_bytes += bytes.len() as u64;
-        if self.partial_bytes > self.bounds.max_partial_bytes {
-            return Err(LimitError::TooMuchPartial(self.bounds.max_partial_bytes));
-        }
         Ok(())
     }
 
@@ -214,41 +213,24 @@ impl ChunkLimits {
             return Ok(());
         }
         self.partial_bytes -= u64::from(state.received);
-        self.partial.remove(&csid);
-        if state.length >= 4 {
-            let value = u32::from_be_bytes(state.control);
-            match state.type_id {
-                SET_CHUNK_SIZE => {
-                    let size = value & 0x7fff_ffff;
-                    if size == 0 {
-                        return Err(LimitError::ChunkSizeZero);
-                    }
-                    if size > self.bounds.max_chunk_size {
-                        return Err(LimitError::ChunkSizeTooLarge(
-                            size,
-                            self.bounds.max_chunk_size,
-                        ));
-                    }
-                    self.chunk_size = size;
-                }
-                ABORT => self.abort(value),
-                _ => {}
+        self.partial = None;
+        if state.type_id == SET_CHUNK_SIZE && state.length >= 4 {
+            let size = u32::from_be_bytes(state.control) & 0x7fff_ffff;
+            if size == 0 {
+                return Err(LimitError::ChunkSizeZero);
             }
+            if size > self.bounds.max_chunk_size {
+                return Err(LimitError::ChunkSizeTooLarge(
+                    size,
+                    self.bounds.max_chunk_size,
+                ));
+            }
+            self.chunk_size = size;
         }
         Ok(())
     }
 
-    fn abort(&mut self, csid: u32) {
-        if let Some(state) = self.streams.get_mut(&csid)
-            && self.partial.remove(&csid)
-        {
-            self.partial_bytes -= u64::from(state.received);
-            state.received = 0;
-            state.length = 0;
-        }
-    }
-
-    /// Bytes currently held in partial messages.
+    /// Bytes held in the partial message.
     pub fn partial_bytes(&self) -> u64 {
         self.partial_bytes
     }
@@ -349,37 +331,22 @@ mod tests {
     }
 
     #[test]
-    fn many_partial_messages_are_refused() {
-        let bounds = Bounds {
-            max_open_streams: 4,
-            ..Bounds::default()
-        };
-        let mut limits = ChunkLimits::new(bounds);
-        let mut refused = None;
-        for csid in 3..20u8 {
-            let mut chunk = full_header(csid, 1_000_000, 9);
-            chunk.extend_from_slice(&[0u8; 128]);
-            if let Err(e) = limits.check(&chunk) {
-                refused = Some((csid, e));
-                break;
-            }
-        }
-        assert_eq!(refused, Some((7, LimitError::TooManyStreams(4))));
+    fn another_chunk_stream_in_the_middle_of_a_message_is_refused() {
+        let mut limits = ChunkLimits::new(Bounds::default());
+        let mut stream = full_header(4, 1000, 9);
+        stream.extend_from_slice(&[0u8; 128]);
+        stream.extend(message(6, 8, &[1u8; 10], 128));
+        assert_eq!(limits.check(&stream), Err(LimitError::Interleaved(6, 4)));
     }
 
     #[test]
-    fn partial_bytes_are_bounded_across_streams() {
-        let bounds = Bounds {
-            max_partial_bytes: 1000,
-            ..Bounds::default()
-        };
-        let mut limits = ChunkLimits::new(bounds);
-        let mut stream = message(2, SET_CHUNK_SIZE, &600u32.to_be_bytes(), 128);
-        for csid in [4, 5] {
-            stream.extend(full_header(csid, 5000, 9));
-            stream.extend_from_slice(&[0u8; 600]);
-        }
-        assert_eq!(limits.check(&stream), Err(LimitError::TooMuchPartial(1000)));
+    fn a_new_message_header_in_the_middle_of_a_message_is_refused() {
+        // The fuzz target's find: the session library underflowed on this.
+        let mut limits = ChunkLimits::new(Bounds::default());
+        let mut stream = full_header(4, 1000, 9);
+        stream.extend_from_slice(&[0u8; 128]);
+        stream.extend_from_slice(&[0x44, 0, 0, 0, 0, 0, 50, 9]);
+        assert_eq!(limits.check(&stream), Err(LimitError::Restarted(4)));
     }
 
     #[test]
@@ -422,15 +389,16 @@ mod tests {
     }
 
     #[test]
-    fn an_abort_releases_the_partial_message() {
-        let mut limits = ChunkLimits::new(Bounds::default());
-        let mut stream = full_header(4, 5000, 9);
-        stream.extend_from_slice(&[0u8; 128]);
-        limits.check(&stream).unwrap();
-        assert_eq!(limits.partial_bytes(), 128);
-        limits
-            .check(&message(2, ABORT, &4u32.to_be_bytes(), 128))
-            .unwrap();
-        assert_eq!(limits.partial_bytes(), 0);
+    fn the_input_that_broke_the_session_library_is_refused() {
+        // From the rtmp fuzz target: a second message header while the first was unfinished
+        // made rml_rtmp subtract past zero.
+        let input = [
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x01, 0x77, 0x01, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x10, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x18, 0x01, 0xb8, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x9a, 0x00, 0x00, 0x40, 0xc0, 0x78, 0x78, 0x78, 0x78, 0x78,
+            0x78, 0x78, 0x02, 0x04, 0x01, 0x00, 0x04, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x18, 0x01, 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert!(ChunkLimits::new(Bounds::default()).check(&input).is_err());
     }
 }
