@@ -29,6 +29,10 @@ pub struct ProxyMetrics {
     pub header_timeouts: IntCounter,
     /// TLS connections closed because their handshake did not complete in time.
     pub handshake_timeouts: IntCounter,
+    /// Connections closed because a response write made no progress in time.
+    pub write_timeouts: IntCounter,
+    /// Connections refused at accept: the listener or the client's address was full.
+    pub refused_connections: IntCounter,
     /// Share of requests served from cache (hit, stale or revalidated) since start.
     pub hit_ratio: Gauge,
     served_from_cache: AtomicU64,
@@ -77,6 +81,14 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
                 "cascade_proxy_tls_handshake_timeouts_total",
                 "TLS client connections closed because the handshake did not complete within clients.handshake_timeout",
             )),
+            write_timeouts: must(IntCounter::new(
+                "cascade_proxy_write_timeouts_total",
+                "Client connections closed because a response write made no progress within clients.write_timeout",
+            )),
+            refused_connections: must(IntCounter::new(
+                "cascade_proxy_refused_connections_total",
+                "Client connections refused at accept: clients.max_connections or clients.max_connections_per_address reached",
+            )),
             hit_ratio: must(Gauge::new(
                 "cascade_proxy_hit_ratio",
                 "Share of keyed requests since start served from cache (hit, stale or revalidated)",
@@ -92,6 +104,8 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
         let _ = prometheus::register(Box::new(m.collapsed.clone()));
         let _ = prometheus::register(Box::new(m.header_timeouts.clone()));
         let _ = prometheus::register(Box::new(m.handshake_timeouts.clone()));
+        let _ = prometheus::register(Box::new(m.write_timeouts.clone()));
+        let _ = prometheus::register(Box::new(m.refused_connections.clone()));
         let _ = prometheus::register(Box::new(m.upstream_health_changes.clone()));
         m
     })

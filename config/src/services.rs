@@ -276,6 +276,14 @@ pub struct ClientConfig {
     /// A TLS handshake must be complete this long after the connection was accepted (applies
     /// where the tier has a TLS listener: the edge's `tls_listen`).
     pub handshake_timeout: HumanDuration,
+    /// A response write that makes no progress for this long (a client that stopped reading)
+    /// closes the connection (HTTP/1.1 and HTTP/2; HTTP/3 has its own 30 s idle timeout).
+    pub write_timeout: HumanDuration,
+    /// Client connections open at once on the tier's listeners; more are refused.
+    pub max_connections: usize,
+    /// Client connections open at once from one address (an IPv4 address or an IPv6 /64):
+    /// generous, since carrier NAT puts many viewers behind one address.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ClientConfig {
@@ -284,6 +292,9 @@ impl Default for ClientConfig {
             header_timeout: HumanDuration::secs(10),
             keepalive_timeout: HumanDuration::secs(60),
             handshake_timeout: HumanDuration::secs(10),
+            write_timeout: HumanDuration::secs(30),
+            max_connections: 100_000,
+            max_connections_per_address: 1_000,
         }
     }
 }
@@ -308,6 +319,29 @@ impl ClientConfig {
             p.push(
                 format!("{section}.clients.keepalive_timeout"),
                 format!("{} must be between 1s and 1h", self.keepalive_timeout),
+            );
+        }
+        if self.write_timeout.0 < Duration::from_secs(1) || self.write_timeout.0 > hour {
+            p.push(
+                format!("{section}.clients.write_timeout"),
+                format!("{} must be between 1s and 1h", self.write_timeout),
+            );
+        }
+        if self.max_connections == 0 {
+            p.push(
+                format!("{section}.clients.max_connections"),
+                "must be at least 1".to_owned(),
+            );
+        }
+        if self.max_connections_per_address == 0
+            || self.max_connections_per_address > self.max_connections
+        {
+            p.push(
+                format!("{section}.clients.max_connections_per_address"),
+                format!(
+                    "{} must be between 1 and max_connections ({})",
+                    self.max_connections_per_address, self.max_connections
+                ),
             );
         }
     }

@@ -11,6 +11,8 @@ after N body bytes, as a viewer that gives up would; --header adds request heade
 --pad-headers N adds an N-byte field, encoded here because aioquic's encoder refuses header
 sections larger than the server allows (which is what the test wants to send). --resume sends
 the requests as 0-RTT on a resumed session and reports whether the server took the early data.
+--stall-header sends only the start of each request's HEADERS frame and waits, as a client
+holding a stream open without a request would.
 """
 
 import argparse
@@ -27,7 +29,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, StreamReset
+from aioquic.quic.events import ConnectionTerminated, StopSendingReceived, StreamReset
 
 
 def varint(value):
@@ -100,7 +102,7 @@ class Client(QuicConnectionProtocol):
         self.h3 = H3Connection(self._quic)
         self.exchanges = {}
 
-    def request(self, url, extra_headers, reset_after, pad=0):
+    def request(self, url, extra_headers, reset_after, pad=0, stall=False):
         parts = urlsplit(url)
         path = parts.path + ("?" + parts.query if parts.query else "")
         stream_id = self._quic.get_next_available_stream_id()
@@ -113,7 +115,10 @@ class Client(QuicConnectionProtocol):
             (b":path", path.encode()),
             (b"user-agent", b"cascade-h3client/aioquic"),
         ] + [(k.encode(), v.encode()) for k, v in extra_headers]
-        if pad:
+        if stall:
+            frame = literal_headers_frame(headers)
+            self._quic.send_stream_data(stream_id, frame[: len(frame) // 2], end_stream=False)
+        elif pad:
             headers.append((b"x-pad", b"a" * pad))
             self._quic.send_stream_data(stream_id, literal_headers_frame(headers), end_stream=True)
         else:
@@ -124,6 +129,8 @@ class Client(QuicConnectionProtocol):
     def quic_event_received(self, event):
         if isinstance(event, StreamReset) and event.stream_id in self.exchanges:
             self.exchanges[event.stream_id].finish(f"reset {event.error_code}")
+        if isinstance(event, StopSendingReceived) and event.stream_id in self.exchanges:
+            self.exchanges[event.stream_id].finish(f"stop sending {event.error_code}")
         if isinstance(event, ConnectionTerminated):
             for exchange in self.exchanges.values():
                 exchange.finish(f"connection closed {event.error_code} {event.reason_phrase}")
@@ -182,12 +189,13 @@ async def run(args):
     async with connect(host, int(port), configuration=configuration, create_protocol=Client,
                        wait_connected=not args.resume) as client:
         if args.parallel:
-            exchanges = [client.request(u, headers, args.reset_after, args.pad_headers) for u in args.urls]
+            exchanges = [client.request(u, headers, args.reset_after, args.pad_headers, args.stall_header)
+                         for u in args.urls]
             await asyncio.wait_for(asyncio.gather(*(e.done for e in exchanges)), args.timeout)
         else:
             exchanges = []
             for url in args.urls:
-                exchange = client.request(url, headers, args.reset_after, args.pad_headers)
+                exchange = client.request(url, headers, args.reset_after, args.pad_headers, args.stall_header)
                 exchanges.append(exchange)
                 await asyncio.wait_for(exchange.done, args.timeout)
         if args.reset_after is not None:
@@ -210,6 +218,7 @@ def main():
     parser.add_argument("--parallel", action="store_true")
     parser.add_argument("--reset-after", type=int)
     parser.add_argument("--pad-headers", type=int, default=0)
+    parser.add_argument("--stall-header", action="store_true")
     parser.add_argument("--resume", action="store_true", help="resume a session and send the requests as 0-RTT")
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("urls", nargs="+")

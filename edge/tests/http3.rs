@@ -574,3 +574,30 @@ fn connections_beyond_the_limit_are_refused_until_one_closes() {
     }
     assert!(edge.edge.metric("cascade_http3_handshakes_total") >= 3.0);
 }
+
+#[test]
+fn a_request_stream_whose_header_never_completes_is_closed_at_the_header_timeout() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/live/s/1.m4s", Route::ok("segment"));
+    let edge = H3Edge::start(&upstream, "[edge.clients]\nheader_timeout = \"1s\"\n");
+    let started = Instant::now();
+    let stalled = edge.h3_raw(&["--stall-header", "--timeout", "15"], &["/live/s/1.m4s"]);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(8),
+        "the stalled stream was held for {waited:?}: {stalled:?}"
+    );
+    assert!(
+        stalled.first().is_some_and(|r| r["status"].is_null()),
+        "{stalled:?}"
+    );
+    let metrics = cascade_testkit::http_get(edge.edge.addr("admin_listen").unwrap(), "/metrics")
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("cascade_http3_refused_streams_total{reason=\"header_timeout\"} 1"),
+        "{metrics}"
+    );
+    // The connection's other streams, and the listener, still serve.
+    assert_eq!(status(&edge.h3_get("/live/s/1.m4s")), 200);
+}

@@ -1033,3 +1033,51 @@ fn slow_stalled_and_idle_clients_are_disconnected_while_others_are_served() {
     );
     assert_eq!(get(&edge, "/ok").status, 200, "the edge still serves");
 }
+
+#[test]
+fn a_client_that_stops_reading_or_opens_too_many_connections_is_cut_off() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/ok", Route::ok("fine"));
+    upstream.route("/big.m4s", Route::ok(vec![7u8; 32 << 20]));
+    let edge = edge_for(
+        &upstream,
+        "[edge.clients]\nwrite_timeout = \"2s\"\nmax_connections_per_address = 4\n",
+    );
+    let addr = listen(&edge);
+
+    // A viewer that asks for 32 MiB and never reads: once the socket buffers are full, the
+    // write makes no progress, and the connection is closed after the 2s write timeout.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled
+        .write_all(b"GET /big.m4s HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let closed = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(250));
+        edge.metric("cascade_proxy_write_timeouts_total") >= 1.0
+    });
+    assert!(closed, "the stalled viewer was never timed out");
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    while let Ok(n) = stalled.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(got < 32 << 20, "the whole body arrived: {got} bytes");
+
+    // Four connections from 127.0.0.1 are held; the fifth is closed at once, unanswered,
+    // and other requests are still served once one of the four goes.
+    let held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect_polled(addr);
+    let (answer, refused) = read_until_closed(&mut extra, Duration::from_secs(3));
+    assert!(answer.is_empty() && refused.is_some(), "{answer:?}");
+    assert!(edge.metric("cascade_proxy_refused_connections_total") >= 1.0);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(&edge, "/ok").status, 200);
+}

@@ -2,7 +2,7 @@
 //! chosen by SNI, and a renewed certificate served without a restart.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -281,4 +281,69 @@ fn over_tls_slow_handshakes_headers_and_header_blocks_are_cut() {
         curl(&edge, "a.test", &ca, "--http2").unwrap(),
         ("200".into(), "2".into())
     );
+}
+
+/// Reads one response with a `Content-Length` body from `stream` (whose reads time out, so
+/// the wait is bounded by `limit`).
+fn read_response(stream: &mut impl Read, limit: Duration) -> String {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| body.len() >= n) {
+                return text.into_owned();
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_kept_alive_https_connection_serves_request_after_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("a.pem"), generated.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("a.key"),
+        generated.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let root = generated.cert.der().clone();
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route("/live/s/1.m4s", Route::ok("segment"));
+    let d = dir.path().display();
+    let config = format!(
+        "[edge]\nshields = []\norigin = \"{}\"\n[[edge.sites]]\nhosts = [\"a.test\"]\n\
+         [tls]\nself_signed = false\n\
+         [[tls.certificates]]\nhosts = [\"a.test\"]\ncert = \"{d}/a.pem\"\nkey = \"{d}/a.key\"\n",
+        upstream.addr()
+    );
+    let edge = CascadeProcess::start("cascade-edge", "edge", &config).unwrap();
+    // An LL-HLS player over HTTP/1.1 sends hundreds of requests on one connection.
+    let mut h1 = tls_connect(&edge, root, b"http/1.1");
+    for i in 0..50 {
+        h1.write_all(b"GET /live/s/1.m4s HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        let answer = read_response(&mut h1, Duration::from_secs(5));
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("segment"),
+            "request {i} on the kept-alive connection: {answer:?}"
+        );
+    }
 }

@@ -7,8 +7,10 @@
 //! so the handshake gets `clients.handshake_timeout`. Each connection is then wrapped in a
 //! [`ClientStream`], which consults a [`RequestClock`] (a [`HeaderClock`] for HTTP/1, a
 //! [`FrameClock`] for HTTP/2) and fails the pending read with `TimedOut` once the request
-//! being received is overdue. The idle time between requests is the keep-alive timeout's
-//! business, which the proxy sets from the same `[clients]` section.
+//! being received is overdue, and fails a write that has made no progress for the write
+//! timeout (a client that stopped reading). The idle time between requests is the keep-alive
+//! timeout's business, which the proxy sets from the same `[clients]` section. Connections
+//! over the listener's caps (in all, or from one address) are refused at accept, before TLS.
 //!
 //! On writes, [`ClientStream`] takes the place of Pingora's small write buffer: that buffer
 //! sends what it holds (a response header) in a system call of its own before a large body
@@ -39,6 +41,9 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use cascade_service::limits::{ConnectionCaps, ConnectionLimits, ConnectionSlot};
+
+use crate::metrics::ProxyMetrics;
 use crate::policy::request_clock::{FrameClock, HeaderClock, RequestClock};
 
 /// What a [`ClientStream`] needs of its clock to be a Pingora stream.
@@ -59,6 +64,12 @@ pub struct ClientStream<C> {
     timeouts: IntCounter,
     /// Written by the caller, not yet sent.
     held: Vec<u8>,
+    /// How long a write may make no progress, and what counts the connections closed for it.
+    write_limit: Option<(Duration, IntCounter)>,
+    /// Armed when a write found the socket full; cleared by any progress.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    /// The connection's place under the listener's caps, freed when the stream is dropped.
+    _slot: Option<ConnectionSlot>,
 }
 
 impl<C: StreamClock> ClientStream<C> {
@@ -70,7 +81,50 @@ impl<C: StreamClock> ClientStream<C> {
             timer: None,
             timeouts,
             held: Vec::new(),
+            write_limit: None,
+            write_timer: None,
+            _slot: None,
         }
+    }
+
+    /// Fails writes that make no progress for `limit`, counting them in `timeouts`.
+    pub fn with_write_timeout(mut self, limit: Duration, timeouts: IntCounter) -> Self {
+        self.write_limit = Some((limit, timeouts));
+        self
+    }
+
+    /// Holds `slot` for as long as the connection lives.
+    pub fn holding(mut self, slot: ConnectionSlot) -> Self {
+        self._slot = Some(slot);
+        self
+    }
+
+    /// Tracks the write deadline after a write attempt: progress disarms it, a full socket
+    /// arms it, and once it has passed the write fails.
+    fn write_deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        attempt: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let Some((limit, timeouts)) = &self.write_limit else {
+            return attempt;
+        };
+        if attempt.is_ready() {
+            self.write_timer = None;
+            return attempt;
+        }
+        let limit = *limit;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            timeouts.inc();
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading the response",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Sends everything held.
@@ -174,7 +228,8 @@ impl<C: StreamClock> AsyncWrite for ClientStream<C> {
             this.held.extend_from_slice(buf);
             Poll::Ready(Ok(buf.len()))
         } else {
-            this.poll_write_after_held(cx, buf)
+            let attempt = this.poll_write_after_held(cx, buf);
+            this.write_deadline(cx, attempt)
         };
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             this.clock.on_write();
@@ -184,10 +239,11 @@ impl<C: StreamClock> AsyncWrite for ClientStream<C> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.poll_send_held(cx) {
+        let attempt = match this.poll_send_held(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
             other => other,
-        }
+        };
+        this.write_deadline(cx, attempt)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -284,6 +340,10 @@ pub struct ClientLimits {
     pub header: Duration,
     /// From accepting a TLS connection to the end of its handshake.
     pub handshake: Duration,
+    /// How long a response write may make no progress.
+    pub write: Duration,
+    /// Connections open at once, in all and per client address.
+    pub connections: ConnectionLimits,
 }
 
 /// Whether a connection that arrived on `local` came through the listener bound to `listen`
@@ -297,9 +357,9 @@ fn accepted_on(local: SocketAddr, listen: SocketAddr) -> bool {
 pub struct ClientStreamApp<A> {
     inner: Arc<A>,
     limits: ClientLimits,
+    caps: Arc<ConnectionCaps>,
     tls: Option<TlsTermination>,
-    header_timeouts: IntCounter,
-    handshake_timeouts: IntCounter,
+    metrics: &'static ProxyMetrics,
 }
 
 impl<A> ClientStreamApp<A> {
@@ -308,15 +368,29 @@ impl<A> ClientStreamApp<A> {
         inner: A,
         limits: ClientLimits,
         tls: Option<TlsTermination>,
-        header_timeouts: IntCounter,
-        handshake_timeouts: IntCounter,
+        metrics: &'static ProxyMetrics,
     ) -> Self {
         Self {
             inner: Arc::new(inner),
+            caps: ConnectionCaps::new(limits.connections),
             limits,
             tls,
-            header_timeouts,
-            handshake_timeouts,
+            metrics,
+        }
+    }
+
+    /// A place under the caps for `stream`, or `None` (counted and logged) when it is refused.
+    fn admit(&self, stream: &Stream) -> Option<ConnectionSlot> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))?;
+        match self.caps.try_open(peer) {
+            Ok(slot) => Some(slot),
+            Err(full) => {
+                self.metrics.refused_connections.inc();
+                tracing::debug!(%peer, %full, "client connection refused");
+                None
+            }
         }
     }
 
@@ -346,7 +420,7 @@ impl<A> ClientStreamApp<A> {
                 None
             }
             Err(_) => {
-                self.handshake_timeouts.inc();
+                self.metrics.handshake_timeouts.inc();
                 tracing::debug!(peer = ?peer, "TLS handshake timed out");
                 None
             }
@@ -361,19 +435,34 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientStreamApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let any = stream.as_any();
+        if any.is::<ClientStream<HeaderClock>>() || any.is::<ClientStream<FrameClock>>() {
+            // A kept-alive connection handed back for its next request: already admitted.
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let slot = self.admit(&stream)?;
         let stream = match self.tls_for(&stream) {
             // Boxed: the handshake's state is kilobytes, which plain connections need not carry.
             Some(tls) => Box::pin(self.handshake(tls, stream)).await?,
             None => stream,
         };
-        let timeouts = self.header_timeouts.clone();
+        let timeouts = self.metrics.header_timeouts.clone();
+        let writes = (self.limits.write, self.metrics.write_timeouts.clone());
         let opened = Instant::now();
         let stream: Stream = if stream.selected_alpn_proto() == Some(ALPN::H2) {
             let clock = FrameClock::new(self.limits.header, opened);
-            Box::new(ClientStream::new(stream, clock, timeouts))
+            Box::new(
+                ClientStream::new(stream, clock, timeouts)
+                    .with_write_timeout(writes.0, writes.1)
+                    .holding(slot),
+            )
         } else {
             let clock = HeaderClock::new(self.limits.header, opened);
-            Box::new(ClientStream::new(stream, clock, timeouts))
+            Box::new(
+                ClientStream::new(stream, clock, timeouts)
+                    .with_write_timeout(writes.0, writes.1)
+                    .holding(slot),
+            )
         };
         self.inner.process_new(stream, shutdown).await
     }

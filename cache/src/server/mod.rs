@@ -20,6 +20,7 @@ use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use cascade_config::CascadeConfig;
 use cascade_service::admin::{self, AdminState};
+use cascade_service::limits::ConnectionLimits;
 use cascade_service::shutdown::SignalListener;
 use cascade_service::{Gate, Readiness, ServiceInfo, Startup};
 use http::HeaderValue;
@@ -374,10 +375,14 @@ fn traffic_service(
             ClientLimits {
                 header: tier.clients.header_timeout.0,
                 handshake: tier.clients.handshake_timeout.0,
+                write: tier.clients.write_timeout.0,
+                connections: ConnectionLimits {
+                    total: tier.clients.max_connections,
+                    per_address: tier.clients.max_connections_per_address,
+                },
             },
             tls_termination,
-            metrics.header_timeouts.clone(),
-            metrics.handshake_timeouts.clone(),
+            metrics,
         ),
     );
     for listener in listeners {

@@ -18,7 +18,7 @@ use super::downstream::TlsTermination;
 use super::pause;
 use crate::proxy::CachingProxy;
 use crate::tier::TierSettings;
-use crate::viewers::http3::{Http3Listener, alt_svc, bind_udp, server_config};
+use crate::viewers::http3::{Http3Limits, Http3Listener, alt_svc, bind_udp, server_config};
 use crate::viewers::tls::CertStore;
 
 /// Read buffer of a TLS connection: one TLS record.
@@ -93,7 +93,12 @@ pub fn start(
                 http3.addr,
                 quic,
                 h3_proxy,
-                usize::try_from(http3.settings.max_connections).unwrap_or(usize::MAX),
+                Http3Limits {
+                    max_connections: usize::try_from(http3.settings.max_connections)
+                        .unwrap_or(usize::MAX),
+                    per_address: tier.clients.max_connections_per_address,
+                    header: tier.clients.header_timeout.0,
+                },
             ),
         ));
     }

@@ -22,6 +22,7 @@ use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cascade_config::{CongestionController, Http3Config};
+use cascade_service::limits::{ConnectionCaps, ConnectionLimits};
 use http::HeaderValue;
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::ServerSession;
@@ -117,7 +118,19 @@ pub struct Http3Listener {
     addr: SocketAddr,
     server_config: quinn::ServerConfig,
     proxy: Arc<HttpProxy<CachingProxy>>,
-    max_connections: usize,
+    limits: Http3Limits,
+}
+
+/// What one HTTP/3 listener allows.
+#[derive(Debug, Clone, Copy)]
+pub struct Http3Limits {
+    /// Connections (and handshakes in progress) at once.
+    pub max_connections: usize,
+    /// Established connections from one client address (checked once the handshake has
+    /// validated the address, so a spoofed source cannot use up another's share).
+    pub per_address: usize,
+    /// From a request stream's opening to its complete header.
+    pub header: Duration,
 }
 
 impl Http3Listener {
@@ -128,14 +141,14 @@ impl Http3Listener {
         addr: SocketAddr,
         server_config: quinn::ServerConfig,
         proxy: Arc<HttpProxy<CachingProxy>>,
-        max_connections: usize,
+        limits: Http3Limits,
     ) -> Self {
         Self {
             socket: Mutex::new(socket),
             addr,
             server_config,
             proxy,
-            max_connections,
+            limits,
         }
     }
 
@@ -180,12 +193,16 @@ impl BackgroundService for Http3Listener {
             }
         };
         tracing::info!(listen = %self.addr, "serving HTTP/3");
+        let caps = ConnectionCaps::new(ConnectionLimits {
+            total: self.limits.max_connections,
+            per_address: self.limits.per_address,
+        });
         loop {
             tokio::select! {
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
                     // Handshakes in progress count too: a flood of them must not get past.
-                    if endpoint.open_connections() >= self.max_connections {
+                    if endpoint.open_connections() >= self.limits.max_connections {
                         http3_metrics().handshakes.with_label_values(&["refused"]).inc();
                         incoming.refuse();
                         continue;
@@ -193,7 +210,9 @@ impl BackgroundService for Http3Listener {
                     let proxy = Arc::clone(&self.proxy);
                     let shutdown = shutdown.clone();
                     let local = self.addr;
-                    tokio::spawn(serve_connection(incoming, proxy, local, shutdown));
+                    let caps = Arc::clone(&caps);
+                    let header = self.limits.header;
+                    tokio::spawn(serve_connection(incoming, proxy, local, caps, header, shutdown));
                 }
                 _ = shutdown.changed() => break,
             }
@@ -224,6 +243,8 @@ async fn serve_connection(
     incoming: quinn::Incoming,
     proxy: Arc<HttpProxy<CachingProxy>>,
     local: SocketAddr,
+    caps: Arc<ConnectionCaps>,
+    header_timeout: Duration,
     mut shutdown: ShutdownWatch,
 ) {
     let client = incoming.remote_address();
@@ -237,6 +258,17 @@ async fn serve_connection(
         }
     };
     metrics.handshakes.with_label_values(&["ok"]).inc();
+    let _slot = match caps.try_open(client.ip()) {
+        Ok(slot) => slot,
+        Err(full) => {
+            metrics.handshakes.with_label_values(&["refused"]).inc();
+            connection.close(
+                quinn::VarInt::from_u32(0x107),
+                format!("{full}; try again later").as_bytes(),
+            );
+            return;
+        }
+    };
     let _open = OpenConnection::new();
     let built = h3::server::builder()
         .max_field_section_size(MAX_HEADER_BYTES as u64)
@@ -260,13 +292,17 @@ async fn serve_connection(
                     let proxy = Arc::clone(&proxy);
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        match resolver.resolve_request().await {
-                            Ok((request, stream)) => {
+                        match tokio::time::timeout(header_timeout, resolver.resolve_request()).await {
+                            Ok(Ok((request, stream))) => {
                                 serve_request(request, stream, client, local, &proxy, &shutdown).await;
                             }
-                            Err(e) => {
+                            Ok(Err(e)) => {
                                 metrics.refused_streams.with_label_values(&[refusal_reason(&e)]).inc();
                                 tracing::debug!(%client, error = %e, "HTTP/3 request refused");
+                            }
+                            Err(_) => {
+                                metrics.refused_streams.with_label_values(&["header_timeout"]).inc();
+                                tracing::debug!(%client, "HTTP/3 request header did not arrive in time");
                             }
                         }
                     });
