@@ -101,6 +101,7 @@ class Client(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.h3 = H3Connection(self._quic)
         self.exchanges = {}
+        self.stalled = set()
 
     def request(self, url, extra_headers, reset_after, pad=0, stall=False):
         parts = urlsplit(url)
@@ -116,6 +117,7 @@ class Client(QuicConnectionProtocol):
             (b"user-agent", b"cascade-h3client/aioquic"),
         ] + [(k.encode(), v.encode()) for k, v in extra_headers]
         if stall:
+            self.stalled.add(stream_id)
             frame = literal_headers_frame(headers)
             self._quic.send_stream_data(stream_id, frame[: len(frame) // 2], end_stream=False)
         elif pad:
@@ -129,7 +131,9 @@ class Client(QuicConnectionProtocol):
     def quic_event_received(self, event):
         if isinstance(event, StreamReset) and event.stream_id in self.exchanges:
             self.exchanges[event.stream_id].finish(f"reset {event.error_code}")
-        if isinstance(event, StopSendingReceived) and event.stream_id in self.exchanges:
+        # A server that has read a whole request may stop its sending side (H3_NO_ERROR); only
+        # for a request still being sent does that end the exchange.
+        if isinstance(event, StopSendingReceived) and event.stream_id in self.stalled:
             self.exchanges[event.stream_id].finish(f"stop sending {event.error_code}")
         if isinstance(event, ConnectionTerminated):
             for exchange in self.exchanges.values():

@@ -557,7 +557,7 @@ fn purges_through_the_admin_endpoint_by_each_kind() {
     );
     assert_eq!(
         purge(&edge, Some("guess"), r#"{"kind":"all","confirm_all":true}"#).status,
-        403
+        401
     );
     let bad_json = purge(&edge, Some("purge-secret"), "{not json");
     assert_eq!(bad_json.status, 400);

@@ -143,6 +143,15 @@ impl Registry {
             .map_err(|e| {
                 anyhow::anyhow!("origin.database_url: cannot migrate the registry: {e}")
             })?;
+        if sqlite {
+            // Write what the migrations changed into the database file now, so that values
+            // they dropped (plaintext stream keys) are gone from it, not left until the next
+            // automatic checkpoint.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("origin.database_url: cannot checkpoint: {e}"))?;
+        }
         Ok(Self { pool })
     }
 
