@@ -245,11 +245,27 @@ impl CachingProxy {
             )
             .header(header::ALLOW, "GET, HEAD, OPTIONS"));
         }
-        let target = req
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
+        // Pingora stands `/` in for a target the URI parser refused (`live/a.m4s`), which
+        // would key another object than the one asked for.
+        let raw = req.raw_path();
+        let asterisk = raw == b"*" && req.method == Method::OPTIONS;
+        if req.uri.scheme().is_none() && !raw.is_empty() && !raw.starts_with(b"/") && !asterisk {
+            return Err(LocalResponse::new(
+                400,
+                "the request target must be a path starting with / or an absolute URL".into(),
+            ));
+        }
+        let target = match req.uri.path_and_query() {
+            Some(pq) => pq.as_str(),
+            // An absolute URL without a path names the root.
+            None if req.uri.scheme().is_some() => "/",
+            None => {
+                return Err(LocalResponse::new(
+                    400,
+                    "the request target must be a path starting with / or an absolute URL".into(),
+                ));
+            }
+        };
         if target.len() > MAX_URI_LEN {
             return Err(LocalResponse::new(
                 414,

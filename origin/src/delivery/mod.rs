@@ -100,6 +100,13 @@ impl Delivery {
 
     async fn live(&self, stream: &str, asset: Asset, query: Option<&str>) -> Response<Body> {
         let key = surrogate_key("stream", stream, asset.rendition());
+        // A malformed blocking-reload query is the client's error whether or not the stream
+        // is live now.
+        if matches!(asset, Asset::MediaPlaylist { .. })
+            && let Err(e) = route::playlist_query(query)
+        {
+            return route_error(e);
+        }
         let Some(media) = self.packager.get(stream) else {
             return error(
                 StatusCode::NOT_FOUND,
