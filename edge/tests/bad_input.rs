@@ -960,6 +960,17 @@ fn cases(stream_id: &str) -> Vec<Case> {
         Status(BAD),
     );
     add(
+        "bus-unkeyable-target",
+        api(
+            Bus,
+            "POST",
+            "/v1/purge",
+            Some(PURGER),
+            r#"{"kind":"url","targets":["http://localhost/ok","http://localhost/a%zz"]}"#,
+        ),
+        Status(BAD),
+    );
+    add(
         "bus-no-targets",
         api(
             Bus,

@@ -69,7 +69,7 @@ pub enum RequestError {
         /// The target.
         value: String,
         /// What is wrong.
-        why: &'static str,
+        why: String,
     },
     /// `all` without confirmation.
     #[error("confirm_all: purging everything needs \"confirm_all\": true")]
@@ -111,11 +111,11 @@ impl PurgeRequest {
             return Err(RequestError::TooManyTargets(self.targets.len()));
         }
         for (index, value) in self.targets.iter().enumerate() {
-            let bad = |why| {
+            let bad = |why: &str| {
                 Err(RequestError::BadTarget {
                     index,
                     value: value.clone(),
-                    why,
+                    why: why.to_owned(),
                 })
             };
             match self.kind {
@@ -123,9 +123,13 @@ impl PurgeRequest {
                     if let Err(why) = check_url(value) {
                         return bad(why);
                     }
+                    // Exactly as nodes key it, so that every node can apply what is accepted.
+                    if let Err(e) = cascade_keys::url_key(value, &[]) {
+                        return bad(&format!("cannot be keyed: {e}"));
+                    }
                 }
                 PurgeKind::Host => {
-                    if !is_host(value) {
+                    if !is_host(value) || cascade_keys::normalise_host(value).is_err() {
                         return bad(
                             "is not a host name (write e.g. \"cdn.example.com\", no scheme or path)",
                         );
@@ -243,6 +247,20 @@ mod tests {
                 "has no path",
             ),
             (req(PurgeKind::Url, &["https:///x"]), "has no valid host"),
+            // Targets nodes could not key (the bus once accepted them, and nodes then skipped
+            // the whole message): refused here, naming why.
+            (
+                req(PurgeKind::Url, &["https://h/a\\b"]),
+                "targets[0]: \"https://h/a\\\\b\" cannot be keyed: the path is malformed: backslash",
+            ),
+            (
+                req(PurgeKind::Prefix, &["https://h/ok/", "https://h/a%zz/"]),
+                "targets[1]: \"https://h/a%zz/\" cannot be keyed",
+            ),
+            (
+                req(PurgeKind::Url, &["https://h/../x"]),
+                "cannot be keyed: the path climbs above the root",
+            ),
             (
                 req(PurgeKind::Host, &["https://cdn.example.com"]),
                 "is not a host name",

@@ -9,7 +9,8 @@
 //! - [`request_clock`]: by when a client's request must have arrived.
 
 pub mod crowd;
-pub mod key;
+/// Cache keys (the `cascade-keys` crate, which purge validation shares).
+pub use cascade_keys as key;
 pub mod purge;
 pub mod request_clock;
 pub mod token;

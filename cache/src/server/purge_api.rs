@@ -20,7 +20,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 
-use crate::policy::key::{RequestKey, normalise_host};
+use crate::policy::key::{normalise_host, url_key};
 use crate::policy::purge::Selector;
 use crate::storage::{PurgeAction, TieredStorage};
 
@@ -62,35 +62,39 @@ impl PurgeEndpoint {
 
 /// Turns a validated request's targets into selectors; errors name the bad target.
 pub fn selectors(request: &PurgeRequest, keyed_query: &[String]) -> Result<Vec<Selector>, String> {
-    let url_key = |i: usize, url: &str| -> Result<String, String> {
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"))
-            .unwrap_or(url);
-        let (host, target) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let target = if target.is_empty() { "/" } else { target };
-        RequestKey::new(host, target, keyed_query)
-            .map(|k| k.to_string())
-            .map_err(|e| format!("targets[{i}]: {url:?}: {e}"))
-    };
+    let (selected, refused) = selectors_and_refusals(request, keyed_query);
+    match refused.into_iter().next() {
+        Some(why) => Err(why),
+        None => Ok(selected),
+    }
+}
+
+/// The selectors of every target that can be keyed, and why each other one cannot: a node
+/// applies the good targets of a message from the bus rather than none of them.
+pub fn selectors_and_refusals(
+    request: &PurgeRequest,
+    keyed_query: &[String],
+) -> (Vec<Selector>, Vec<String>) {
     if request.kind == PurgeKind::All {
         // `all` carries no targets.
-        return Ok(vec![Selector::All]);
+        return (vec![Selector::All], Vec::new());
     }
-    request
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| match request.kind {
-            PurgeKind::Url => url_key(i, t).map(Selector::Url),
-            PurgeKind::Prefix => url_key(i, t).map(Selector::Prefix),
-            PurgeKind::Host => normalise_host(t)
-                .map(Selector::Host)
-                .map_err(|e| format!("targets[{i}]: {t:?}: {e}")),
+    let mut selected = Vec::new();
+    let mut refused = Vec::new();
+    for (i, t) in request.targets.iter().enumerate() {
+        let selector = match request.kind {
+            PurgeKind::Url => url_key(t, keyed_query).map(|k| Selector::Url(k.to_string())),
+            PurgeKind::Prefix => url_key(t, keyed_query).map(|k| Selector::Prefix(k.to_string())),
+            PurgeKind::Host => normalise_host(t).map(Selector::Host),
             PurgeKind::Tag => Ok(Selector::Tag(t.clone())),
             PurgeKind::All => Ok(Selector::All),
-        })
-        .collect()
+        };
+        match selector {
+            Ok(s) => selected.push(s),
+            Err(e) => refused.push(format!("targets[{i}]: {t:?}: {e}")),
+        }
+    }
+    (selected, refused)
 }
 
 /// The storage's action for a requested one.
@@ -111,7 +115,13 @@ pub struct BusApplier {
 
 impl PurgeApplier for BusApplier {
     fn apply(&self, message: &PurgeMessage) -> Result<usize, String> {
-        let selectors = selectors(&message.request, &self.keyed_query)?;
+        let (selectors, refused) = selectors_and_refusals(&message.request, &self.keyed_query);
+        if !refused.is_empty() {
+            tracing::warn!(purge = %message.id, refused = ?refused, "purge targets this node cannot key were skipped");
+        }
+        if selectors.is_empty() {
+            return Err(refused.join("; "));
+        }
         let action = storage_action(message.request.action);
         let accepted = UNIX_EPOCH + Duration::from_millis(message.issued_ms);
         Ok(selectors
@@ -174,5 +184,38 @@ impl AdminExtension for PurgeEndpoint {
             StatusCode::OK,
             &serde_json::json!({ "purged": purged }),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_keeps_the_good_targets_of_a_message_and_names_the_bad() {
+        let request = PurgeRequest {
+            kind: PurgeKind::Prefix,
+            targets: vec![
+                "https://cdn.example/live/a/".into(),
+                "https://cdn.example/live/a%zz/".into(),
+                "https://CDN.example/live/b/".into(),
+            ],
+            action: RequestedAction::Delete,
+            confirm_all: false,
+        };
+        let (selected, refused) = selectors_and_refusals(&request, &[]);
+        assert_eq!(
+            selected,
+            [
+                Selector::Prefix("cdn.example/live/a/".into()),
+                Selector::Prefix("cdn.example/live/b/".into())
+            ]
+        );
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].starts_with("targets[1]:"), "{refused:?}");
+        assert!(
+            selectors(&request, &[]).is_err(),
+            "the API refuses the whole request"
+        );
     }
 }

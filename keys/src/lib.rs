@@ -1,4 +1,6 @@
-//! Cache keys: what makes two requests the same object.
+//! Cache keys: what makes two requests the same object. Edges and shields key their caches
+//! with it, and the purge bus checks URL targets with it, so a purge the bus accepts is one
+//! every node can apply.
 //!
 //! A key is the lowercased host without port, the normalised path, and only the query
 //! parameters that change the response (`_HLS_msn`, `_HLS_part`, `_HLS_skip` by default),
@@ -251,6 +253,18 @@ fn canonical_number(pair: &str) -> Cow<'_, str> {
     }
 }
 
+/// The key of an `http://` or `https://` URL, as a URL purge names an object (the scheme
+/// is optional here; the host may carry a port).
+pub fn url_key(url: &str, keyed_query: &[String]) -> Result<RequestKey, KeyError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let (host, target) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let target = if target.is_empty() { "/" } else { target };
+    RequestKey::new(host, target, keyed_query)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +374,25 @@ mod tests {
             key("h", "/x?_HLS_msn=1").unwrap().to_string(),
             "h/x?_HLS_msn=1"
         );
+    }
+
+    #[test]
+    fn url_targets_are_keyed_like_requests() {
+        let key = url_key("https://CDN.example:443/live/a/../b/1.m4s?v=2", &keyed()).unwrap();
+        assert_eq!(
+            key.to_string(),
+            RequestKey::new("cdn.example", "/live/b/1.m4s", &keyed())
+                .unwrap()
+                .to_string()
+        );
+        assert_eq!(url_key("http://h", &keyed()).unwrap().path(), "/");
+        for bad in [
+            "http://h/a\\b",
+            "http://h/a%zz",
+            "http://h/../x",
+            "http:///x",
+        ] {
+            assert!(url_key(bad, &keyed()).is_err(), "{bad}");
+        }
     }
 }
