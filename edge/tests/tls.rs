@@ -166,8 +166,16 @@ fn trickle_until_cut(stream: &mut (impl Read + Write), piece: &[u8]) -> (Vec<u8>
     }
 }
 
-#[test]
-fn over_tls_slow_handshakes_headers_and_header_blocks_are_cut() {
+/// An edge serving `a.test` over TLS with a certificate of its own (returned, to trust it),
+/// in front of an upstream holding `/live/s/1.m4s`; `extra` is more edge config.
+fn a_test_edge(
+    extra: &str,
+) -> (
+    CascadeProcess,
+    rustls::pki_types::CertificateDer<'static>,
+    TestUpstream,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let generated = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
     std::fs::write(dir.path().join("a.pem"), generated.cert.pem()).unwrap();
@@ -181,14 +189,20 @@ fn over_tls_slow_handshakes_headers_and_header_blocks_are_cut() {
     upstream.route("/live/s/1.m4s", Route::ok("segment"));
     let d = dir.path().display();
     let config = format!(
-        "[edge]\nshields = []\norigin = \"{}\"\n[[edge.sites]]\nhosts = [\"a.test\"]\n\
-         [edge.clients]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"3s\"\n\
-         handshake_timeout = \"1s\"\n\
+        "[edge]\nshields = []\norigin = \"{}\"\n[[edge.sites]]\nhosts = [\"a.test\"]\n{extra}\
          [tls]\nself_signed = false\n\
          [[tls.certificates]]\nhosts = [\"a.test\"]\ncert = \"{d}/a.pem\"\nkey = \"{d}/a.key\"\n",
         upstream.addr()
     );
     let edge = CascadeProcess::start("cascade-edge", "edge", &config).unwrap();
+    (edge, root, upstream, dir)
+}
+
+#[test]
+fn over_tls_slow_handshakes_headers_and_header_blocks_are_cut() {
+    let (edge, root, _upstream, dir) = a_test_edge(
+        "[edge.clients]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"3s\"\nhandshake_timeout = \"1s\"\n",
+    );
 
     // A TCP connection to the TLS port that never starts a handshake, and one that trickles
     // its ClientHello (a record header, then a byte every 200 ms), are closed after about the
@@ -316,25 +330,7 @@ fn read_response(stream: &mut impl Read, limit: Duration) -> String {
 
 #[test]
 fn a_kept_alive_https_connection_serves_request_after_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let generated = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
-    std::fs::write(dir.path().join("a.pem"), generated.cert.pem()).unwrap();
-    std::fs::write(
-        dir.path().join("a.key"),
-        generated.signing_key.serialize_pem(),
-    )
-    .unwrap();
-    let root = generated.cert.der().clone();
-    let upstream = TestUpstream::start().unwrap();
-    upstream.route("/live/s/1.m4s", Route::ok("segment"));
-    let d = dir.path().display();
-    let config = format!(
-        "[edge]\nshields = []\norigin = \"{}\"\n[[edge.sites]]\nhosts = [\"a.test\"]\n\
-         [tls]\nself_signed = false\n\
-         [[tls.certificates]]\nhosts = [\"a.test\"]\ncert = \"{d}/a.pem\"\nkey = \"{d}/a.key\"\n",
-        upstream.addr()
-    );
-    let edge = CascadeProcess::start("cascade-edge", "edge", &config).unwrap();
+    let (edge, root, _upstream, _dir) = a_test_edge("");
     // An LL-HLS player over HTTP/1.1 sends hundreds of requests on one connection.
     let mut h1 = tls_connect(&edge, root, b"http/1.1");
     for i in 0..50 {
