@@ -556,6 +556,18 @@ impl Archive {
         };
         let mut deleted = 0;
         for rec in expired {
+            match self
+                .registry
+                .claim_expired_recording(&rec.id, now_ms_i64())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue, // converted to VOD since it was listed
+                Err(e) => {
+                    tracing::error!(recording = %rec.id, error = %e, "cannot claim an expired recording");
+                    continue;
+                }
+            }
             match self.store.delete_prefix(&recording::prefix(&rec.id)).await {
                 Ok(objects) => {
                     self.forget_index(&rec.id);

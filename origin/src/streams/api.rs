@@ -456,11 +456,18 @@ impl StreamApi {
         rec: &str,
     ) -> Result<HttpResponse, Box<HttpResponse>> {
         let mut r = self.finished_recording(id, rec, "convert").await?;
-        self.live
+        let converted = self
+            .live
             .registry()
             .convert_recording(rec)
             .await
             .map_err(|e| Box::new(internal(e)))?;
+        if !converted {
+            return Err(Box::new(json_error(
+                StatusCode::CONFLICT,
+                "the recording's retention ended and it is being deleted; it cannot be converted",
+            )));
+        }
         r.status = "vod".into();
         r.expires_at = None;
         tracing::info!(stream = %id, recording = %rec, "recording converted to VOD");

@@ -527,19 +527,37 @@ impl Registry {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Finished recordings whose retention ended before `now` (Unix ms).
+    /// Finished recordings whose retention ended before `now` (Unix ms), and those whose
+    /// deletion was claimed but not finished (the origin stopped in between).
     pub async fn expired_recordings(
         &self,
         now: i64,
     ) -> Result<Vec<RecordingRecord>, RegistryError> {
         let rows = sqlx::query(&format!(
             "SELECT {RECORDING_COLUMNS} FROM recordings \
-             WHERE status = 'ready' AND expires_at IS NOT NULL AND expires_at <= $1"
+             WHERE (status = 'ready' AND expires_at IS NOT NULL AND expires_at <= $1) \
+             OR status = 'expiring'"
         ))
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(recording_from_row).collect()
+    }
+
+    /// Claims an expired recording for deletion (status `expiring`), so that a conversion to
+    /// VOD arriving meanwhile is refused instead of answered and then lost. False when it was
+    /// converted (or deleted) first.
+    pub async fn claim_expired_recording(&self, id: &str, now: i64) -> Result<bool, RegistryError> {
+        let done = sqlx::query(
+            "UPDATE recordings SET status = 'expiring' WHERE id = $1 AND \
+             ((status = 'ready' AND expires_at IS NOT NULL AND expires_at <= $2) \
+             OR status = 'expiring')",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Forgets a recording (its objects are deleted by the caller first).
@@ -768,6 +786,30 @@ mod tests {
         assert!(registry.convert_recording(&kept.id).await.unwrap());
         let expired = registry.expired_recordings(now_ms_i64()).await.unwrap();
         assert_eq!(expired.len(), 1, "a VOD recording does not expire");
+        // Retention claims what it lists, and a conversion loses to the claim (and the other
+        // way round), so nothing converted is deleted and no conversion is answered in vain.
+        assert!(
+            !registry
+                .claim_expired_recording(&kept.id, now_ms_i64())
+                .await
+                .unwrap(),
+            "a converted recording cannot be claimed"
+        );
+        assert!(
+            registry
+                .claim_expired_recording(&rec.id, now_ms_i64())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !registry.convert_recording(&rec.id).await.unwrap(),
+            "a claimed recording cannot be converted"
+        );
+        assert_eq!(
+            registry.expired_recordings(now_ms_i64()).await.unwrap()[0].status,
+            "expiring",
+            "an unfinished deletion is listed again"
+        );
         assert_eq!(registry.list_recordings(&b.id).await.unwrap().len(), 2);
         assert!(registry.delete_recording(&rec.id).await.unwrap());
         assert!(registry.get_recording(&rec.id).await.unwrap().is_none());

@@ -22,7 +22,8 @@ const CREATE_ATTEMPTS: usize = 5;
 /// Objects as files under a root directory: key `a/b/c` is the file `<root>/a/b/c`.
 ///
 /// Writes go to a temp file in the object's directory which is synced and then renamed over the
-/// object, so readers see the old or the new object, never part of one. Content types are not
+/// object (and the directory synced), so readers see the old or the new object, never part of
+/// one, and a write reported done survives a crash. Content types are not
 /// kept: readers derive them from the key's extension. A key cannot be both an object and a
 /// prefix of other objects here (`a` and `a/b`): the second write fails with an I/O error.
 /// Temp files left by a crash are never listed, deleted or cleaned up.
@@ -126,7 +127,8 @@ impl ObjectStore for FsStore {
     }
 }
 
-/// Writes `body` to a temp file beside `path`, syncs it and renames it over `path`.
+/// Writes `body` to a temp file beside `path`, syncs it, renames it over `path` and syncs the
+/// directory.
 fn write_atomically(path: &Path, body: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
@@ -163,6 +165,13 @@ fn write_atomically(path: &Path, body: &[u8]) -> io::Result<()> {
     drop(file);
     let renamed = written.and_then(|()| {
         std::fs::rename(&temp, path).map_err(|e| context(e, "rename temp file to", path))
+    });
+    // The rename is durable only once the directory entry is: without this, a crash can
+    // leave the old object (or none) after the write was reported done.
+    let renamed = renamed.and_then(|()| {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| context(e, "sync directory", dir))
     });
     if renamed.is_err() {
         // Best effort: the write already failed, and a leftover temp file is never listed.
