@@ -87,7 +87,6 @@ pub struct ChunkLimits {
     streams: HashMap<u32, StreamState>,
     /// The chunk stream in the middle of a message, if any.
     partial: Option<u32>,
-    partial_bytes: u64,
     stage: Stage,
     header: Vec<u8>,
 }
@@ -100,7 +99,6 @@ impl ChunkLimits {
             chunk_size: DEFAULT_CHUNK_SIZE,
             streams: HashMap::new(),
             partial: None,
-            partial_bytes: 0,
             stage: Stage::Header,
             header: Vec::with_capacity(18),
         }
@@ -200,7 +198,6 @@ impl ChunkLimits {
         if state.received < state.length {
             self.partial = Some(csid);
         }
-        self.partial_bytes += bytes.len() as u64;
         Ok(())
     }
 
@@ -212,7 +209,6 @@ impl ChunkLimits {
         if state.received < state.length {
             return Ok(());
         }
-        self.partial_bytes -= u64::from(state.received);
         self.partial = None;
         if state.type_id == SET_CHUNK_SIZE && state.length >= 4 {
             let size = u32::from_be_bytes(state.control) & 0x7fff_ffff;
@@ -232,7 +228,9 @@ impl ChunkLimits {
 
     /// Bytes held in the partial message.
     pub fn partial_bytes(&self) -> u64 {
-        self.partial_bytes
+        self.partial
+            .and_then(|csid| self.streams.get(&csid))
+            .map_or(0, |state| u64::from(state.received))
     }
 }
 

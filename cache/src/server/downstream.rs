@@ -66,8 +66,10 @@ pub struct ClientStream<C> {
     held: Vec<u8>,
     /// How long a write may make no progress, and what counts the connections closed for it.
     write_limit: Option<(Duration, IntCounter)>,
-    /// Armed when a write found the socket full; cleared by any progress.
+    /// Created on the first full socket and reset, not reallocated, for later stalls.
     write_timer: Option<Pin<Box<Sleep>>>,
+    /// Whether `write_timer` times the current stall (cleared by any progress).
+    write_armed: bool,
     /// The connection's place under the listener's caps, freed when the stream is dropped.
     _slot: Option<ConnectionSlot>,
 }
@@ -83,6 +85,7 @@ impl<C: StreamClock> ClientStream<C> {
             held: Vec::new(),
             write_limit: None,
             write_timer: None,
+            write_armed: false,
             _slot: None,
         }
     }
@@ -110,13 +113,17 @@ impl<C: StreamClock> ClientStream<C> {
             return attempt;
         };
         if attempt.is_ready() {
-            self.write_timer = None;
+            self.write_armed = false;
             return attempt;
         }
-        let limit = *limit;
+        let due = tokio::time::Instant::now() + *limit;
         let timer = self
             .write_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if !self.write_armed {
+            timer.as_mut().reset(due);
+            self.write_armed = true;
+        }
         if timer.as_mut().poll(cx).is_ready() {
             timeouts.inc();
             return Poll::Ready(Err(io::Error::new(

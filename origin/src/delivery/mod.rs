@@ -24,7 +24,7 @@ use crate::packaging::{LiveMedia, LivePackager};
 use cascade_media::dash::{self, MpdOptions};
 use cascade_media::hls::{self, BlockingState};
 use cascade_media::packager::StreamPackager;
-use cascade_media::route::{self, Asset, Route, RouteError};
+use cascade_media::route::{self, Asset, PlaylistQuery, Route, RouteError};
 use cascade_service::clock::now_ms;
 
 /// Serves `/live/...`, `/vod/...` and `/time`.
@@ -101,12 +101,14 @@ impl Delivery {
     async fn live(&self, stream: &str, asset: Asset, query: Option<&str>) -> Response<Body> {
         let key = surrogate_key("stream", stream, asset.rendition());
         // A malformed blocking-reload query is the client's error whether or not the stream
-        // is live now.
-        if matches!(asset, Asset::MediaPlaylist { .. })
-            && let Err(e) = route::playlist_query(query)
-        {
-            return route_error(e);
-        }
+        // is live now, so it is read before the stream is looked up.
+        let playlist_query = match asset {
+            Asset::MediaPlaylist { .. } => match route::playlist_query(query) {
+                Ok(q) => Some(q),
+                Err(e) => return route_error(e),
+            },
+            _ => None,
+        };
         let Some(media) = self.packager.get(stream) else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -154,6 +156,7 @@ impl Delivery {
             }
             Asset::Thumbnail => self.thumbnails.serve(&media, &key).await,
             Asset::MediaPlaylist { rendition } => {
+                let query = playlist_query.unwrap_or_default();
                 self.media_playlist(&media, &rendition, query, &key).await
             }
             Asset::Init { rendition, id } => {
@@ -194,13 +197,9 @@ impl Delivery {
         &self,
         media: &Arc<LiveMedia>,
         rendition: &str,
-        query: Option<&str>,
+        query: PlaylistQuery,
         key: &str,
     ) -> Response<Body> {
-        let query = match route::playlist_query(query) {
-            Ok(q) => q,
-            Err(e) => return route_error(e),
-        };
         let target = match media.lock() {
             Some(state) => state
                 .rendition(rendition)
