@@ -148,6 +148,8 @@ pub struct CachingProxy {
     pub sites: Arc<Sites>,
     /// Where misses go.
     pub upstreams: Arc<Upstreams>,
+    /// When misses go over TLS: the name each upstream's certificate must carry.
+    pub upstream_tls: Option<Arc<HashMap<SocketAddr, String>>>,
     /// Upstream timeouts.
     pub timeouts: UpstreamTimeouts,
     /// Requests in progress (for draining on shutdown).
@@ -638,7 +640,16 @@ impl ProxyHttp for CachingProxy {
         ctx.upstream = Some(addr);
         ctx.span.record("upstream", tracing::field::display(addr));
         ctx.upstream_started = Some(Instant::now());
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match self.upstream_tls.as_deref() {
+            Some(names) => {
+                let name = names
+                    .get(&addr)
+                    .cloned()
+                    .unwrap_or_else(|| addr.ip().to_string());
+                HttpPeer::new(addr, true, name)
+            }
+            None => HttpPeer::new(addr, false, String::new()),
+        };
         peer.options.connection_timeout = Some(self.timeouts.connect);
         peer.options.total_connection_timeout = Some(self.timeouts.connect);
         peer.options.read_timeout = Some(self.timeouts.read);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cascade_config::{
     CacheConfig, ClientConfig, DiskCacheConfig, EdgeConfig, Http3Config, ListenAddr,
-    PurgeFeedConfig, Secret, ShieldConfig, SiteConfig,
+    ListenerTlsConfig, PurgeFeedConfig, Secret, ShieldConfig, SiteConfig, UpstreamTlsConfig,
 };
 
 /// How a tier picks the upstream for a miss.
@@ -49,9 +49,11 @@ pub enum HostPolicy {
 pub struct TierSettings {
     /// `edge` or `shield`: config section, `Via` token, labels.
     pub name: &'static str,
-    /// Plain HTTP listener.
+    /// The listener the tier above (or viewers over plain HTTP) reaches.
     pub listen: ListenAddr,
-    /// HTTPS listener, if the tier has one.
+    /// The certificate `listen` presents, when it speaks HTTPS to the tier above.
+    pub listen_tls: Option<ListenerTlsConfig>,
+    /// The viewers' HTTPS listener, if the tier has one.
     pub tls_listen: Option<ListenAddr>,
     /// HTTP/3 on the UDP side of `tls_listen`, if served.
     pub http3: Option<Http3Config>,
@@ -69,6 +71,8 @@ pub struct TierSettings {
     pub disk: Option<DiskCacheConfig>,
     /// Upstream selection.
     pub upstreams: UpstreamPlan,
+    /// HTTPS to the upstreams, when configured.
+    pub upstream_tls: Option<UpstreamTlsConfig>,
     /// Hosts answered.
     pub hosts: HostPolicy,
     /// Requests must carry this fill secret.
@@ -91,12 +95,17 @@ fn non_empty(secret: &Secret) -> Option<Secret> {
     (!secret.is_empty()).then(|| secret.clone())
 }
 
+fn enabled(tls: &UpstreamTlsConfig) -> Option<UpstreamTlsConfig> {
+    tls.enabled.then(|| tls.clone())
+}
+
 impl TierSettings {
     /// The edge, from `[edge]`.
     pub fn edge(edge: &EdgeConfig) -> Self {
         Self {
             name: "edge",
             listen: edge.listen,
+            listen_tls: None,
             tls_listen: Some(edge.tls_listen),
             http3: edge.http3.enabled.then(|| edge.http3.clone()),
             admin_listen: edge.admin_listen,
@@ -109,6 +118,7 @@ impl TierSettings {
                 shields: edge.shields.clone(),
                 origin: edge.origin.clone(),
             },
+            upstream_tls: enabled(&edge.upstream_tls),
             hosts: HostPolicy::Sites(edge.sites.clone()),
             require_fill_secret: None,
             send_fill_secret: non_empty(&edge.fill_secret),
@@ -125,6 +135,7 @@ impl TierSettings {
         Self {
             name: "shield",
             listen: shield.listen,
+            listen_tls: shield.tls.is_enabled().then(|| shield.tls.clone()),
             tls_listen: None,
             http3: None,
             admin_listen: shield.admin_listen,
@@ -136,6 +147,7 @@ impl TierSettings {
             upstreams: UpstreamPlan::Ordered {
                 origins: shield.origins.clone(),
             },
+            upstream_tls: enabled(&shield.upstream_tls),
             hosts: HostPolicy::Any,
             require_fill_secret: non_empty(&shield.fill_secret),
             send_fill_secret: None,
@@ -156,13 +168,21 @@ impl TierSettings {
         out
     }
 
+    /// Every upstream's `host:port` as configured.
+    pub fn upstream_names(&self) -> Vec<&str> {
+        match &self.upstreams {
+            UpstreamPlan::Hashed { shields, origin } => shields
+                .iter()
+                .chain(std::iter::once(origin))
+                .filter(|s| !s.is_empty())
+                .map(String::as_str)
+                .collect(),
+            UpstreamPlan::Ordered { origins } => origins.iter().map(String::as_str).collect(),
+        }
+    }
+
     /// How many upstreams a request may try in all.
     pub fn upstream_count(&self) -> usize {
-        match &self.upstreams {
-            UpstreamPlan::Hashed { shields, origin } => {
-                shields.len() + usize::from(!origin.is_empty())
-            }
-            UpstreamPlan::Ordered { origins } => origins.len(),
-        }
+        self.upstream_names().len()
     }
 }

@@ -33,7 +33,7 @@ pub use services::{
     TokenScope, TranscoderConfig, hostname,
 };
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
-pub use tls::{CertificateConfig, TlsConfig};
+pub use tls::{CertificateConfig, ListenerTlsConfig, TlsConfig, UpstreamTlsConfig};
 pub use validate::Problem;
 pub use values::{ByteSize, DatabaseUrl, HumanDuration, ListenAddr, Secret};
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http3::Http3Config;
 use crate::kafka::is_host_port;
+use crate::tls::{ListenerTlsConfig, UpstreamTlsConfig};
 use crate::validate::Problems;
 use crate::values::{ByteSize, DatabaseUrl, HumanDuration, ListenAddr, Secret};
 
@@ -31,6 +32,8 @@ pub trait ServiceSection {
 pub struct OriginConfig {
     /// Delivery (HLS, DASH) and the management API.
     pub listen: ListenAddr,
+    /// HTTPS on `listen` (shields then set `shield.upstream_tls`); empty: plain HTTP.
+    pub tls: ListenerTlsConfig,
     /// RTMP ingest.
     pub rtmp_listen: ListenAddr,
     /// Admin listener.
@@ -63,6 +66,7 @@ impl Default for OriginConfig {
     fn default() -> Self {
         Self {
             listen: ListenAddr::loopback(8080),
+            tls: ListenerTlsConfig::default(),
             rtmp_listen: ListenAddr::loopback(1935),
             admin_listen: ListenAddr::loopback(9080),
             shutdown_grace: HumanDuration::secs(10),
@@ -82,6 +86,7 @@ impl OriginConfig {
     pub(crate) fn validate(&self, p: &mut Problems) {
         validate_service(self, p);
         validate_tokens("origin.tokens", &self.tokens, p);
+        self.tls.validate("origin.tls", p);
         let url = self.database_url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -437,6 +442,8 @@ pub fn hostname() -> String {
 pub struct ShieldConfig {
     /// HTTP listener that edges fill from.
     pub listen: ListenAddr,
+    /// HTTPS on `listen` (edges then set `edge.upstream_tls`); empty: plain HTTP.
+    pub tls: ListenerTlsConfig,
     /// Admin listener (also serves the authenticated purge endpoint).
     pub admin_listen: ListenAddr,
     /// Graceful shutdown bound.
@@ -445,6 +452,8 @@ pub struct ShieldConfig {
     pub threads: usize,
     /// Origins (`host:port`): the first is the primary, the rest are backups in order.
     pub origins: Vec<String>,
+    /// HTTPS to the origins.
+    pub upstream_tls: UpstreamTlsConfig,
     /// When set, only requests carrying it in `X-Cascade-Fill-Secret` are served (edges send
     /// their `edge.fill_secret`).
     pub fill_secret: Secret,
@@ -466,10 +475,12 @@ impl Default for ShieldConfig {
     fn default() -> Self {
         Self {
             listen: ListenAddr::loopback(8081),
+            tls: ListenerTlsConfig::default(),
             admin_listen: ListenAddr::loopback(9081),
             shutdown_grace: HumanDuration::secs(10),
             threads: 2,
             origins: vec!["127.0.0.1:8080".into()],
+            upstream_tls: UpstreamTlsConfig::default(),
             fill_secret: Secret::default(),
             admin_token: Secret::default(),
             cache: CacheConfig::with_capacity(ByteSize(1 << 30)),
@@ -492,6 +503,8 @@ impl ShieldConfig {
             );
         }
         validate_upstreams("shield.origins", &self.origins, p);
+        self.tls.validate("shield.tls", p);
+        self.upstream_tls.validate("shield.upstream_tls", p);
         if self.fill_secret.is_empty() && !self.listen.0.ip().is_loopback() {
             p.push(
                 "shield.fill_secret",
@@ -552,6 +565,8 @@ pub struct EdgeConfig {
     pub shields: Vec<String>,
     /// Origin (`host:port`) to fill from when no shield is healthy; empty for none.
     pub origin: String,
+    /// HTTPS to the shields (and to the origin, when the edge falls back to it).
+    pub upstream_tls: UpstreamTlsConfig,
     /// Sent to shields in `X-Cascade-Fill-Secret` (their `shield.fill_secret`); empty: none.
     pub fill_secret: Secret,
     /// Memory cache and fill behaviour.
@@ -607,6 +622,7 @@ impl Default for EdgeConfig {
             threads: 2,
             shields: vec!["127.0.0.1:8081".into()],
             origin: String::new(),
+            upstream_tls: UpstreamTlsConfig::default(),
             fill_secret: Secret::default(),
             cache: CacheConfig::default(),
             clients: ClientConfig::default(),
@@ -629,6 +645,7 @@ impl EdgeConfig {
         self.purge.validate("edge", p);
         self.http3.validate(p);
         validate_upstreams("edge.shields", &self.shields, p);
+        self.upstream_tls.validate("edge.upstream_tls", p);
         if !self.origin.is_empty() && !is_host_port(&self.origin) {
             p.push(
                 "edge.origin",
@@ -733,6 +750,14 @@ pub struct PurgeBusConfig {
     /// Embedded mode: the bearer token nodes present to follow the bus (`GET /v1/feed`,
     /// `POST /v1/reports`). Empty: only nodes on loopback addresses are served.
     pub node_token: Secret,
+    /// Embedded mode: where the purge log is kept, so a restart loses no accepted purge
+    /// (relative paths are taken from the working directory at start). Empty: in memory only.
+    pub log_dir: String,
+    /// Embedded mode: most purges the log keeps; older ones are trimmed.
+    pub log_max_entries: u32,
+    /// Embedded mode: how long a purge stays in the log. A node that is away for longer
+    /// misses the purges trimmed meanwhile (it logs a warning when it is back).
+    pub log_retention: HumanDuration,
 }
 
 impl Default for PurgeBusConfig {
@@ -746,6 +771,9 @@ impl Default for PurgeBusConfig {
             rate_limit_burst: 1000,
             nodes: Vec::new(),
             node_token: Secret::default(),
+            log_dir: "data/purge-bus".into(),
+            log_max_entries: 100_000,
+            log_retention: HumanDuration::secs(7 * 86_400),
         }
     }
 }
@@ -766,6 +794,19 @@ impl PurgeBusConfig {
             );
         }
         validate_tokens("purge_bus.tokens", &self.tokens, p);
+        if self.log_max_entries == 0 {
+            p.push("purge_bus.log_max_entries", "must be at least 1");
+        }
+        if self.log_retention.0 < Duration::from_secs(60) {
+            p.push(
+                "purge_bus.log_retention",
+                format!(
+                    "{} is too short: nodes away for longer miss purges; use at least 1m, and \
+                     more than the longest node outage",
+                    self.log_retention
+                ),
+            );
+        }
     }
 }
 

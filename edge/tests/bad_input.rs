@@ -1151,6 +1151,30 @@ fn cases(stream_id: &str) -> Vec<Case> {
     );
     add("config-missing-cert", Input::Config("cascade-edge", "[tls]\nself_signed = false\n[[tls.certificates]]\nhosts = [\"a.test\"]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n".into()), ConfigRefused("nonexistent"));
     add(
+        "config-half-tier-tls",
+        Input::Config(
+            "cascade-shield",
+            "[shield.tls]\ncert = \"/nonexistent.pem\"\n".into(),
+        ),
+        ConfigRefused("shield.tls.key"),
+    );
+    add(
+        "config-upstream-tls-off-with-ca",
+        Input::Config(
+            "cascade-edge",
+            "[edge.upstream_tls]\nca_file = \"/etc/hostname\"\n".into(),
+        ),
+        ConfigRefused("edge.upstream_tls.enabled"),
+    );
+    add(
+        "config-upstream-tls-bad-name",
+        Input::Config(
+            "cascade-shield",
+            "[shield.upstream_tls]\nenabled = true\nserver_name = \"https://origin\"\n".into(),
+        ),
+        ConfigRefused("server_name"),
+    );
+    add(
         "config-bad-token-scope",
         Input::Config(
             "cascade-origin",
@@ -1174,6 +1198,14 @@ fn cases(stream_id: &str) -> Vec<Case> {
             "[purge_bus]\nrate_limit_per_second = -1\n".into(),
         ),
         ConfigRefused("rate_limit_per_second"),
+    );
+    add(
+        "config-bus-short-log-retention",
+        Input::Config(
+            "cascade-purge-bus",
+            "[purge_bus]\nlog_retention = \"5s\"\n".into(),
+        ),
+        ConfigRefused("log_retention"),
     );
     add(
         "config-binary-garbage",

@@ -13,14 +13,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use cascade_cache::policy::token::TokenKey;
 use cascade_testkit::{
-    BroadcastOptions, Broadcaster, CascadeProcess, HttpResponse, PlayOptions, PlayReport, Viewer,
-    json_request, processes_with_arg, raw_request, wait_for,
+    BroadcastOptions, Broadcaster, CascadeProcess, HttpResponse, PlayOptions, PlayReport, TestPki,
+    Viewer, curl_https, json_request, processes_with_arg, raw_request, wait_for,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const OPS: &str = "ops-token-0123456789";
 const TOKEN_SECRET: &str = "viewer-token-secret-0123456789abcdef";
+const FILL_SECRET: &str = "fill-secret-0123456789abcdef";
 
 /// Transcoding and two browsers fill two cores: one player test at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -47,20 +48,53 @@ impl Protocol {
     }
 }
 
+/// How the tiers reach each other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Links {
+    /// Plain HTTP on loopback.
+    Plain,
+    /// HTTPS with a private CA, the shield requiring the edge's fill secret.
+    Tls,
+}
+
 /// Origin, shield and edge, wired as in production, with a certificate Chromium trusts.
 struct Tiers {
     origin: CascadeProcess,
     _shield: CascadeProcess,
     edge: CascadeProcess,
     spki: String,
+    /// The CA the origin's certificate comes from, when the tiers speak TLS.
+    origin_ca: Option<PathBuf>,
     dir: tempfile::TempDir,
 }
 
 impl Tiers {
-    /// `site` is the edge's `[[edge.sites]]` entry.
+    /// `site` is the edge's `[[edge.sites]]` entry; the tiers speak plain HTTP.
     fn start(site: &str) -> Self {
+        Self::start_with(site, Links::Plain)
+    }
+
+    fn start_with(site: &str, links: Links) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().display().to_string();
+        let pki = (links == Links::Tls).then(|| TestPki::generate(dir.path(), "tiers").unwrap());
+        let (origin_tls, shield_tls, edge_tls) = match &pki {
+            None => Default::default(),
+            Some(pki) => {
+                let (cert, key, ca) = (pki.cert.display(), pki.key.display(), pki.ca.display());
+                (
+                    format!("[origin.tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n"),
+                    format!(
+                        "fill_secret = \"{FILL_SECRET}\"\n[shield.tls]\ncert = \"{cert}\"\n\
+                         key = \"{key}\"\n[shield.upstream_tls]\nenabled = true\nca_file = \"{ca}\"\n"
+                    ),
+                    format!(
+                        "fill_secret = \"{FILL_SECRET}\"\n[edge.upstream_tls]\nenabled = true\n\
+                         ca_file = \"{ca}\"\n"
+                    ),
+                )
+            }
+        };
         let players = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../player/node_modules");
         let origin = CascadeProcess::start(
             "cascade-origin",
@@ -83,6 +117,7 @@ scope = "write"
 
 [storage.fs]
 root = "{path}/objects"
+{origin_tls}
 "#,
                 players = players.display()
             ),
@@ -92,7 +127,7 @@ root = "{path}/objects"
             "cascade-shield",
             "shield",
             &format!(
-                "[shield]\norigins = [\"{}\"]\n[shield.disk]\ndir = \"{path}/shield-disk\"\n",
+                "[shield]\norigins = [\"{}\"]\n{shield_tls}[shield.disk]\ndir = \"{path}/shield-disk\"\n",
                 origin.addr("listen").unwrap()
             ),
         )
@@ -111,7 +146,7 @@ root = "{path}/objects"
             "cascade-edge",
             "edge",
             &format!(
-                "[edge]\nshields = [\"{}\"]\norigin = \"\"\n{site}\n\
+                "[edge]\nshields = [\"{}\"]\norigin = \"\"\n{edge_tls}{site}\n\
                  [tls]\nself_signed = false\n[[tls.certificates]]\nhosts = [\"localhost\"]\n\
                  cert = \"{path}/edge.pem\"\nkey = \"{path}/edge.key\"\n",
                 shield.addr("listen").unwrap()
@@ -123,11 +158,35 @@ root = "{path}/objects"
             _shield: shield,
             edge,
             spki,
+            origin_ca: pki.map(|p| p.ca),
             dir,
         }
     }
 
     fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        if let Some(ca) = &self.origin_ca {
+            let port = self.origin.addr("listen").unwrap().port();
+            let bearer = format!("Authorization: Bearer {OPS}");
+            let (status, answer) = curl_https(
+                ca,
+                &format!("https://localhost:{port}{path}"),
+                &[
+                    "-X",
+                    method,
+                    "-H",
+                    &bearer,
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    body,
+                ],
+            )
+            .unwrap();
+            return (
+                status,
+                serde_json::from_slice(&answer).unwrap_or(Value::Null),
+            );
+        }
         let r = json_request(
             self.origin.addr("listen").unwrap(),
             method,
@@ -435,9 +494,14 @@ fn playback_survives_a_transcoder_restart_and_a_publisher_reconnect_and_the_reco
 #[test]
 fn a_signed_url_stream_plays_with_a_valid_token_and_not_with_a_bad_one() {
     let _heavy = one_at_a_time();
-    let tiers = Tiers::start(&format!(
-        "[[edge.sites]]\nhosts = [\"localhost\", \"127.0.0.1\"]\ncors = true\ntoken_secret = \"{TOKEN_SECRET}\"\n"
-    ));
+    // Deployed as a careful operator would: signed URLs for viewers, and TLS with the fill
+    // secret between the tiers.
+    let tiers = Tiers::start_with(
+        &format!(
+            "[[edge.sites]]\nhosts = [\"localhost\", \"127.0.0.1\"]\ncors = true\ntoken_secret = \"{TOKEN_SECRET}\"\n"
+        ),
+        Links::Tls,
+    );
     let (id, ingest) = tiers.create_stream();
     let _broadcaster = tiers.broadcast(&ingest);
     let key = TokenKey::new(TOKEN_SECRET.as_bytes());

@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use cascade_config::OriginConfig;
 use cascade_media::handoff::MediaSink;
+use cascade_service::admin::{serve_http, serve_https};
 use cascade_service::auth::ApiTokens;
 use cascade_service::json::json_error;
 use cascade_service::limits::ConnectionLimits;
 use cascade_service::run::Context;
+use cascade_service::tls::{CertStore, http1_server_config, reload_when_renewed};
 use cascade_transcoder::supervisor::TranscoderOptions;
 use hyper::StatusCode;
 use tokio::net::TcpListener;
@@ -105,29 +107,37 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         Arc::clone(&archive),
         Thumbnails::new(&config.transcoder.ffmpeg),
     ));
-    let http_task = tokio::spawn(cascade_service::admin::serve_http(
-        http,
-        "origin",
-        HTTP_LIMITS,
-        move |req| {
-            let api = Arc::clone(&api);
-            let delivery = Arc::clone(&delivery);
-            let player = Arc::clone(&player);
-            async move {
-                let path = req.uri().path();
-                if Delivery::owns(path) {
-                    delivery.handle(req).await
-                } else if PlayerPage::owns(path) {
-                    player.handle(req).await
-                } else if StreamApi::owns(path) {
-                    api.handle(req).await.map(boxed)
-                } else {
-                    let message = format!("nothing at {path}");
-                    json_error(StatusCode::NOT_FOUND, message).map(boxed)
-                }
+    let route = move |req: hyper::Request<hyper::body::Incoming>| {
+        let api = Arc::clone(&api);
+        let delivery = Arc::clone(&delivery);
+        let player = Arc::clone(&player);
+        async move {
+            let path = req.uri().path();
+            if Delivery::owns(path) {
+                delivery.handle(req).await
+            } else if PlayerPage::owns(path) {
+                player.handle(req).await
+            } else if StreamApi::owns(path) {
+                api.handle(req).await.map(boxed)
+            } else {
+                let message = format!("nothing at {path}");
+                json_error(StatusCode::NOT_FOUND, message).map(boxed)
             }
-        },
-    ));
+        }
+    };
+    let (http_task, reload_task) = if config.tls.is_enabled() {
+        let certs = Arc::new(CertStore::single("origin.tls", &config.tls).map_err(|e| anyhow!(e))?);
+        let tls = http1_server_config(Arc::clone(&certs));
+        (
+            tokio::spawn(serve_https(http, "origin", HTTP_LIMITS, tls, route)),
+            Some(tokio::spawn(reload_when_renewed(certs, RELOAD_EVERY))),
+        )
+    } else {
+        (
+            tokio::spawn(serve_http(http, "origin", HTTP_LIMITS, route)),
+            None,
+        )
+    };
     let rtmp_task = tokio::spawn(ingest::serve(rtmp, Arc::clone(&live), ctx.shutdown.clone()));
     tracing::info!(http = %config.listen, rtmp = %config.rtmp_listen, "origin listening");
     ctx.started.open();
@@ -139,11 +149,17 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     // to store what they completed.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     http_task.abort();
+    if let Some(task) = reload_task {
+        task.abort();
+    }
     retention_task.abort();
     memory_task.abort();
     archive_task.abort();
     Ok(())
 }
+
+/// How often `origin.tls` files are checked for a renewal.
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the packager's memory gauge is refreshed.
 const MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -188,7 +204,15 @@ fn public_urls(config: &OriginConfig) -> PublicUrls {
             config.rtmp_listen.0.port(),
             ingest::APP
         ),
-        http_base: format!("http://{host}:{}", config.listen.0.port()),
+        http_base: format!(
+            "{}://{host}:{}",
+            if config.tls.is_enabled() {
+                "https"
+            } else {
+                "http"
+            },
+            config.listen.0.port()
+        ),
     }
 }
 

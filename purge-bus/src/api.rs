@@ -195,12 +195,13 @@ impl PurgeApi {
                 }
             }
         }
-        let (messages, next, end) = feed.log.wait_from(from, wait).await;
+        let read = feed.log.wait_from(from, wait).await;
         let page = FeedPage {
             epoch: feed.log.epoch().to_owned(),
-            next,
-            end,
-            messages,
+            next: read.next,
+            end: read.end,
+            first: read.first,
+            messages: read.messages,
         };
         json_response(StatusCode::OK, &json!(page))
     }

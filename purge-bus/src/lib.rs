@@ -7,12 +7,14 @@
 //!
 //! Pure cores: per-token rate limiting ([`rate`]), completion tracking from reports
 //! ([`tracker`]), whom to expect reports from ([`membership`]). Shells: the API ([`api`]), the
-//! transports it publishes to ([`transport`]: the embedded log; [`kafka`]: the producer).
+//! transports it publishes to ([`transport`]: the embedded log, kept on disk by
+//! [`log_file`]; [`kafka`]: the producer).
 
 pub mod api;
 /// Scoped API tokens, shared with the origin's management API.
 pub use cascade_service::auth;
 pub mod kafka;
+pub mod log_file;
 pub mod membership;
 pub mod rate;
 pub mod tracker;

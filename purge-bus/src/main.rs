@@ -9,7 +9,7 @@ use cascade_purge_bus::api::{NodeFeed, PurgeApi};
 use cascade_purge_bus::auth::{ApiTokens, BearerSecret};
 use cascade_purge_bus::kafka::{KafkaTransport, follow_reports, keep_topics};
 use cascade_purge_bus::rate::RateLimiter;
-use cascade_purge_bus::transport::{EmbeddedLog, PurgeTransport};
+use cascade_purge_bus::transport::{EmbeddedLog, LogLimits, PurgeTransport};
 use cascade_service::admin;
 use cascade_service::limits::ConnectionLimits;
 use cascade_service::{Context, ServiceInfo, run_server};
@@ -43,7 +43,25 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
         tracing::info!(
             "no [kafka] brokers: purges go to the embedded log, nodes follow GET /v1/feed"
         );
-        let log = Arc::new(EmbeddedLog::default());
+        let limits = LogLimits {
+            max_entries: section.log_max_entries as usize,
+            max_age: section.log_retention.0,
+        };
+        let log = Arc::new(if section.log_dir.is_empty() {
+            tracing::warn!(
+                "purge_bus.log_dir is empty: the purge log is in memory, and a restart forgets purges nodes have not read"
+            );
+            EmbeddedLog::in_memory(limits)
+        } else {
+            let dir = std::path::absolute(&section.log_dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "purge_bus.log_dir: cannot resolve {:?}: {e}",
+                    section.log_dir
+                )
+            })?;
+            EmbeddedLog::open(&dir, limits)
+                .map_err(|e| anyhow::anyhow!("purge_bus.log_dir: {e}"))?
+        });
         let token = (!section.node_token.is_empty())
             .then(|| BearerSecret::new(section.node_token.expose()));
         (Arc::clone(&log) as _, Some(NodeFeed { log, token }))

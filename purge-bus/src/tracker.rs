@@ -25,6 +25,8 @@ pub struct PurgeStatus {
     pub expected: Vec<String>,
     /// Nodes that applied it, with when (ms since the Unix epoch).
     pub applied: BTreeMap<String, u64>,
+    /// Expected nodes that have not applied it yet.
+    pub pending: Vec<String>,
     /// Every expected node applied it.
     pub complete: bool,
     /// From acceptance to the last expected node's ack, once complete.
@@ -58,6 +60,7 @@ impl PurgeTracker {
             accepted_ms: millis(at),
             expected,
             applied: BTreeMap::new(),
+            pending: Vec::new(),
             complete: false,
             latency_ms: None,
         };
@@ -81,6 +84,12 @@ impl PurgeTracker {
     }
 
     fn settle(status: &mut PurgeStatus) {
+        status.pending = status
+            .expected
+            .iter()
+            .filter(|n| !status.applied.contains_key(*n))
+            .cloned()
+            .collect();
         let times: Option<Vec<u64>> = status
             .expected
             .iter()
@@ -135,7 +144,13 @@ mod tests {
             t0,
         );
         assert!(!tracker.get("p1").unwrap().complete);
+        assert_eq!(tracker.get("p1").unwrap().pending, ["edge-1", "shield-1"]);
         assert!(!tracker.applied("p1", "edge-1", t0 + Duration::from_millis(12)));
+        assert_eq!(
+            tracker.get("p1").unwrap().pending,
+            ["shield-1"],
+            "the status names who is still missing"
+        );
         assert!(!tracker.applied("p1", "stranger", t0 + Duration::from_millis(13)));
         assert!(tracker.applied("p1", "shield-1", t0 + Duration::from_millis(30)));
         assert!(
@@ -144,6 +159,7 @@ mod tests {
         );
         let status = tracker.get("p1").unwrap();
         assert!(status.complete);
+        assert!(status.pending.is_empty());
         assert_eq!(status.latency_ms, Some(30));
         assert_eq!(status.applied["shield-1"], 1_700_000_000_030);
         assert!(!tracker.applied("unknown", "edge-1", t0));

@@ -63,6 +63,12 @@ pub(crate) async fn follow(url: &str, token: Option<&str>, node: &Node) {
                 continue;
             }
         }
+        if next < page.first {
+            tracing::warn!(
+                missed = page.first - next,
+                "the purge bus trimmed purges this node had not read (purge_bus.log_max_entries or log_retention); objects cached before them may be stale"
+            );
+        }
         let mut reports = Vec::with_capacity(page.messages.len());
         for message in &page.messages {
             match message.request.validate() {

@@ -56,6 +56,9 @@ pub struct FeedPage {
     pub next: usize,
     /// End of the log when the page was read.
     pub end: usize,
+    /// Offset of the oldest purge the bus still keeps; older ones were trimmed.
+    #[serde(default)]
+    pub first: usize,
     /// The purges, in order.
     pub messages: Vec<PurgeMessage>,
 }

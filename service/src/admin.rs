@@ -94,6 +94,42 @@ pub async fn serve_http<H, F, B>(
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_connections(listener, label, limits, None, handler).await;
+}
+
+/// [`serve_http`] over TLS: each connection is handshaken with `tls` (within 10 s) before its
+/// requests are read. A connection over the caps is closed without a handshake.
+pub async fn serve_https<H, F, B>(
+    listener: TcpListener,
+    label: &'static str,
+    limits: ConnectionLimits,
+    tls: Arc<rustls::ServerConfig>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_connections(listener, label, limits, Some(acceptor), handler).await;
+}
+
+/// How long a client has for the TLS handshake, and for its request headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connections<H, F, B>(
+    listener: TcpListener,
+    label: &'static str,
+    limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let handler = Arc::new(handler);
     let caps = ConnectionCaps::new(limits);
     loop {
@@ -109,11 +145,14 @@ pub async fn serve_http<H, F, B>(
             Ok(slot) => slot,
             Err(full) => {
                 tracing::debug!(listener = label, %peer, %full, "connection refused");
-                tokio::spawn(refuse_connection(stream, full));
+                if tls.is_none() {
+                    tokio::spawn(refuse_connection(stream, full));
+                }
                 continue;
             }
         };
         let handler = Arc::clone(&handler);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -121,11 +160,37 @@ pub async fn serve_http<H, F, B>(
                 let answer = handler(req);
                 async move { Ok::<_, Infallible>(answer.await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(HANDSHAKE_TIMEOUT);
+                b
+            };
+            let ended = match tls {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = label, %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(listener = label, %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(listener = label, %peer, error = %e, "connection ended with an error");
             }
         });

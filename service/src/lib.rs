@@ -10,7 +10,9 @@
 //! - [`shutdown`]: SIGINT/SIGTERM handling with a bounded grace period;
 //! - [`run`]: the `main` that ties them together for a tokio-based server;
 //! - [`clock`] and [`sync`]: the one wall clock (Unix milliseconds) and the one lock helper;
-//! - [`runtime`]: the private directory for runtime files (upgrade socket, generated certificate).
+//! - [`runtime`]: the private directory for runtime files (upgrade socket, generated certificate);
+//! - [`tls`]: the certificates TLS listeners present (reloaded when renewed) and the trust
+//!   roots of a client of the tier above.
 
 pub mod admin;
 pub mod auth;
@@ -25,6 +27,7 @@ pub mod runtime;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 
 pub use cli::ServiceInfo;
 pub use readiness::{Gate, Readiness};

@@ -147,6 +147,35 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// `curl` over HTTPS to `url`, trusting the CA certificate in `ca`, with `args` before the URL
+/// (method, headers, body): `(status, body)`.
+pub fn curl_https(ca: &std::path::Path, url: &str, args: &[&str]) -> Result<(u16, Vec<u8>)> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .map_err(io_err("run curl"))?;
+    let mut body = out.stdout;
+    let status = body
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .and_then(|split| {
+            let status = std::str::from_utf8(&body[split + 1..]).ok()?.parse().ok()?;
+            body.truncate(split);
+            Some(status)
+        })
+        .ok_or_else(|| {
+            HarnessError::Service(format!(
+                "curl {url} gave no status: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        })?;
+    Ok((status, body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

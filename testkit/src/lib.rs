@@ -7,7 +7,8 @@
 //! - [`TestUpstream`]: a programmable HTTP upstream for proxy tests;
 //! - [`Broadcaster`]: ffmpeg publishing a test picture and tone over RTMP;
 //! - [`Postgres`]: a PostgreSQL server with a fresh cluster;
-//! - [`Viewer`]: headless Chromium playing the player page with hls.js or dash.js.
+//! - [`Viewer`]: headless Chromium playing the player page with hls.js or dash.js;
+//! - [`TestPki`]: a private CA and a server certificate, for TLS between tiers.
 //!
 //! External tools are found through `CASCADE_TANSU_BIN` / `CASCADE_GARAGE_BIN` (exported by
 //! `.ci/install-tools`), then the install cache, then `PATH`. A missing tool fails the test
@@ -17,6 +18,7 @@ mod broadcaster;
 mod cascade;
 mod garage;
 mod http;
+mod pki;
 mod player;
 mod postgres;
 mod process;
@@ -27,8 +29,10 @@ pub use broadcaster::{BroadcastOptions, Broadcaster, ffmpeg_path, processes_with
 pub use cascade::{CascadeProcess, binary_path};
 pub use garage::Garage;
 pub use http::{
-    HttpResponse, http_get, json_request, parse_response, raw_request, read_until_closed,
+    HttpResponse, curl_https, http_get, json_request, parse_response, raw_request,
+    read_until_closed,
 };
+pub use pki::TestPki;
 pub use player::{Latency, PlayOptions, PlayReport, Viewer, chromium_path, play};
 pub use postgres::Postgres;
 pub use process::{ChildProcess, free_port, wait_for_tcp};

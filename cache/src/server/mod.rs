@@ -9,6 +9,7 @@ pub mod purge_api;
 #[cfg(feature = "viewers")]
 mod viewers;
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,10 +23,12 @@ use cascade_config::CascadeConfig;
 use cascade_service::admin::{self, AdminState};
 use cascade_service::limits::ConnectionLimits;
 use cascade_service::shutdown::SignalListener;
+use cascade_service::tls::CertStore;
 use cascade_service::{Gate, Readiness, ServiceInfo, Startup};
 use http::HeaderValue;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
@@ -84,30 +87,88 @@ fn resolve(field: &str, host_port: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{field}: {host_port:?} has no address"))
 }
 
-fn resolve_all(field: &str, host_ports: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
-    host_ports
-        .iter()
-        .enumerate()
-        .map(|(i, s)| resolve(&format!("{field}[{i}]"), s))
-        .collect()
+/// The tier's upstreams, resolved, with the configured `host:port` of each address.
+pub struct ResolvedUpstreams {
+    /// The addresses, in the tier's plan.
+    pub upstreams: Upstreams,
+    /// What the configuration called each address.
+    pub names: HashMap<SocketAddr, String>,
 }
 
 /// Resolves the tier's upstreams.
-pub fn build_upstreams(tier: &TierSettings) -> anyhow::Result<Upstreams> {
-    Ok(match &tier.upstreams {
+pub fn build_upstreams(tier: &TierSettings) -> anyhow::Result<ResolvedUpstreams> {
+    let mut names = HashMap::new();
+    let mut resolve_all = |field: String, host_ports: &[String]| {
+        host_ports
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let addr = resolve(&format!("{field}[{i}]"), s)?;
+                names.insert(addr, s.clone());
+                Ok(addr)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let upstreams = match &tier.upstreams {
         UpstreamPlan::Hashed { shields, origin } => {
-            let shields = resolve_all(&format!("{}.shields", tier.name), shields)?;
+            let shields = resolve_all(format!("{}.shields", tier.name), shields)?;
             let origin = if origin.is_empty() {
                 None
             } else {
-                Some(resolve(&format!("{}.origin", tier.name), origin)?)
+                let addr = resolve(&format!("{}.origin", tier.name), origin)?;
+                names.insert(addr, origin.clone());
+                Some(addr)
             };
             Upstreams::new(shields, origin)
         }
         UpstreamPlan::Ordered { origins } => {
-            Upstreams::ordered(resolve_all(&format!("{}.origins", tier.name), origins)?)
+            Upstreams::ordered(resolve_all(format!("{}.origins", tier.name), origins)?)
         }
-    })
+    };
+    Ok(ResolvedUpstreams { upstreams, names })
+}
+
+/// The name each upstream's certificate must carry, when the tier fills over TLS. The trust
+/// roots are checked here, so a bad CA file stops start-up with a message instead of failing
+/// every fill.
+fn upstream_tls_names(
+    tier: &TierSettings,
+    resolved: &ResolvedUpstreams,
+) -> anyhow::Result<Option<HashMap<SocketAddr, String>>> {
+    let Some(tls) = &tier.upstream_tls else {
+        if let Some(secret) = &tier.send_fill_secret
+            && !secret.is_empty()
+            && resolved.names.keys().any(|a| !a.ip().is_loopback())
+        {
+            tracing::warn!(
+                "{0}.fill_secret is sent in clear over the network: set {0}.upstream_tls to encrypt fills",
+                tier.name
+            );
+        }
+        return Ok(None);
+    };
+    if !tls.ca_file.as_os_str().is_empty() {
+        cascade_service::tls::root_store(
+            &format!("{}.upstream_tls.ca_file", tier.name),
+            &tls.ca_file,
+        )
+        .map_err(|e| anyhow!(e))?;
+    }
+    Ok(Some(
+        resolved
+            .names
+            .iter()
+            .map(|(addr, host_port)| {
+                let name = tls.name_for(host_port);
+                let name = if name.is_empty() {
+                    addr.ip().to_string()
+                } else {
+                    name
+                };
+                (*addr, name)
+            })
+            .collect(),
+    ))
 }
 
 /// Builds the proxy of a tier over `storage`.
@@ -117,6 +178,7 @@ pub fn build_proxy(
     inflight: Arc<AtomicUsize>,
 ) -> anyhow::Result<CachingProxy> {
     let cache = &tier.cache;
+    let resolved = build_upstreams(tier)?;
     // A fill may legitimately wait at the upstream as long as the read timeout (LL-HLS
     // blocking requests), so the lock must not be considered abandoned before that.
     let lock_age = cache.upstream_read_timeout.0.max(cache.collapse_timeout.0);
@@ -169,7 +231,8 @@ pub fn build_proxy(
             collapse_timeout: cache.collapse_timeout.0,
         },
         sites,
-        upstreams: Arc::new(build_upstreams(tier)?),
+        upstream_tls: upstream_tls_names(tier, &resolved)?.map(Arc::new),
+        upstreams: Arc::new(resolved.upstreams),
         timeouts: UpstreamTimeouts {
             connect: cache.upstream_connect_timeout.0,
             read: cache.upstream_read_timeout.0,
@@ -221,14 +284,25 @@ fn serve(
     // straight into the request parser's buffer. Pingora's default 64 KiB read buffer per
     // connection cost a thousand viewers arriving at once 64 MiB of freshly zeroed pages.
     // Writes are buffered by the `ClientStream` each connection is wrapped in.
+    let listen_buffer = if tier.listen_tls.is_some() {
+        L4BufferSettings::default().read(TLS_READ_BUFFER)
+    } else {
+        L4BufferSettings::unbuffered()
+    };
     #[cfg_attr(not(feature = "viewers"), allow(unused_mut))]
-    let mut listeners = vec![
-        ListenerConfig::tcp(tier.listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
-    ];
+    let mut tls_termination = listen_tls(&mut server, tier)?;
+    #[cfg_attr(not(feature = "viewers"), allow(unused_mut))]
+    let mut listeners = vec![ListenerConfig::tcp(tier.listen.to_string()).l4_buffer(listen_buffer)];
     #[cfg(feature = "viewers")]
-    let tls_termination = viewers::start(&mut server, tier, config, &proxy, http3, &mut listeners)?;
-    #[cfg(not(feature = "viewers"))]
-    let tls_termination = None;
+    if let Some(viewers) = viewers::start(&mut server, tier, config, &proxy, http3, &mut listeners)?
+    {
+        anyhow::ensure!(
+            tls_termination.is_none(),
+            "{}: HTTPS on both listen and tls_listen is not supported",
+            tier.name
+        );
+        tls_termination = Some(viewers);
+    }
     let proxy_service = traffic_service(&server, tier, proxy, listeners, tls_termination);
     server.add_service(proxy_service);
     server.add_service(background_service(
@@ -241,6 +315,7 @@ fn serve(
                 ..AdminState::new(info.name, readiness.clone())
             },
             traffic: tier.listen.0,
+            traffic_is_tls: tier.listen_tls.is_some(),
             tier: tier.name,
             started: Mutex::new(Some(started)),
         },
@@ -340,6 +415,12 @@ fn pingora_server(tier: &TierSettings, upgrade: bool) -> anyhow::Result<Server> 
         graceful_shutdown_timeout_seconds: Some(1),
         max_retries: tier.upstream_count() + 2,
         upgrade_sock: upgrade_socket(tier)?,
+        // Trust roots for upstreams over TLS; none: the system's.
+        ca_file: tier
+            .upstream_tls
+            .as_ref()
+            .filter(|tls| !tls.ca_file.as_os_str().is_empty())
+            .map(|tls| tls.ca_file.display().to_string()),
         ..ServerConf::default()
     };
     if upgrade {
@@ -391,6 +472,47 @@ fn traffic_service(
     proxy_service
 }
 
+/// Read buffer of a TLS connection: one TLS record.
+const TLS_READ_BUFFER: usize = 16 * 1024 + 256;
+
+/// HTTPS on the tier's `listen`, for the tier above, when `<tier>.tls` is configured.
+fn listen_tls(server: &mut Server, tier: &TierSettings) -> anyhow::Result<Option<TlsTermination>> {
+    let Some(tls) = &tier.listen_tls else {
+        return Ok(None);
+    };
+    let certs =
+        Arc::new(CertStore::single(&format!("{}.tls", tier.name), tls).map_err(|e| anyhow!(e))?);
+    // Certificate paths are ignored when a resolver is set.
+    let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("tls: {e}"))?;
+    settings.set_cert_resolver(Arc::clone(&certs) as Arc<dyn rustls::server::ResolvesServerCert>);
+    server.add_service(background_service("tls-reload", CertReloader::new(certs)));
+    tracing::info!(listen = %tier.listen, "{}.listen speaks HTTPS only", tier.name);
+    Ok(Some(TlsTermination {
+        listen: tier.listen.0,
+        acceptor: settings.build(),
+    }))
+}
+
+/// Reloads renewed certificate files until the server stops.
+pub(crate) struct CertReloader(Arc<CertStore>);
+
+impl CertReloader {
+    pub(crate) fn new(certs: Arc<CertStore>) -> Self {
+        Self(certs)
+    }
+}
+
+#[async_trait]
+impl BackgroundService for CertReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let every = Duration::from_secs(5);
+        tokio::select! {
+            () = cascade_service::tls::reload_when_renewed(Arc::clone(&self.0), every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 /// The hand-over socket for `--upgrade`.
 fn upgrade_socket(tier: &TierSettings) -> anyhow::Result<String> {
     if !tier.upgrade_socket.is_empty() {
@@ -415,6 +537,9 @@ struct AdminTask {
     admin_addr: SocketAddr,
     state: AdminState,
     traffic: SocketAddr,
+    /// The traffic listener speaks HTTPS: readiness checks that it accepts, not that it
+    /// answers a plain request.
+    traffic_is_tls: bool,
     tier: &'static str,
     started: Mutex<Option<Gate>>,
 }
@@ -452,9 +577,17 @@ impl BackgroundService for AdminTask {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let (traffic, tier) = (self.traffic, self.tier);
+        let (traffic, tier, tls) = (self.traffic, self.tier, self.traffic_is_tls);
         let open_when_listening = async move {
-            while !proxy_answers(traffic, tier).await {
+            loop {
+                let up = if tls {
+                    accepts(traffic).await
+                } else {
+                    proxy_answers(traffic, tier).await
+                };
+                if up {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             if let Some(gate) = gate {

@@ -4,25 +4,20 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use async_trait::async_trait;
 use cascade_config::{CascadeConfig, Http3Config};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
-use pingora_core::server::{Server, ShutdownWatch};
-use pingora_core::services::background::{BackgroundService, background_service};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 
 use super::downstream::TlsTermination;
-use super::pause;
+use super::{CertReloader, TLS_READ_BUFFER};
 use crate::proxy::CachingProxy;
 use crate::tier::TierSettings;
 use crate::viewers::http3::{Http3Limits, Http3Listener, alt_svc, bind_udp, server_config};
-use crate::viewers::tls::CertStore;
-
-/// Read buffer of a TLS connection: one TLS record.
-const TLS_READ_BUFFER: usize = 16 * 1024 + 256;
+use cascade_service::tls::CertStore;
 
 /// HTTP/3's UDP side, bound before the server starts.
 pub struct PendingHttp3<'a> {
@@ -130,42 +125,9 @@ pub fn start(
         ListenerConfig::tcp(tls_listen.to_string())
             .l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER)),
     );
-    server.add_service(background_service(
-        "tls-reload",
-        CertReloader {
-            certs,
-            interval: Duration::from_secs(5),
-        },
-    ));
+    server.add_service(background_service("tls-reload", CertReloader::new(certs)));
     Ok(Some(TlsTermination {
         listen: tls_listen.0,
         acceptor: tls.build(),
     }))
-}
-
-/// Reloads renewed certificate files.
-struct CertReloader {
-    certs: Arc<CertStore>,
-    interval: Duration,
-}
-
-#[async_trait]
-impl BackgroundService for CertReloader {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        if self.certs.files().is_empty() {
-            return;
-        }
-        loop {
-            if !pause(self.interval, &mut shutdown).await {
-                return;
-            }
-            match self.certs.reload_if_changed() {
-                Ok(true) => {
-                    tracing::info!(files = ?self.certs.files(), "reloaded renewed TLS certificates")
-                }
-                Ok(false) => {}
-                Err(e) => tracing::error!("{e}; still serving the previous certificates"),
-            }
-        }
-    }
 }

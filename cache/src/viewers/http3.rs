@@ -34,7 +34,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use crate::metrics::http3_metrics;
 use crate::proxy::{CachingProxy, MAX_HEADER_BYTES};
 use crate::viewers::h3_session::{H3Session, MalformedRequest, request_header};
-use crate::viewers::tls::CertStore;
+use cascade_service::tls::CertStore;
 
 /// The `Alt-Svc` value that points browsers at HTTP/3 on `port` for `max_age`; `None` when the
 /// age is zero (advertise nothing).

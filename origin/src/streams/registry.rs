@@ -95,19 +95,30 @@ impl Registry {
             .strip_prefix("sqlite://")
             .or(url.strip_prefix("sqlite:"))
         {
-            let path = path.split('?').next().unwrap_or_default();
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
             if path == ":memory:" || path.is_empty() {
                 // Each connection to an in-memory database is its own database.
                 max_connections = 1;
-            } else if let Some(parent) = std::path::Path::new(path).parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    anyhow::anyhow!(
-                        "origin.database_url: cannot create {}: {e}",
-                        parent.display()
-                    )
+            } else {
+                // Resolved once, and said: started from another directory, a relative path
+                // would otherwise open another, empty registry without a word.
+                let absolute = std::path::absolute(path).map_err(|e| {
+                    anyhow::anyhow!("origin.database_url: cannot resolve {path:?}: {e}")
                 })?;
+                tracing::info!(path = %absolute.display(), "stream registry (SQLite)");
+                let rebuilt = match query {
+                    "" => format!("sqlite://{}", absolute.display()),
+                    query => format!("sqlite://{}?{query}", absolute.display()),
+                };
+                if let Some(parent) = absolute.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        anyhow::anyhow!(
+                            "origin.database_url: cannot create {}: {e}",
+                            parent.display()
+                        )
+                    })?;
+                }
+                url = rebuilt;
             }
             if !url.contains("mode=") {
                 url.push(if url.contains('?') { '&' } else { '?' });

@@ -36,10 +36,16 @@ impl FsStore {
     /// A store rooted at `root`, creating the directory when missing.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
+        // Resolved once, so a later change of working directory cannot move the store.
+        let root = std::path::absolute(&root).map_err(|e| StoreError::Io {
+            key: root.display().to_string(),
+            source: context(e, "resolve the store's root directory", &root),
+        })?;
         std::fs::create_dir_all(&root).map_err(|e| StoreError::Io {
             key: root.display().to_string(),
             source: context(e, "create the store's root directory", &root),
         })?;
+        tracing::info!(root = %root.display(), "object store (local files)");
         Ok(Self { root })
     }
 

@@ -1,8 +1,10 @@
-//! Certificates for the edge's TLS listeners, chosen by SNI: an exact host name first, then a
-//! `*.` wildcard one label up, then the first configured certificate. Files are re-read when
-//! they change, so certificates are renewed without a restart; a renewal that fails to load
-//! keeps the previous certificates and is reported. With none configured and
-//! `tls.self_signed`, a certificate for `localhost` and `127.0.0.1` is generated at start-up.
+//! Certificates that TLS listeners present: the edge's viewer listeners (`[tls]`, several
+//! certificates chosen by SNI: an exact host name first, then a `*.` wildcard one label up,
+//! then the first configured certificate), and the one certificate a shield or origin presents
+//! to the tier below (`[shield.tls]`, `[origin.tls]`). Files are re-read when they change, so
+//! certificates are renewed without a restart; a renewal that fails to load keeps the previous
+//! certificates and is reported. With none configured and `tls.self_signed`, the edge
+//! generates a certificate for `localhost` and `127.0.0.1` at start-up.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,12 +12,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use cascade_config::{CertificateConfig, TlsConfig};
+use cascade_config::{CertificateConfig, ListenerTlsConfig, TlsConfig};
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 
 /// What is loaded now.
@@ -27,9 +30,11 @@ struct Loaded {
     stamps: Vec<(Option<SystemTime>, Option<SystemTime>)>,
 }
 
-/// The certificates of a node.
+/// The certificates of a listener.
 pub struct CertStore {
-    sources: Vec<CertificateConfig>,
+    /// Each source with the config field it came from (`tls.certificates[0]`, `shield.tls`),
+    /// which load errors name.
+    sources: Vec<(String, CertificateConfig)>,
     loaded: RwLock<Loaded>,
     self_signed: Option<SelfSigned>,
 }
@@ -52,8 +57,8 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn load_one(i: usize, source: &CertificateConfig) -> Result<Arc<CertifiedKey>, String> {
-    let field = |f: &str| format!("tls.certificates[{i}].{f}");
+fn load_one(origin: &str, source: &CertificateConfig) -> Result<Arc<CertifiedKey>, String> {
+    let field = |f: &str| format!("{origin}.{f}");
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&source.cert)
         .map_err(|e| {
             format!(
@@ -96,10 +101,10 @@ fn load_one(i: usize, source: &CertificateConfig) -> Result<Arc<CertifiedKey>, S
     Ok(Arc::new(certified))
 }
 
-fn load_all(sources: &[CertificateConfig]) -> Result<Loaded, String> {
+fn load_all(sources: &[(String, CertificateConfig)]) -> Result<Loaded, String> {
     let mut loaded = Loaded::default();
-    for (i, source) in sources.iter().enumerate() {
-        let certified = load_one(i, source)?;
+    for (origin, source) in sources {
+        let certified = load_one(origin, source)?;
         for host in &source.hosts {
             loaded
                 .by_name
@@ -124,9 +129,30 @@ impl CertStore {
             }
             return Self::self_signed(&["localhost", "127.0.0.1"]);
         }
-        let loaded = load_all(&tls.certificates)?;
+        let sources = tls
+            .certificates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("tls.certificates[{i}]"), c.clone()))
+            .collect();
+        Self::load(sources)
+    }
+
+    /// One certificate for every client, from `field` (e.g. `shield.tls`): what a tier's
+    /// listener presents to the tier below.
+    pub fn single(field: &str, tls: &ListenerTlsConfig) -> Result<Self, String> {
+        let source = CertificateConfig {
+            hosts: Vec::new(),
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+        };
+        Self::load(vec![(field.to_owned(), source)])
+    }
+
+    fn load(sources: Vec<(String, CertificateConfig)>) -> Result<Self, String> {
+        let loaded = load_all(&sources)?;
         Ok(Self {
-            sources: tls.certificates.clone(),
+            sources,
             loaded: RwLock::new(loaded),
             self_signed: None,
         })
@@ -183,7 +209,7 @@ impl CertStore {
         let stamps: Vec<_> = self
             .sources
             .iter()
-            .map(|s| (modified(&s.cert), modified(&s.key)))
+            .map(|(_, s)| (modified(&s.cert), modified(&s.key)))
             .collect();
         if stamps == self.read().stamps {
             return Ok(false);
@@ -209,13 +235,67 @@ impl CertStore {
     pub fn files(&self) -> Vec<PathBuf> {
         self.sources
             .iter()
-            .flat_map(|s| [s.cert.clone(), s.key.clone()])
+            .flat_map(|(_, s)| [s.cert.clone(), s.key.clone()])
             .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
         self.loaded.read().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Re-reads the store's files every `every` when they were renewed, until dropped; a renewal
+/// that fails to load is logged and the previous certificates stay in use.
+pub async fn reload_when_renewed(certs: Arc<CertStore>, every: std::time::Duration) {
+    if certs.files().is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(every).await;
+        match certs.reload_if_changed() {
+            Ok(true) => tracing::info!(files = ?certs.files(), "reloaded renewed TLS certificates"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("{e}; still serving the previous certificates"),
+        }
+    }
+}
+
+/// The trust roots in the PEM file `ca_file`, for a client of the tier above; errors name
+/// `field` and the file.
+pub fn root_store(field: &str, ca_file: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("{field}: cannot read {}: {e}", ca_file.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| {
+            format!(
+                "{field}: {} is not a PEM certificate file: {e}",
+                ca_file.display()
+            )
+        })?;
+        roots.add(cert).map_err(|e| {
+            format!(
+                "{field}: {} holds a certificate that cannot be a trust root: {e}",
+                ca_file.display()
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "{field}: {} holds no certificate",
+            ca_file.display()
+        ));
+    }
+    Ok(roots)
+}
+
+/// A rustls server configuration presenting the certificates of `store`, speaking HTTP/1.1.
+pub fn http1_server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 impl ResolvesServerCert for CertStore {
@@ -336,5 +416,35 @@ mod tests {
                 .is_some_and(|p| p.starts_with("-----BEGIN CERTIFICATE-----"))
         );
         assert!(CertStore::from_config(&config(vec![])).is_err());
+    }
+
+    #[test]
+    fn a_single_certificate_is_served_to_every_client_and_errors_name_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_cert(dir.path(), "a", &["shield.internal"]);
+        let tls = ListenerTlsConfig {
+            cert: a.cert.clone(),
+            key: a.key.clone(),
+        };
+        let store = CertStore::single("shield.tls", &tls).unwrap();
+        assert!(same(
+            &store.certificate_for(Some("anything.example")),
+            &store.certificate_for(None)
+        ));
+        assert_eq!(store.files(), vec![a.cert.clone(), a.key.clone()]);
+        std::fs::write(&a.key, "nonsense").unwrap();
+        let err = CertStore::single("shield.tls", &tls).unwrap_err();
+        assert!(err.starts_with("shield.tls.key: "), "{err}");
+    }
+
+    #[test]
+    fn trust_roots_come_from_a_pem_file_with_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_cert(dir.path(), "a", &["origin.internal"]);
+        assert_eq!(root_store("x.ca_file", &a.cert).unwrap().len(), 1);
+        let err = root_store("x.ca_file", &dir.path().join("missing.pem")).unwrap_err();
+        assert!(err.starts_with("x.ca_file: cannot read"), "{err}");
+        let err = root_store("x.ca_file", &a.key).unwrap_err();
+        assert!(err.contains("holds no certificate"), "{err}");
     }
 }
