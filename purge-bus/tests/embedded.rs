@@ -207,10 +207,15 @@ fn a_purge_accepted_while_a_shield_is_down_survives_a_bus_crash() {
         "",
     );
     let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
-    assert_eq!(status["pending"], serde_json::json!(["shield-1"]), "{status}");
+    assert_eq!(
+        status["pending"],
+        serde_json::json!(["shield-1"]),
+        "{status}"
+    );
 
     // The bus dies without a chance to flush anything, and comes back on its directory.
-    bus.stop_with(libc::SIGKILL, Duration::from_secs(15)).unwrap();
+    bus.stop_with(libc::SIGKILL, Duration::from_secs(15))
+        .unwrap();
     let _bus = bus.start_again().unwrap();
     // The shield is ready only once it has caught up with the bus, and its disk copy is gone.
     let shield = shield.start_again().unwrap();
