@@ -27,9 +27,6 @@ const FILL: &str = "fill-secret-0123456789abcdef";
 enum Expect {
     /// An HTTP answer with one of these statuses (a 4xx carries a message).
     Status(&'static [u16]),
-    /// An HTTP answer from the HTTP/1.1 parser itself (Pingora's or hyper's), before Cascade's
-    /// code sees a request: the status, without a message (a known gap).
-    ParserStatus(&'static [u16]),
     /// The connection is closed without an HTTP answer.
     Refused,
     /// HTTP/2: the connection or the stream is ended with an error (GOAWAY or RST_STREAM).
@@ -199,7 +196,7 @@ fn cases(stream_id: &str) -> Vec<Case> {
     add(
         "edge-garbage-line",
         tcp(Edge, "HELLO THERE\r\n\r\n"),
-        ParserStatus(BAD),
+        Status(BAD),
     );
     add(
         "edge-binary-garbage",
@@ -209,9 +206,9 @@ fn cases(stream_id: &str) -> Vec<Case> {
                 0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, b'\r', b'\n', b'\r', b'\n',
             ],
         ),
-        ParserStatus(BAD),
+        Status(BAD),
     );
-    add("edge-http09", tcp(Edge, "GET /\r\n\r\n"), ParserStatus(BAD));
+    add("edge-http09", tcp(Edge, "GET /\r\n\r\n"), Status(BAD));
     add(
         "edge-traversal",
         tcp(Edge, req("/live/../../etc/passwd", "")),
@@ -258,22 +255,22 @@ fn cases(stream_id: &str) -> Vec<Case> {
     add(
         "edge-many-headers",
         tcp(Edge, req("/player/", &"X-N: 1\r\n".repeat(300))),
-        ParserStatus(&[400, 431]),
+        Status(&[400, 431]),
     );
     add(
         "edge-space-in-header-name",
         tcp(Edge, req("/player/", "X Bad: 1\r\n")),
-        ParserStatus(BAD),
+        Status(BAD),
     );
     add(
         "edge-nul-in-header",
         tcp(Edge, req("/player/", "X-Nul: a\0b\r\n")),
-        ParserStatus(BAD),
+        Status(BAD),
     );
     add(
         "edge-bad-content-length",
         tcp(Edge, req("/player/", "Content-Length: abc\r\n")),
-        ParserStatus(BAD),
+        Status(BAD),
     );
     add(
         "edge-two-content-lengths",
@@ -281,7 +278,7 @@ fn cases(stream_id: &str) -> Vec<Case> {
             Edge,
             req("/player/", "Content-Length: 1\r\nContent-Length: 2\r\n"),
         ),
-        ParserStatus(BAD),
+        Status(BAD),
     );
     add(
         "edge-cl-and-te",
@@ -313,7 +310,7 @@ fn cases(stream_id: &str) -> Vec<Case> {
             Edge,
             "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
         ),
-        ParserStatus(&[400, 405]),
+        Status(&[400, 405]),
     );
     add(
         "edge-unknown-host",
@@ -329,7 +326,7 @@ fn cases(stream_id: &str) -> Vec<Case> {
             Edge,
             "GET /player/ HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
         ),
-        ParserStatus(BAD),
+        Status(BAD),
     );
     add(
         "edge-bad-host-port",
@@ -361,7 +358,7 @@ fn cases(stream_id: &str) -> Vec<Case> {
             Edge,
             &b"GET /live/\xff\xfe/x.m4s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"[..],
         ),
-        ParserStatus(BAD),
+        Status(BAD),
     );
     add(
         "edge-long-uri",
@@ -911,7 +908,7 @@ fn cases(stream_id: &str) -> Vec<Case> {
     add(
         "origin-garbage",
         tcp(Origin, "\x01\x02\x03 garbage\r\n\r\n"),
-        ParserStatus(BAD),
+        Status(BAD),
     );
 
     // The purge bus.
@@ -1101,7 +1098,7 @@ fn cases(stream_id: &str) -> Vec<Case> {
     add(
         "shield-garbage",
         tcp(Shield, "\x00\x00\x00\x00\r\n\r\n"),
-        ParserStatus(BAD),
+        Status(BAD),
     );
 
     // Configuration, through each binary's --check.
@@ -1522,7 +1519,6 @@ fn mismatch(expect: Expect, outcome: &Outcome) -> Option<String> {
         (Expect::Status(allowed), Outcome::Http(status, body)) => {
             allowed.contains(status) && (*status < 400 || !body.trim().is_empty())
         }
-        (Expect::ParserStatus(allowed), Outcome::Http(status, _)) => allowed.contains(status),
         (Expect::H2Status(want), Outcome::Http(status, body)) => {
             *status == want && !body.trim().is_empty()
         }

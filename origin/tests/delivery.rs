@@ -530,6 +530,22 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
             .is_some_and(|h| h.contains("Range"))
     );
 
+    // The stream cannot be deleted by accident while it has a VOD recording: its deletion
+    // would take the recording along.
+    let (status, refused) = origin.api("DELETE", &format!("/api/v1/livestreams/{id}"), "");
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"].as_str().is_some_and(|e| e.contains(rec)),
+        "{refused}"
+    );
+    let (status, refused) = origin.api(
+        "DELETE",
+        &format!("/api/v1/livestreams/{id}?recordings=keep"),
+        "",
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(origin.get(&format!("/vod/{rec}/master.m3u8")).status, 200);
+
     // Deleting the recording removes its objects and its VOD URLs.
     let (status, _) = origin.api(
         "DELETE",
@@ -546,6 +562,8 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
         "",
     );
     assert_eq!(status, 404, "a second delete finds nothing");
+    let (status, _) = origin.api("DELETE", &format!("/api/v1/livestreams/{id}"), "");
+    assert_eq!(status, 204, "with no VOD recording left, the stream goes");
 }
 
 #[test]

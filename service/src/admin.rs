@@ -15,10 +15,15 @@ use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::limits::{CapError, ConnectionCaps, ConnectionLimits};
 use crate::metrics;
+use crate::parse_refusal;
 use crate::readiness::Readiness;
 
 /// Largest request body the admin listener reads.
@@ -169,14 +174,14 @@ async fn serve_connections<H, F, B>(
             let ended = match tls {
                 None => {
                     builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(Explaining::new(stream)), service)
                         .await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             builder
-                                .serve_connection(TokioIo::new(stream), service)
+                                .serve_connection(TokioIo::new(Explaining::new(stream)), service)
                                 .await
                         }
                         Ok(Err(e)) => {
@@ -194,6 +199,130 @@ async fn serve_connections<H, F, B>(
                 tracing::debug!(listener = label, %peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// A connection whose writes go through [`parse_refusal::explain`]: hyper's bare `400` for a
+/// request it cannot parse goes out with a body saying why.
+struct Explaining<S> {
+    inner: S,
+    /// An explained refusal not yet fully written.
+    pending: Vec<u8>,
+}
+
+impl<S> Explaining<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Explaining<S> {
+    fn poll_pending(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Explaining<S> {
+    /// Takes `buf` whole when it is a bare parser refusal, to send it explained.
+    fn take_refusal(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Option<Poll<std::io::Result<usize>>> {
+        if !buf.starts_with(b"HTTP/1.1 4") {
+            return None;
+        }
+        self.pending = parse_refusal::explain(buf)?;
+        // Taken: it goes out from `pending`, now or at the next write or flush.
+        Some(match self.poll_pending(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(buf.len())),
+        })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Explaining<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Explaining<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.poll_pending(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(taken) = this.take_refusal(cx, buf) {
+            return taken;
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.poll_pending(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        if let [only] = bufs
+            && let Some(taken) = this.take_refusal(cx, only)
+        {
+            return taken;
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_pending(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_pending(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`run`]: the `main` that ties them together for a tokio-based server;
 //! - [`clock`] and [`sync`]: the one wall clock (Unix milliseconds) and the one lock helper;
 //! - [`runtime`]: the private directory for runtime files (upgrade socket, generated certificate);
+//! - [`parse_refusal`]: a message for the HTTP parsers' own bare `400` answers;
 //! - [`tls`]: the certificates TLS listeners present (reloaded when renewed) and the trust
 //!   roots of a client of the tier above.
 
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod json;
 pub mod limits;
 pub mod metrics;
+pub mod parse_refusal;
 pub mod readiness;
 pub mod run;
 pub mod runtime;

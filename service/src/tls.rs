@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
+#[cfg(feature = "self-signed")]
 use base64::Engine as _;
 use cascade_config::{CertificateConfig, ListenerTlsConfig, TlsConfig};
 use rustls::crypto::ring::sign::any_supported_type;
@@ -19,6 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
+#[cfg(feature = "self-signed")]
 use sha2::{Digest, Sha256};
 
 /// What is loaded now.
@@ -127,7 +129,14 @@ impl CertStore {
                     "tls.certificates: none configured and tls.self_signed is false".into(),
                 );
             }
+            #[cfg(feature = "self-signed")]
             return Self::self_signed(&["localhost", "127.0.0.1"]);
+            #[cfg(not(feature = "self-signed"))]
+            return Err(
+                "tls.certificates: none configured, and this binary does not generate \
+                        self-signed certificates"
+                    .into(),
+            );
         }
         let sources = tls
             .certificates
@@ -159,6 +168,7 @@ impl CertStore {
     }
 
     /// A store with one freshly generated self-signed certificate for `names`.
+    #[cfg(feature = "self-signed")]
     pub fn self_signed(names: &[&str]) -> Result<Self, String> {
         let generated = rcgen::generate_simple_self_signed(
             names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
@@ -407,6 +417,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "self-signed")]
     fn self_signed_when_nothing_is_configured() {
         let store = CertStore::from_config(&TlsConfig::default()).unwrap();
         assert!(store.certificate_for(Some("localhost")).is_some());

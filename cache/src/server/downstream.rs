@@ -15,7 +15,8 @@
 //! On writes, [`ClientStream`] takes the place of Pingora's small write buffer: that buffer
 //! sends what it holds (a response header) in a system call of its own before a large body
 //! write; the stream instead holds small writes and sends them with the next large one in one
-//! vectored write, as a single packet train the client is woken for once.
+//! vectored write, as a single packet train the client is woken for once. Pingora's bare
+//! `400` for a request it cannot parse gets a body saying why on its way out.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -42,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use cascade_service::limits::{ConnectionCaps, ConnectionLimits, ConnectionSlot};
+use cascade_service::parse_refusal;
 
 use crate::metrics::ProxyMetrics;
 use crate::policy::request_clock::{FrameClock, HeaderClock, RequestClock};
@@ -136,6 +138,12 @@ impl<C: StreamClock> ClientStream<C> {
 
     /// Sends everything held.
     fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Pingora's own refusal of a request it could not parse is a bare 4xx: say why.
+        if self.held.starts_with(b"HTTP/1.1 4")
+            && let Some(explained) = parse_refusal::explain(&self.held)
+        {
+            self.held = explained;
+        }
         while !self.held.is_empty() {
             match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),

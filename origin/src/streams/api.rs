@@ -8,7 +8,7 @@
 //! | GET | `/api/v1/livestreams?status=&user_id=&limit=&offset=` | list, newest first |
 //! | GET | `/api/v1/livestreams/:id` | one stream, with its live ingest state |
 //! | PATCH | `/api/v1/livestreams/:id` | change title, DVR, latency, settings |
-//! | DELETE | `/api/v1/livestreams/:id` | stop if live, then delete |
+//! | DELETE | `/api/v1/livestreams/:id?recordings=delete` | stop if live, then delete it and its recordings (409 while it has VOD recordings, unless `recordings=delete`) |
 //! | POST | `/api/v1/livestreams/:id/start` | accept a publisher again after `ended` |
 //! | POST | `/api/v1/livestreams/:id/stop` | disconnect the publisher, end the stream |
 //! | GET | `/api/v1/livestreams/:id/events?limit=&offset=` | events, oldest first |
@@ -267,7 +267,7 @@ impl StreamApi {
                 Ok(body) => self.update(id, &body).await,
                 Err(response) => Err(response),
             },
-            ([id], _) => self.delete(id).await,
+            ([id], _) => self.delete(id, &query).await,
             ([id, "events"], _) => self.events(id, &query).await,
             ([id, "recordings"], _) => self.recordings(id).await,
             ([id, "recordings", rec], Method::GET) => self.recording(id, rec).await,
@@ -366,8 +366,39 @@ impl StreamApi {
         Ok(json_response(StatusCode::OK, &self.stream_json(&stream)))
     }
 
-    async fn delete(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+    async fn delete(&self, id: &str, query: &str) -> Result<HttpResponse, Box<HttpResponse>> {
         self.find(id).await?;
+        let take_vod = match query_param(query, "recordings") {
+            None => false,
+            Some("delete") => true,
+            Some(other) => {
+                return Err(Box::new(bad_request(
+                    Some("recordings"),
+                    format!("{other:?}: the only value is \"delete\""),
+                )));
+            }
+        };
+        let recordings = self
+            .live
+            .registry()
+            .list_recordings(id)
+            .await
+            .map_err(|e| Box::new(internal(e)))?;
+        let vod: Vec<&str> = recordings
+            .iter()
+            .filter(|r| r.status == "vod")
+            .map(|r| r.id.as_str())
+            .collect();
+        if !vod.is_empty() && !take_vod {
+            return Err(Box::new(json_error(
+                StatusCode::CONFLICT,
+                format!(
+                    "the stream has recordings kept as VOD ({}); deleting the stream deletes \
+                     them: delete them first, or send DELETE ?recordings=delete",
+                    vod.join(", ")
+                ),
+            )));
+        }
         self.live
             .end(
                 id,
@@ -384,7 +415,10 @@ impl StreamApi {
             return Err(Box::new(not_found(id)));
         }
         self.live.forget(id);
-        tracing::info!(stream = %id, "live stream deleted");
+        tracing::info!(stream = %id, recordings = recordings.len(), "live stream deleted; its recordings go to retention");
+        // Its recordings are retention's now (a live one once finished): start at once.
+        let archive = Arc::clone(&self.archive);
+        tokio::spawn(async move { archive.enforce_retention().await });
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::NO_CONTENT;
         Ok(response)

@@ -538,7 +538,8 @@ impl Registry {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Finished recordings whose retention ended before `now` (Unix ms), and those whose
+    /// Finished recordings whose retention ended before `now` (Unix ms), finished recordings
+    /// of deleted streams (VOD ones too: the stream's deletion took them), and those whose
     /// deletion was claimed but not finished (the origin stopped in between).
     pub async fn expired_recordings(
         &self,
@@ -547,7 +548,8 @@ impl Registry {
         let rows = sqlx::query(&format!(
             "SELECT {RECORDING_COLUMNS} FROM recordings \
              WHERE (status = 'ready' AND expires_at IS NOT NULL AND expires_at <= $1) \
-             OR status = 'expiring'"
+             OR status = 'expiring' \
+             OR (status IN ('ready', 'vod') AND stream_id NOT IN (SELECT id FROM streams))"
         ))
         .bind(now)
         .fetch_all(&self.pool)
@@ -562,7 +564,8 @@ impl Registry {
         let done = sqlx::query(
             "UPDATE recordings SET status = 'expiring' WHERE id = $1 AND \
              ((status = 'ready' AND expires_at IS NOT NULL AND expires_at <= $2) \
-             OR status = 'expiring')",
+             OR status = 'expiring' \
+             OR (status IN ('ready', 'vod') AND stream_id NOT IN (SELECT id FROM streams)))",
         )
         .bind(id)
         .bind(now)
@@ -824,6 +827,40 @@ mod tests {
         assert_eq!(registry.list_recordings(&b.id).await.unwrap().len(), 2);
         assert!(registry.delete_recording(&rec.id).await.unwrap());
         assert!(registry.get_recording(&rec.id).await.unwrap().is_none());
+
+        // A deleted stream's finished recordings, VOD ones included, go to retention; one
+        // still recording waits until it is finished.
+        let (c, _) = registry.create("carol", &config("c")).await.unwrap();
+        let kept = registry.create_recording(&c.id).await.unwrap();
+        registry.finish_recording(&kept.id, None).await.unwrap();
+        assert!(registry.convert_recording(&kept.id).await.unwrap());
+        let live = registry.create_recording(&c.id).await.unwrap();
+        assert!(registry.delete(&c.id).await.unwrap());
+        let orphans: Vec<String> = registry
+            .expired_recordings(now_ms_i64())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(orphans, vec![kept.id.clone()], "{orphans:?}");
+        assert!(
+            registry
+                .claim_expired_recording(&kept.id, now_ms_i64())
+                .await
+                .unwrap()
+        );
+        registry
+            .finish_recording(&live.id, Some(now_ms_i64() + 3_600_000))
+            .await
+            .unwrap();
+        assert!(
+            registry
+                .claim_expired_recording(&live.id, now_ms_i64())
+                .await
+                .unwrap(),
+            "finished after its stream was deleted: claimed at once, not in an hour"
+        );
 
         rotated
     }
