@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::validate::Problems;
-use crate::values::Secret;
+use crate::values::{ByteSize, Secret};
 
 /// Object storage selection and settings.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// `fs` (embedded default) or `s3`.
@@ -17,6 +17,24 @@ pub struct StorageConfig {
     pub fs: FsStorageConfig,
     /// Settings of the S3 store.
     pub s3: S3StorageConfig,
+    /// Where objects the store cannot take wait until it answers again (relative paths are
+    /// taken from the working directory at start); empty: no spool, an upload is retried for
+    /// 10 minutes and then given up.
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool holds; past it, segments are lost and recorded as gaps.
+    pub spool_capacity: ByteSize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::default(),
+            fs: FsStorageConfig::default(),
+            s3: S3StorageConfig::default(),
+            spool_dir: PathBuf::from("data/origin/spool"),
+            spool_capacity: ByteSize(2 << 30),
+        }
+    }
 }
 
 /// Which object store the origin writes to.
@@ -89,6 +107,12 @@ impl StorageConfig {
                 }
             }
             StorageBackend::S3 => self.s3.validate(p),
+        }
+        if !self.spool_dir.as_os_str().is_empty() && self.spool_capacity.0 < 1 << 20 {
+            p.push(
+                "storage.spool_capacity",
+                format!("{} is below the 1MiB minimum", self.spool_capacity),
+            );
         }
     }
 }

@@ -37,6 +37,20 @@ pub struct RecordingIndex {
     pub segment_target: f64,
     /// Renditions, in the order they first archived a segment.
     pub renditions: Vec<RenditionIndex>,
+    /// Segments lost before they could be stored, so a hole in a rendition is explained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<RecordingGap>,
+}
+
+/// A segment the recording does not have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingGap {
+    /// Ladder name.
+    pub rendition: String,
+    /// Media sequence number.
+    pub msn: u64,
+    /// Why it was lost.
+    pub reason: String,
 }
 
 /// One rendition of a recording.
@@ -99,6 +113,7 @@ impl RecordingIndex {
             stream_id: stream_id.to_owned(),
             segment_target,
             renditions: Vec::new(),
+            gaps: Vec::new(),
         }
     }
 
@@ -156,6 +171,21 @@ impl RecordingIndex {
         };
         let at = r.segments.partition_point(|s| s.msn < segment.msn);
         r.segments.insert(at, entry);
+    }
+
+    /// Records that segment `msn` of `rendition` is lost (once).
+    pub fn add_gap(&mut self, rendition: &str, msn: u64, reason: &str) {
+        if !self
+            .gaps
+            .iter()
+            .any(|g| g.rendition == rendition && g.msn == msn)
+        {
+            self.gaps.push(RecordingGap {
+                rendition: rendition.to_owned(),
+                msn,
+                reason: reason.to_owned(),
+            });
+        }
     }
 
     /// Seconds covered: the longest rendition.
@@ -289,5 +319,23 @@ mod tests {
             object_key("rec", "720p", "3.m4s"),
             "recordings/rec/720p/3.m4s"
         );
+    }
+
+    #[test]
+    fn lost_segments_are_recorded_once_and_old_indexes_still_read() {
+        let mut index = RecordingIndex::new("rec", "stream", 2.0);
+        assert!(!serde_json::to_string(&index).unwrap().contains("gaps"));
+        index.add_gap("720p", 7, "the local spool is full");
+        index.add_gap("720p", 7, "again");
+        index.add_gap("360p", 7, "the local spool is full");
+        assert_eq!(index.gaps.len(), 2);
+        let back: RecordingIndex =
+            serde_json::from_str(&serde_json::to_string(&index).unwrap()).unwrap();
+        assert_eq!(back.gaps[0].reason, "the local spool is full");
+        let old: RecordingIndex = serde_json::from_str(
+            r#"{"recording_id":"r","stream_id":"s","segment_target":2.0,"renditions":[]}"#,
+        )
+        .unwrap();
+        assert!(old.gaps.is_empty());
     }
 }

@@ -127,6 +127,10 @@ pub struct DeliveryMetrics {
     pub memory_bytes: IntGauge,
     /// Archive jobs of the batch in progress not yet done (grows while uploads fail).
     pub archive_backlog: IntGauge,
+    /// Objects waiting in the archive's local spool for the store.
+    pub spool_objects: IntGauge,
+    /// Bytes waiting in the archive's local spool.
+    pub spool_bytes: IntGauge,
 }
 
 /// The process's delivery metrics, registered on first use.
@@ -162,12 +166,22 @@ pub fn delivery_metrics() -> &'static DeliveryMetrics {
                 "origin_archive_backlog",
                 "Archive jobs queued or being retried",
             )),
+            spool_objects: must(IntGauge::new(
+                "origin_archive_spool_objects",
+                "Objects waiting in the local spool for the object store",
+            )),
+            spool_bytes: must(IntGauge::new(
+                "origin_archive_spool_bytes",
+                "Bytes waiting in the local spool for the object store",
+            )),
         };
         for c in [
             Box::new(m.blocked_wake.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.part_latency.clone()),
             Box::new(m.memory_bytes.clone()),
             Box::new(m.archive_backlog.clone()),
+            Box::new(m.spool_objects.clone()),
+            Box::new(m.spool_bytes.clone()),
         ] {
             let _ = prometheus::register(c);
         }

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::archive::Archive;
+use crate::archive::spool::Spool;
 use crate::archive::store;
 use crate::delivery::Delivery;
 use crate::delivery::player::PlayerPage;
@@ -46,6 +47,7 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     let registry = Registry::open(config.database_url.expose()).await?;
     let store =
         store::open(&ctx.config.storage).context("storage: cannot open the object store")?;
+    let spool = open_spool(&ctx.config.storage)?;
     let (archive_tx, archive_rx) = mpsc::unbounded_channel();
     let packager = Arc::new(LivePackager::new(Some(archive_tx)));
     let archive = Archive::new(
@@ -53,12 +55,14 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         registry.clone(),
         Arc::clone(&packager),
         config.recording_retention.0,
+        spool,
     );
     archive
         .recover()
         .await
         .context("cannot finish the recordings left open by the previous run")?;
     let archive_task = tokio::spawn(Arc::clone(&archive).run(archive_rx));
+    let spool_task = tokio::spawn(Arc::clone(&archive).drain_spool());
     let retention_task = tokio::spawn(Arc::clone(&archive).retention_loop(RETENTION_EVERY));
     let memory_task = tokio::spawn(Arc::clone(&packager).report_memory(MEMORY_EVERY));
     let player = Arc::new(PlayerPage::new(
@@ -155,7 +159,29 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     retention_task.abort();
     memory_task.abort();
     archive_task.abort();
+    spool_task.abort();
     Ok(())
+}
+
+/// The archive's spool, when `storage.spool_dir` is set, with what a previous run left in it.
+fn open_spool(storage: &cascade_config::StorageConfig) -> anyhow::Result<Option<Arc<Spool>>> {
+    if storage.spool_dir.as_os_str().is_empty() {
+        tracing::warn!(
+            "storage.spool_dir is empty: a store outage longer than 10 minutes loses recorded segments"
+        );
+        return Ok(None);
+    }
+    let dir = std::path::absolute(&storage.spool_dir).with_context(|| {
+        format!(
+            "storage.spool_dir: cannot resolve {}",
+            storage.spool_dir.display()
+        )
+    })?;
+    let spool = Spool::open(&dir, storage.spool_capacity.0)
+        .map_err(|e| anyhow!("storage.spool_dir: {e}"))?;
+    let (objects, bytes) = spool.usage();
+    tracing::info!(dir = %dir.display(), capacity = %storage.spool_capacity, objects, bytes, "archive spool");
+    Ok(Some(Arc::new(spool)))
 }
 
 /// How often `origin.tls` files are checked for a renewal.

@@ -636,6 +636,116 @@ fn archive_to_s3_survives_an_origin_restart() {
     assert!(decode(&again.url(&format!("/vod/{rec}/master.m3u8")), 60) > 6.0);
 }
 
+/// Objects waiting in the spool `dir`, and how many of them are segments of the 240p
+/// rendition (the key in a spooled file's header line).
+fn spooled(dir: &std::path::Path) -> (usize, usize) {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".spool"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    let segments = files
+        .iter()
+        .filter(|path| {
+            std::fs::read(path).is_ok_and(|bytes| {
+                let header = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+                let header = String::from_utf8_lossy(header);
+                header.contains("/240p/") && header.contains(".m4s\"")
+            })
+        })
+        .count();
+    (files.len(), segments)
+}
+
+#[test]
+fn a_store_outage_is_spooled_and_the_recording_is_complete_afterwards() {
+    let _heavy = one_at_a_time();
+    let garage = Garage::start().unwrap();
+    let s3 = garage.storage_config();
+    let storage = format!(
+        "[storage]\nbackend = \"s3\"\nspool_dir = \"{{objects}}-spool\"\n[storage.s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        s3.endpoint,
+        s3.region,
+        s3.bucket,
+        s3.access_key_id,
+        s3.secret_access_key.expose()
+    );
+    let origin = Origin::start(&storage);
+    let spool = origin.dir.path().join("objects-spool");
+    let stream = origin.create(r#"{"title": "outage", "settings": {"resolutions": ["240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let mut publisher = publish(&stream);
+    wait_for_segments(&origin, &id, "240p", 3);
+
+    // The store hangs (a compressed outage): segments go to the spool, live goes on.
+    garage.pause().unwrap();
+    wait_for("segments in the spool", Duration::from_secs(60), || {
+        spooled(&spool).1 >= 4
+    });
+    assert!(origin.events(&id).contains("archive is failing"));
+    assert!(decode(&origin.url(&format!("/live/{id}/240p/playlist.m3u8")), 2) >= 1.5);
+    let during = spooled(&spool).1;
+    garage.resume().unwrap();
+    wait_for("the spool to drain", Duration::from_secs(60), || {
+        spooled(&spool).0 == 0
+    });
+    publisher.kill().unwrap();
+    let rec = stop_and_wait_for_recording(&origin, &id);
+    wait_for(
+        "the recording's index in the bucket",
+        Duration::from_secs(30),
+        || origin.events(&id).contains("now stored"),
+    );
+
+    // Every segment is in the index, with no hole and no gap, and every one plays.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let index: Value = runtime.block_on(async {
+        let object = S3Store::new(&garage.storage_config())
+            .client()
+            .get_object()
+            .bucket(&s3.bucket)
+            .key(format!("recordings/{rec}/index.json"))
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice(&object.body.collect().await.unwrap().into_bytes()).unwrap()
+    });
+    assert!(index.get("gaps").is_none(), "{index}");
+    let video = index["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "240p")
+        .unwrap();
+    let msns: Vec<u64> = video["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["msn"].as_u64().unwrap())
+        .collect();
+    assert!(
+        msns.len() >= 3 + during,
+        "{} segments, {during} of them spooled",
+        msns.len()
+    );
+    assert!(
+        msns.windows(2).all(|w| w[1] == w[0] + 1),
+        "the recording has a hole: {msns:?}"
+    );
+    for msn in &msns {
+        let segment = origin.get(&format!("/vod/{rec}/240p/{msn}.m4s"));
+        assert_eq!(segment.status, 200, "segment {msn}: {}", segment.text());
+    }
+    assert!(decode(&origin.url(&format!("/vod/{rec}/master.m3u8")), 60) > 6.0);
+}
+
 #[test]
 fn an_unreachable_archive_does_not_stop_live_delivery() {
     let _heavy = one_at_a_time();

@@ -107,6 +107,17 @@ impl Garage {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel and never
+    /// answered, as a hung store does.
+    pub fn pause(&self) -> Result<()> {
+        self.process.signal(libc::SIGSTOP)
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.process.signal(libc::SIGCONT)
+    }
+
     /// The server's output so far.
     pub fn log_tail(&self) -> String {
         self.process.log_tail()

@@ -400,7 +400,7 @@ impl Supervisor {
         let mut buffer = Vec::with_capacity(64 * 1024);
         self.headers.encode(self.job.has_audio, &mut buffer);
         if let Err(reason) = self.write(run, &buffer).await {
-            return Outcome::Failed(reason);
+            return Outcome::Failed(why_input_failed(run, reason).await);
         }
         let started = Instant::now();
         let mut last_progress = started;
@@ -429,7 +429,7 @@ impl Supervisor {
                         continue; // over FLV's 16 MiB tag limit: RTMP cannot carry it either
                     }
                     if let Err(reason) = self.write(run, &buffer).await {
-                        return Outcome::Failed(reason);
+                        return Outcome::Failed(why_input_failed(run, reason).await);
                     }
                     last_input = Instant::now();
                 }
@@ -500,6 +500,15 @@ impl Supervisor {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         tail_text(&run.stderr_tail)
+    }
+}
+
+/// Why writing to ffmpeg failed: most often ffmpeg died (a broken pipe), and then its exit
+/// status (a signal, a code) says more than the pipe does.
+async fn why_input_failed(run: &mut Run, write_error: String) -> String {
+    match tokio::time::timeout(Duration::from_millis(500), run.child.wait()).await {
+        Ok(Ok(status)) => format!("ffmpeg exited ({status})"),
+        _ => write_error,
     }
 }
 

@@ -3,12 +3,16 @@
 //! what left the in-memory window (DVR) and finished recordings (`/vod/<recording>/...`),
 //! and deletes recordings whose retention ran out.
 //!
-//! An unreachable store does not stop live delivery: uploads are retried with backoff while
-//! the packager keeps the unarchived segments in memory, and the outage is recorded as an
-//! event on the stream.
+//! An unreachable store does not stop live delivery or lose the recording: after a few quick
+//! attempts an object goes to the local [`spool`], and everything after it too (so the order of
+//! writes is kept), until the spool drains into the store again. The outage and the recovery
+//! are recorded as events on the stream. A segment that cannot be stored at all (the spool is
+//! full, or there is none and the store stayed down for 10 minutes) is recorded as a gap in
+//! the recording's index, with an event.
 //!
 //! The object stores it writes to (filesystem, S3) are in [`store`].
 
+pub mod spool;
 pub mod store;
 
 use std::collections::HashMap;
@@ -20,6 +24,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::archive::spool::Spool;
 use crate::archive::store::{ObjectKey, ObjectStore, StoreError};
 use crate::http::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, reply};
 use crate::metrics::delivery_metrics;
@@ -40,6 +45,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 /// Finished recording indexes kept parsed in memory.
 const VOD_CACHE: usize = 64;
+/// With a spool, how long an object is tried against the store before it is spooled.
+const BEFORE_SPOOLING: Duration = Duration::from_secs(3);
+/// With a spool, the longest one attempt may take.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
 
 /// The recording of a live session.
 struct LiveRecording {
@@ -53,23 +62,27 @@ pub struct Archive {
     registry: Registry,
     packager: Arc<LivePackager>,
     retention: Duration,
+    spool: Option<Arc<Spool>>,
     live: Mutex<HashMap<String, LiveRecording>>,
     vod: Mutex<Vec<(String, Arc<RecordingIndex>)>>,
 }
 
 impl Archive {
-    /// An archive into `store`, keeping finished recordings for `retention`.
+    /// An archive into `store`, keeping finished recordings for `retention`, spooling what
+    /// the store cannot take into `spool` when there is one.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         registry: Registry,
         packager: Arc<LivePackager>,
         retention: Duration,
+        spool: Option<Arc<Spool>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             registry,
             packager,
             retention,
+            spool,
             live: Mutex::new(HashMap::new()),
             vod: Mutex::new(Vec::new()),
         })
@@ -215,17 +228,21 @@ impl Archive {
         });
         let Some((header, segment, bytes, target)) = found else {
             tracing::warn!(stream = %stream_id, %rendition, msn, "segment left memory before it was archived");
+            self.lost(
+                stream_id,
+                rendition,
+                msn,
+                "it left memory before it was archived",
+            )
+            .await;
             return;
         };
         let Some(recording) = self.recording_of(stream_id, target).await else {
             return;
         };
         let key = recording::object_key(&recording, rendition, &format!("{msn}.m4s"));
-        if self
-            .put(stream_id, &key, bytes, media_type(&header))
-            .await
-            .is_err()
-        {
+        if let Err(lost) = self.put(stream_id, &key, bytes, media_type(&header)).await {
+            self.lost(stream_id, rendition, msn, &lost).await;
             return;
         }
         if let Some(mut state) = media.lock() {
@@ -238,39 +255,190 @@ impl Archive {
         }
     }
 
-    /// Stores one object, retrying with backoff; records an event when the store starts
-    /// failing and when it recovers.
+    /// Stores one object: in the store, or in the spool while the store fails. Records an
+    /// event when the store starts failing and when it recovers. An error says why the object
+    /// is lost.
     async fn put(
         &self,
         stream_id: &str,
         key: &str,
         bytes: Bytes,
         content_type: &str,
+    ) -> Result<(), String> {
+        let key = ObjectKey::new(key).map_err(|e| e.to_string())?;
+        let Some(spool) = &self.spool else {
+            return self
+                .put_with_retries(stream_id, &key, bytes, content_type, GIVE_UP_AFTER, None)
+                .await
+                .map_err(|e| e.to_string());
+        };
+        // Behind objects already waiting, the object waits too: the store sees writes in order.
+        if spool.is_empty() {
+            match self
+                .put_with_retries(
+                    stream_id,
+                    &key,
+                    bytes.clone(),
+                    content_type,
+                    BEFORE_SPOOLING,
+                    Some(ATTEMPT_LIMIT),
+                )
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if !e.is_retryable() => return Err(e.to_string()),
+                Err(_) => {}
+            }
+        }
+        match spool.put(stream_id, key.as_str(), &bytes, content_type) {
+            Ok(()) => {
+                publish_spool_usage(spool);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(stream = %stream_id, %key, error = %e, "cannot spool an object the store does not take");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Tries the store for up to `for_at_most`, with backoff, each attempt bounded by
+    /// `attempt_limit` (a store that hangs counts as failing).
+    async fn put_with_retries(
+        &self,
+        stream_id: &str,
+        key: &ObjectKey,
+        bytes: Bytes,
+        content_type: &str,
+        for_at_most: Duration,
+        attempt_limit: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let key = ObjectKey::new(key)?;
         let started = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.store.put(&key, bytes.clone(), content_type).await {
+            let attempt = self.store.put(key, bytes.clone(), content_type);
+            let result = match attempt_limit {
+                Some(limit) => tokio::time::timeout(limit, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::timed_out("put", key.as_str(), limit))),
+                None => attempt.await,
+            };
+            match result {
                 Ok(()) => {
                     self.set_failing(stream_id, None).await;
                     return Ok(());
                 }
-                Err(e) if e.is_retryable() && started.elapsed() < GIVE_UP_AFTER => {
+                Err(e) if e.is_retryable() && started.elapsed() < for_at_most => {
                     tracing::warn!(stream = %stream_id, %key, error = %e, "archive upload failed; retrying");
                     self.set_failing(stream_id, Some(&e)).await;
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff.min(for_at_most)).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
-                    tracing::error!(stream = %stream_id, %key, error = %e, "archive upload given up");
+                    if self.spool.is_none() || !e.is_retryable() {
+                        tracing::error!(stream = %stream_id, %key, error = %e, "archive upload given up");
+                    }
+                    self.set_failing(stream_id, Some(&e)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Records that segment `msn` of `rendition` will not be in the recording.
+    async fn lost(&self, stream_id: &str, rendition: &str, msn: u64, why: &str) {
+        let recording = match self.live.lock() {
+            Ok(mut live) => live.get_mut(stream_id).map(|rec| {
+                rec.index.add_gap(rendition, msn, why);
+                rec.index.recording_id.clone()
+            }),
+            Err(_) => None,
+        };
+        tracing::error!(stream = %stream_id, %rendition, msn, why, "a segment is missing from the recording");
+        self.record(
+            stream_id,
+            NewEvent::new(
+                EventType::Error,
+                format!("segment {msn} of {rendition} is missing from the recording: {why}"),
+            )
+            .with_severity(Severity::Error)
+            .with_details(json!({"recording": recording, "rendition": rendition, "msn": msn})),
+        )
+        .await;
+    }
+
+    /// Uploads what the spool holds, oldest first, until the task is dropped; records on
+    /// each stream concerned when its objects are all stored.
+    pub async fn drain_spool(self: Arc<Self>) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(250);
+        let mut streams: Vec<String> = Vec::new();
+        let mut uploaded = 0usize;
+        loop {
+            publish_spool_usage(&spool);
+            let Some(entry) = spool.oldest() else {
+                for stream_id in streams.drain(..) {
                     self.record(
-                        stream_id,
-                        NewEvent::new(EventType::Error, format!("archive upload given up: {e}"))
-                            .with_severity(Severity::Error),
+                        &stream_id,
+                        NewEvent::new(
+                            EventType::Error,
+                            format!(
+                                "{uploaded} objects kept in the local spool while the store failed are now stored"
+                            ),
+                        )
+                        .with_severity(Severity::Info),
                     )
                     .await;
-                    return Err(e);
+                }
+                uploaded = 0;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let stored = match (ObjectKey::new(&entry.key), spool.read(&entry)) {
+                (Ok(key), Ok(bytes)) => tokio::time::timeout(
+                    ATTEMPT_LIMIT,
+                    self.store.put(&key, bytes, &entry.content_type),
+                )
+                .await
+                .unwrap_or_else(|_| Err(StoreError::timed_out("put", &entry.key, ATTEMPT_LIMIT)))
+                .map_err(|e| (e.is_retryable(), e.to_string())),
+                (Err(e), _) => Err((false, e.to_string())),
+                (_, Err(e)) => Err((false, e)),
+            };
+            match stored {
+                Ok(()) => {
+                    backoff = Duration::from_millis(250);
+                    uploaded += 1;
+                    push_unique(&mut streams, entry.stream_id.clone());
+                    if let Err(e) = spool.remove(&entry) {
+                        tracing::error!(error = %e, "cannot remove an uploaded object from the spool");
+                        tokio::time::sleep(MAX_BACKOFF).await;
+                    }
+                }
+                Err((true, e)) => {
+                    tracing::warn!(key = %entry.key, error = %e, "the store still fails; the spool waits");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err((false, e)) => {
+                    tracing::error!(key = %entry.key, error = %e, "a spooled object cannot be stored; dropped");
+                    push_unique(&mut streams, entry.stream_id.clone());
+                    self.record(
+                        &entry.stream_id,
+                        NewEvent::new(
+                            EventType::Error,
+                            format!("a spooled object could not be stored: {e}"),
+                        )
+                        .with_severity(Severity::Error)
+                        .with_details(json!({"key": entry.key})),
+                    )
+                    .await;
+                    if let Err(e) = spool.remove(&entry) {
+                        tracing::error!(error = %e, "cannot remove a spooled object");
+                        tokio::time::sleep(MAX_BACKOFF).await;
+                    }
                 }
             }
         }
@@ -602,6 +770,17 @@ impl Archive {
             self.enforce_retention().await;
         }
     }
+}
+
+fn publish_spool_usage(spool: &Spool) {
+    let (objects, bytes) = spool.usage();
+    let metrics = delivery_metrics();
+    metrics
+        .spool_objects
+        .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    metrics
+        .spool_bytes
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {

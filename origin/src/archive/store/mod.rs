@@ -162,6 +162,15 @@ impl StoreError {
         }
     }
 
+    /// A `op` of `key` that got no answer within `limit` (retryable: the store may come back).
+    pub fn timed_out(op: &'static str, key: &str, limit: std::time::Duration) -> Self {
+        Self::Backend {
+            op,
+            key: key.to_owned(),
+            message: format!("no answer within {limit:?}"),
+        }
+    }
+
     fn invalid_key(key: &str, why: &'static str) -> Self {
         let key = if key.len() > MAX_ECHOED_KEY_LEN {
             let mut end = MAX_ECHOED_KEY_LEN;
