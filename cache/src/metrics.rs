@@ -111,6 +111,89 @@ pub fn proxy_metrics() -> &'static ProxyMetrics {
     })
 }
 
+/// What players report about their playback through CMCD (CTA-5004), summed over requests.
+pub struct CmcdMetrics {
+    /// Requests that carried CMCD, by object type (`none` when not given).
+    pub requests: IntCounterVec,
+    /// Requests saying the buffer ran dry since the previous one (`bs`).
+    pub starvations: IntCounter,
+    /// Requests made while starting up or seeking (`su`).
+    pub startups: IntCounter,
+    /// Buffer length reported (`bl`), seconds.
+    pub buffer_length: Histogram,
+    /// Throughput measured by players (`mtp`), kbit/s.
+    pub throughput: Histogram,
+    /// CMCD values dropped as malformed.
+    pub rejected: IntCounter,
+}
+
+impl CmcdMetrics {
+    /// Counts one request's CMCD.
+    pub fn record(&self, cmcd: &cascade_cmcd::Cmcd) {
+        let object = cmcd
+            .object_type
+            .map_or("none", cascade_cmcd::ObjectType::label);
+        self.requests.with_label_values(&[object]).inc();
+        if cmcd.buffer_starvation {
+            self.starvations.inc();
+        }
+        if cmcd.startup {
+            self.startups.inc();
+        }
+        if let Some(ms) = cmcd.buffer_length_ms {
+            self.buffer_length.observe(ms as f64 / 1000.0);
+        }
+        if let Some(kbps) = cmcd.measured_throughput_kbps {
+            self.throughput.observe(kbps as f64);
+        }
+        self.rejected.inc_by(u64::from(cmcd.rejected));
+    }
+}
+
+/// The process's CMCD metrics, registered on first use.
+pub fn cmcd_metrics() -> &'static CmcdMetrics {
+    static METRICS: OnceLock<CmcdMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let m = CmcdMetrics {
+            requests: must(IntCounterVec::new(
+                Opts::new("cascade_cmcd_requests_total", "Requests carrying CMCD, by object type"),
+                &["object_type"],
+            )),
+            starvations: must(IntCounter::new(
+                "cascade_cmcd_buffer_starvations_total",
+                "Requests whose player said its buffer ran dry since its previous request (CMCD bs)",
+            )),
+            startups: must(IntCounter::new(
+                "cascade_cmcd_startup_requests_total",
+                "Requests made while a player was starting up or seeking (CMCD su)",
+            )),
+            buffer_length: must(Histogram::with_opts(
+                HistogramOpts::new("cascade_cmcd_buffer_length_seconds", "Buffer length players reported (CMCD bl)")
+                    .buckets(vec![0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0]),
+            )),
+            throughput: must(Histogram::with_opts(
+                HistogramOpts::new("cascade_cmcd_measured_throughput_kbps", "Throughput players measured (CMCD mtp), kbit/s")
+                    .buckets(vec![500.0, 1_000.0, 2_000.0, 4_000.0, 8_000.0, 16_000.0, 32_000.0, 64_000.0, 128_000.0]),
+            )),
+            rejected: must(IntCounter::new(
+                "cascade_cmcd_rejected_values_total",
+                "CMCD values dropped as malformed (the rest of the request's CMCD is kept)",
+            )),
+        };
+        for c in [
+            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.starvations.clone()),
+            Box::new(m.startups.clone()),
+            Box::new(m.buffer_length.clone()),
+            Box::new(m.throughput.clone()),
+            Box::new(m.rejected.clone()),
+        ] {
+            let _ = prometheus::register(c);
+        }
+        m
+    })
+}
+
 /// Metrics of the HTTP/3 listener (its requests are counted with the others, `protocol="h3"`).
 pub struct Http3Metrics {
     /// QUIC handshakes by outcome (`ok`, `failed`).

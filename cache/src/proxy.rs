@@ -30,13 +30,14 @@ use pingora_proxy::FailToProxy;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::metrics::proxy_metrics;
+use crate::metrics::{cmcd_metrics, proxy_metrics};
 use crate::policy::key::{RequestKey, normalise_host};
 use crate::policy::purge::{FETCHED_HEADER, format_fetched, parse_fetched, surrogate_tags};
 use crate::policy::token::TokenKey;
 use crate::policy::ttl::{ContentClass, Decision, Directives, TtlPolicy};
 use crate::policy::upstream::Upstreams;
 use crate::storage::{self, TieredStorage};
+use cascade_cmcd::{Cmcd, ObjectType};
 
 /// Longest request target accepted (414 beyond).
 pub const MAX_URI_LEN: usize = 8 * 1024;
@@ -199,6 +200,8 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     started: Instant,
     body_bytes: u64,
+    /// What the player said about its playback (CMCD), if anything.
+    cmcd: Option<Box<Cmcd>>,
     _inflight: InflightGuard,
 }
 
@@ -435,6 +438,7 @@ impl ProxyHttp for CachingProxy {
             upstream_started: None,
             started: Instant::now(),
             body_bytes: 0,
+            cmcd: None,
             _inflight: InflightGuard(Arc::clone(&self.inflight)),
         }
     }
@@ -451,6 +455,15 @@ impl ProxyHttp for CachingProxy {
             key = tracing::field::Empty,
             upstream = tracing::field::Empty,
         );
+        // Read before the target is normalised: the cache key and the upstream never see it.
+        let req = session.req_header();
+        ctx.cmcd = cascade_cmcd::from_request(
+            req.uri.query(),
+            req.headers
+                .iter()
+                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+        )
+        .map(Box::new);
         match self.admit(session, ctx) {
             Ok(key) => {
                 ctx.span.record("key", tracing::field::display(&key));
@@ -875,6 +888,10 @@ impl ProxyHttp for CachingProxy {
         if session.cache.lock_duration().is_some() {
             m.collapsed.inc();
         }
+        let cmcd = ctx.cmcd.as_deref();
+        if let Some(cmcd) = cmcd {
+            cmcd_metrics().record(cmcd);
+        }
         let req = session.req_header();
         tracing::info!(
             target: "cascade::access",
@@ -889,6 +906,13 @@ impl ProxyHttp for CachingProxy {
             upstream = %ctx.upstream.map(|a| a.to_string()).unwrap_or_default(),
             ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             error = %error.map(|e| e.to_string()).unwrap_or_default(),
+            session = cmcd.and_then(|c| c.session_id.as_deref()).unwrap_or_default(),
+            buffer_ms = cmcd.and_then(|c| c.buffer_length_ms),
+            throughput_kbps = cmcd.and_then(|c| c.measured_throughput_kbps),
+            bitrate_kbps = cmcd.and_then(|c| c.bitrate_kbps),
+            object = cmcd.and_then(|c| c.object_type).map(ObjectType::label).unwrap_or_default(),
+            starved = cmcd.is_some_and(|c| c.buffer_starvation),
+            startup = cmcd.is_some_and(|c| c.startup),
         );
     }
 }

@@ -354,6 +354,16 @@ fn hls_and_dash_play_through_edge_shield_and_origin_over_h1_h2_and_h3() {
             assert_watched_live(&report, protocol, SECONDS);
         }
     }
+    // Both players sent CMCD (query mode) with their requests, and the edge read it.
+    let metric = |name: &str| tiers.edge.metric(name);
+    assert!(
+        metric("cascade_cmcd_requests_total{object_type=\"video\"}") > 50.0,
+        "{}",
+        metric("cascade_cmcd_requests_total")
+    );
+    assert!(metric("cascade_cmcd_requests_total{object_type=\"manifest\"}") > 10.0);
+    assert!(metric("cascade_cmcd_buffer_length_seconds_count") > 50.0);
+    assert!(metric("cascade_cmcd_measured_throughput_kbps_count") > 10.0);
 }
 
 /// Parts far ahead, a rendition that does not exist, malformed `_HLS_` and CMCD queries: each

@@ -328,6 +328,60 @@ fn unkeyed_request_details_cannot_poison_the_cache() {
 }
 
 #[test]
+fn cmcd_is_read_and_counted_but_never_splits_the_cache_or_reaches_the_upstream() {
+    let upstream = TestUpstream::start().unwrap();
+    upstream.route(
+        "/live/s/720p/7.m4s",
+        Route::ok(body(4096)).header("cache-control", "max-age=60"),
+    );
+    let edge = edge_for(&upstream, "");
+    let first = get(
+        &edge,
+        "/live/s/720p/7.m4s?CMCD=bl%3D1500%2Cbs%2Cmtp%3D2400%2Cot%3Dv%2Csid%3D%22viewer-1%22",
+    );
+    assert_eq!(first.status, 200);
+    let second = get_with(
+        &edge,
+        "/live/s/720p/7.m4s",
+        &[
+            ("CMCD-Request", "bl=800,mtp=abc"),
+            ("CMCD-Object", "ot=v,br=1200"),
+            ("CMCD-Session", "sid=\"viewer-2\",sf=h"),
+        ],
+    );
+    assert_eq!(
+        second.header("x-cache"),
+        Some("hit"),
+        "CMCD split the cache"
+    );
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/live/s/720p/7.m4s");
+    assert_eq!(seen[0].header("cmcd-request"), None);
+    let metric = |name: &str| edge.metric(name);
+    assert_eq!(
+        metric("cascade_cmcd_requests_total{object_type=\"video\"}"),
+        2.0
+    );
+    assert_eq!(metric("cascade_cmcd_buffer_starvations_total"), 1.0);
+    assert_eq!(metric("cascade_cmcd_buffer_length_seconds_count"), 2.0);
+    assert_eq!(metric("cascade_cmcd_buffer_length_seconds_sum"), 2.3);
+    assert_eq!(
+        metric("cascade_cmcd_measured_throughput_kbps_count"),
+        1.0,
+        "mtp=abc is not a throughput"
+    );
+    assert_eq!(metric("cascade_cmcd_rejected_values_total"), 1.0);
+    let plain = get(&edge, "/live/s/720p/7.m4s");
+    assert_eq!(plain.status, 200);
+    assert_eq!(
+        metric("cascade_cmcd_requests_total"),
+        2.0,
+        "a request without CMCD is not counted as one"
+    );
+}
+
+#[test]
 fn signed_urls_are_checked_and_stripped() {
     let upstream = TestUpstream::start().unwrap();
     upstream.route("/live/s/720p/1.m4s", Route::ok("media"));

@@ -86,9 +86,10 @@ fn the_rtmp_protocol_crate_does_no_io() {
 }
 
 #[test]
-fn the_media_and_keys_crates_do_no_io() {
+fn the_media_keys_and_cmcd_crates_do_no_io() {
     assert_no_io("media", &[]);
     assert_no_io("keys", &[]);
+    assert_no_io("cmcd", &[]);
 }
 
 #[test]
