@@ -566,20 +566,25 @@ fn live_ll_hls_and_dash_play_and_the_recording_plays_as_vod() {
     assert_eq!(status, 204, "with no VOD recording left, the stream goes");
 }
 
-#[test]
-fn archive_to_s3_survives_an_origin_restart() {
-    let _heavy = one_at_a_time();
-    let garage = Garage::start().unwrap();
+/// A `[storage]` section for `garage`'s bucket, with `extra` fields of `[storage]`.
+fn s3_storage(garage: &Garage, extra: &str) -> String {
     let s3 = garage.storage_config();
-    let storage = format!(
-        "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+    format!(
+        "[storage]\nbackend = \"s3\"\n{extra}[storage.s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
         s3.endpoint,
         s3.region,
         s3.bucket,
         s3.access_key_id,
         s3.secret_access_key.expose()
-    );
-    let origin = Origin::start(&storage);
+    )
+}
+
+#[test]
+fn archive_to_s3_survives_an_origin_restart() {
+    let _heavy = one_at_a_time();
+    let garage = Garage::start().unwrap();
+    let s3 = garage.storage_config();
+    let origin = Origin::start(&s3_storage(&garage, ""));
     let stream = origin.create(r#"{"title": "s3", "settings": {"resolutions": ["240p"]}}"#);
     let id = stream["id"].as_str().unwrap().to_owned();
     let mut publisher = publish(&stream);
@@ -666,15 +671,7 @@ fn a_store_outage_is_spooled_and_the_recording_is_complete_afterwards() {
     let _heavy = one_at_a_time();
     let garage = Garage::start().unwrap();
     let s3 = garage.storage_config();
-    let storage = format!(
-        "[storage]\nbackend = \"s3\"\nspool_dir = \"{{objects}}-spool\"\n[storage.s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-        s3.endpoint,
-        s3.region,
-        s3.bucket,
-        s3.access_key_id,
-        s3.secret_access_key.expose()
-    );
-    let origin = Origin::start(&storage);
+    let origin = Origin::start(&s3_storage(&garage, "spool_dir = \"{objects}-spool\"\n"));
     let spool = origin.dir.path().join("objects-spool");
     let stream = origin.create(r#"{"title": "outage", "settings": {"resolutions": ["240p"]}}"#);
     let id = stream["id"].as_str().unwrap().to_owned();
