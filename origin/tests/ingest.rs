@@ -299,6 +299,47 @@ fn stopping_disconnects_the_publisher_and_leaves_no_ffmpeg_behind() {
 }
 
 #[test]
+fn an_address_that_keeps_guessing_stream_keys_is_refused_even_with_the_right_key() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("30s");
+    let stream = origin.create(r#"{"settings":{"resolutions":["240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let url = stream["rtmp_ingest_url"].as_str().unwrap().to_owned();
+    let key = stream["stream_key"].as_str().unwrap().to_owned();
+    let base = url.trim_end_matches(&key).to_owned();
+    // Ten wrong keys from 127.0.0.1 within a minute, each refused as a wrong key.
+    for guess in 0..10 {
+        let mut wrong = publish(
+            &format!("{base}guess-{guess}"),
+            &BroadcastOptions::default(),
+        );
+        assert!(
+            wrong
+                .wait_for_exit(Duration::from_secs(15))
+                .unwrap()
+                .is_some_and(|s| !s.success()),
+            "guess {guess} was not refused"
+        );
+    }
+    // The right key from the same address is refused too, for a while.
+    let mut right = publish(&url, &BroadcastOptions::default());
+    assert!(
+        right
+            .wait_for_exit(Duration::from_secs(15))
+            .unwrap()
+            .is_some_and(|s| !s.success()),
+        "the guessing address could publish"
+    );
+    assert_ne!(origin.stream(&id)["status"], "live");
+    let log = origin.log();
+    assert!(
+        log.contains("too many wrong stream keys"),
+        "the origin does not say why: {log}"
+    );
+    assert!(!log.contains(&key), "the stream key was logged");
+}
+
+#[test]
 fn wrong_rotated_and_second_publishers_are_refused_without_logging_keys() {
     let _heavy = one_at_a_time();
     let origin = Origin::start("30s");
