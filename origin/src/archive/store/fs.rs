@@ -175,9 +175,13 @@ fn write_atomically(path: &Path, body: &[u8]) -> io::Result<()> {
     // The rename is durable only once the directory entry is: without this, a crash can
     // leave the old object (or none) after the write was reported done.
     let renamed = renamed.and_then(|()| {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| context(e, "sync directory", dir))
+        match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            // A concurrent delete_prefix removed the directory, and the object with it,
+            // after the rename: the put happened before that delete, and nothing is left
+            // to make durable.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|e| context(e, "sync directory", dir)),
+        }
     });
     if renamed.is_err() {
         // Best effort: the write already failed, and a leftover temp file is never listed.
