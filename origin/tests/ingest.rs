@@ -153,6 +153,19 @@ fn publish(url: &str, options: &BroadcastOptions) -> Broadcaster {
     Broadcaster::start(url, options).unwrap()
 }
 
+/// Publishes to `url` and checks that ffmpeg is refused (exits with an error) within 15 s.
+fn assert_refused(url: &str, why: &str) {
+    let mut publisher = publish(url, &BroadcastOptions::default());
+    assert!(
+        publisher
+            .wait_for_exit(Duration::from_secs(15))
+            .unwrap()
+            .is_some_and(|s| !s.success()),
+        "{why}: {}",
+        publisher.log_tail()
+    );
+}
+
 fn keyframe_times(rendition: &Value) -> Vec<f64> {
     rendition["recent_keyframes"]
         .as_array()
@@ -279,15 +292,7 @@ fn stopping_disconnects_the_publisher_and_leaves_no_ffmpeg_behind() {
     );
 
     // An ended stream refuses publishers until it is started again.
-    let mut refused = publish(url, &BroadcastOptions::default());
-    assert!(
-        refused
-            .wait_for_exit(Duration::from_secs(15))
-            .unwrap()
-            .is_some_and(|s| !s.success()),
-        "{}",
-        refused.log_tail()
-    );
+    assert_refused(url, "an ended stream accepted a publisher");
     let (status, started) = origin.json("POST", &format!("/api/v1/livestreams/{id}/start"), "");
     assert_eq!((status, started["status"].as_str()), (200, Some("idle")));
     let _again = publish(url, &BroadcastOptions::default());
@@ -309,27 +314,13 @@ fn an_address_that_keeps_guessing_stream_keys_is_refused_even_with_the_right_key
     let base = url.trim_end_matches(&key).to_owned();
     // Ten wrong keys from 127.0.0.1 within a minute, each refused as a wrong key.
     for guess in 0..10 {
-        let mut wrong = publish(
+        assert_refused(
             &format!("{base}guess-{guess}"),
-            &BroadcastOptions::default(),
-        );
-        assert!(
-            wrong
-                .wait_for_exit(Duration::from_secs(15))
-                .unwrap()
-                .is_some_and(|s| !s.success()),
-            "guess {guess} was not refused"
+            &format!("guess {guess} was not refused"),
         );
     }
     // The right key from the same address is refused too, for a while.
-    let mut right = publish(&url, &BroadcastOptions::default());
-    assert!(
-        right
-            .wait_for_exit(Duration::from_secs(15))
-            .unwrap()
-            .is_some_and(|s| !s.success()),
-        "the guessing address could publish"
-    );
+    assert_refused(&url, "the guessing address could publish");
     assert_ne!(origin.stream(&id)["status"], "live");
     let log = origin.log();
     assert!(
@@ -349,16 +340,9 @@ fn wrong_rotated_and_second_publishers_are_refused_without_logging_keys() {
     let old_key = stream["stream_key"].as_str().unwrap().to_owned();
     let base = old_url.trim_end_matches(&old_key).to_owned();
 
-    let mut wrong = publish(
+    assert_refused(
         &format!("{base}not-a-key-at-all"),
-        &BroadcastOptions::default(),
-    );
-    assert!(
-        wrong
-            .wait_for_exit(Duration::from_secs(15))
-            .unwrap()
-            .is_some_and(|s| !s.success()),
-        "an unknown key is refused"
+        "an unknown key is refused",
     );
 
     let (status, rotated) =
@@ -366,27 +350,13 @@ fn wrong_rotated_and_second_publishers_are_refused_without_logging_keys() {
     assert_eq!(status, 200);
     let new_key = rotated["stream_key"].as_str().unwrap().to_owned();
     assert_ne!(new_key, old_key);
-    let mut stale = publish(&old_url, &BroadcastOptions::default());
-    assert!(
-        stale
-            .wait_for_exit(Duration::from_secs(15))
-            .unwrap()
-            .is_some_and(|s| !s.success()),
-        "the rotated-away key is refused"
-    );
+    assert_refused(&old_url, "the rotated-away key is refused");
     assert!(origin.process.metric("livestream_publish_refused_total") >= 2.0);
 
     let new_url = rotated["rtmp_ingest_url"].as_str().unwrap().to_owned();
     let mut first = publish(&new_url, &BroadcastOptions::default());
     origin.wait_keyframes(&id, &["240p"], 1, Duration::from_secs(60));
-    let mut second = publish(&new_url, &BroadcastOptions::default());
-    assert!(
-        second
-            .wait_for_exit(Duration::from_secs(15))
-            .unwrap()
-            .is_some_and(|s| !s.success()),
-        "a second publisher on a live key is refused"
-    );
+    assert_refused(&new_url, "a second publisher on a live key is refused");
     // The first publisher is unaffected.
     let before = origin.rendition(&id, "240p")["fragments"].as_u64().unwrap();
     wait_for(
