@@ -1,6 +1,6 @@
 //! Typed configuration for every Cascade service.
 //!
-//! One TOML file may hold every section (`[origin]`, `[shield]`, `[edge]`, `[purge_bus]`,
+//! One TOML file may hold every section (`[origin]`, `[shield]`, `[edge]`, `[purge_bus]`, `[router]`,
 //! `[kafka]`, `[storage]`, `[tls]`, `[log]`); every field has a default, so no file at all runs
 //! the local stack. `CASCADE_<SECTION>__<FIELD>` environment variables override single fields.
 //! Unknown keys are errors. Every error names where the value came from (file or variable),
@@ -14,6 +14,7 @@ mod env;
 mod http3;
 mod kafka;
 mod log;
+mod router;
 mod services;
 mod storage;
 mod tls;
@@ -35,7 +36,8 @@ pub use services::{
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use tls::{CertificateConfig, ListenerTlsConfig, TlsConfig, UpstreamTlsConfig};
 pub use validate::Problem;
-pub use values::{ByteSize, DatabaseUrl, HumanDuration, ListenAddr, Secret};
+pub use router::{PopConfig, RouterConfig, RouterEdgeConfig, parse_base_url};
+pub use values::{BitRate, ByteSize, Cidr, DatabaseUrl, HumanDuration, ListenAddr, Secret};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -51,6 +53,8 @@ pub struct CascadeConfig {
     pub edge: EdgeConfig,
     /// `[purge_bus]`
     pub purge_bus: PurgeBusConfig,
+    /// `[router]`
+    pub router: RouterConfig,
     /// `[kafka]`
     pub kafka: KafkaConfig,
     /// `[storage]`
@@ -163,6 +167,7 @@ impl CascadeConfig {
         self.shield.validate(&mut p);
         self.edge.validate(&mut p);
         self.purge_bus.validate(&mut p);
+        self.router.validate(&mut p);
         self.kafka.validate(&mut p);
         self.storage.validate(&mut p);
         self.tls.validate(&mut p);

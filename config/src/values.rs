@@ -292,8 +292,212 @@ impl<T: FromStr<Err = String>> Visitor<'_> for FromStrVisitor<T> {
     }
 }
 
+/// A bandwidth, written `"10Gbps"`, `"500Mbps"`, `"1.5Gbps"`, `"800kbps"`, or a bare integer of
+/// bits per second.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BitRate(pub u64);
+
+impl fmt::Debug for BitRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for BitRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [(1_000_000_000_000, "Tbps"), (1_000_000_000, "Gbps"), (1_000_000, "Mbps"), (1_000, "kbps")];
+        for (size, unit) in units {
+            if self.0 >= size && self.0 % (size / 1000) == 0 {
+                let whole = self.0 / size;
+                let thousandths = (self.0 % size) / (size / 1000);
+                return if thousandths == 0 {
+                    write!(f, "{whole}{unit}")
+                } else {
+                    let frac = format!("{thousandths:03}");
+                    write!(f, "{whole}.{}{unit}", frac.trim_end_matches('0'))
+                };
+            }
+        }
+        write!(f, "{}bps", self.0)
+    }
+}
+
+impl FromStr for BitRate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a bandwidth (write e.g. \"10Gbps\", \"500Mbps\" or \"1.5Gbps\")");
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let per_unit: u64 = match unit.trim() {
+            "" | "bps" => 1,
+            "kbps" | "Kbps" => 1_000,
+            "Mbps" => 1_000_000,
+            "Gbps" => 1_000_000_000,
+            "Tbps" => 1_000_000_000_000,
+            _ => return Err(bad()),
+        };
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() || frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let whole: u64 = whole.parse().map_err(|_| bad())?;
+        let thousandths: u64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+        whole
+            .checked_mul(per_unit)
+            .and_then(|w| w.checked_add(thousandths * per_unit / 1000))
+            .filter(|_| per_unit >= 1000 || thousandths == 0)
+            .map(Self)
+            .ok_or_else(bad)
+    }
+}
+
+impl Serialize for BitRate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BitRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FromStrVisitor::<Self>::new("a bandwidth such as \"10Gbps\""))
+    }
+}
+
+/// A network, written `"10.0.0.0/8"` or `"2001:db8::/32"` (a bare address is one host).
+/// IPv4-mapped IPv6 addresses match the IPv4 networks.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> std::net::IpAddr {
+        self.network
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` is inside this network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+                mask_v4(u32::from(ip), self.prefix) == u32::from(net)
+            }
+            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+                mask_v6(u128::from(ip), self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask_v4(bits: u32, prefix: u8) -> u32 {
+    if prefix == 0 { 0 } else { bits & (u32::MAX << (32 - u32::from(prefix))) }
+}
+
+fn mask_v6(bits: u128, prefix: u8) -> u128 {
+    if prefix == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(prefix))) }
+}
+
+impl fmt::Debug for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (addr, prefix) = match t.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (t, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| {
+            format!("{s:?} is not a network (write e.g. \"10.0.0.0/8\" or \"2001:db8::/32\")")
+        })?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        };
+        let network = match addr {
+            std::net::IpAddr::V4(v4) => std::net::IpAddr::V4(mask_v4(u32::from(v4), prefix).into()),
+            std::net::IpAddr::V6(v6) => std::net::IpAddr::V6(mask_v6(u128::from(v6), prefix).into()),
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FromStrVisitor::<Self>::new("a network such as \"10.0.0.0/8\""))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bit_rates_read_as_operators_write_them() {
+        for (text, bits) in [
+            ("10Gbps", 10_000_000_000),
+            ("500Mbps", 500_000_000),
+            ("1.5Gbps", 1_500_000_000),
+            ("800kbps", 800_000),
+            ("1200", 1200),
+        ] {
+            let rate: BitRate = text.parse().expect(text);
+            assert_eq!(rate.0, bits, "{text}");
+            assert_eq!(rate.to_string().parse::<BitRate>(), Ok(rate), "{text} round trip");
+        }
+        for bad in ["", "fast", "10GB", "1.2345Gbps", "1.5bps", ".5Gbps", "99999999999Tbps"] {
+            assert!(bad.parse::<BitRate>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn networks_match_their_addresses_only() {
+        let net: Cidr = "10.1.0.0/16".parse().expect("v4");
+        assert!(net.contains("10.1.200.3".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.1.0.9".parse().expect("mapped")));
+        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
+        let v6: Cidr = "2001:db8::/32".parse().expect("v6");
+        assert!(v6.contains("2001:db8:1::5".parse().expect("ip")));
+        assert!(!v6.contains("10.1.0.1".parse().expect("ip")));
+        let host: Cidr = "192.0.2.7".parse().expect("host");
+        assert_eq!(host.to_string(), "192.0.2.7/32");
+        assert_eq!("10.1.2.3/8".parse::<Cidr>().map(|c| c.to_string()), Ok("10.0.0.0/8".into()));
+        assert!("0.0.0.0/0".parse::<Cidr>().expect("any").contains("8.8.8.8".parse().expect("ip")));
+        for bad in ["10.0.0.0/33", "10.0.0/8", "2001:db8::/129", "net", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad} accepted");
+        }
+    }
+
     use super::*;
 
     #[test]
