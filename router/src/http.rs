@@ -114,6 +114,14 @@ fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, String
     Ok(None)
 }
 
+/// Whether the router fetches `path` from the edge and answers it itself: multivariant
+/// playlists and MPDs (rewritten for steering) and the player page (so that the page asks the
+/// router for its playlist). Everything else is a redirect.
+fn served_here(path: &str) -> bool {
+    let player_page = path.contains("/player/") && !path.contains("/assets/");
+    path.ends_with("/master.m3u8") || path.ends_with(".mpd") || player_page
+}
+
 /// Whether a `Host` value is safe to echo into URLs: host[:port], nothing else.
 fn plain_host(host: &str) -> bool {
     !host.is_empty()
@@ -300,8 +308,7 @@ impl HttpRouter {
         };
         let edge = &self.router.topology.pops[decision.pop].edges[decision.edge];
         let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
-        let is_multivariant = path.ends_with("/master.m3u8") || path.ends_with(".mpd");
-        if is_multivariant && req.method() == Method::GET {
+        if served_here(path) && req.method() == Method::GET {
             if let Some(response) = self.steered(req, path, path_and_query, key, &decision).await {
                 self.router
                     .metrics
@@ -326,8 +333,9 @@ impl HttpRouter {
         }
     }
 
-    /// The playlist from the chosen edge, rewritten with a pathway per PoP; `None` when the
-    /// edge does not answer 200 (the viewer is then redirected and plays without steering).
+    /// The playlist from the chosen edge, rewritten with a pathway per PoP (or the player
+    /// page, as it is); `None` when the edge does not answer 200 (the viewer is then
+    /// redirected and plays without steering).
     async fn steered(
         &self,
         req: &Request<Incoming>,
@@ -366,8 +374,11 @@ impl HttpRouter {
             .collect();
         let body = if path.ends_with(".mpd") {
             steering::rewrite_dash(text, &pathways, &self.steering_uri(req, key, Format::Dash))?
-        } else {
+        } else if path.ends_with(".m3u8") {
             steering::rewrite_hls(text, &pathways, &self.steering_uri(req, key, Format::Hls))
+        } else {
+            // The player page: its relative URLs then ask the router for the playlist.
+            text.to_owned()
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
         if let Some(value) = fetched.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -393,6 +404,16 @@ mod tests {
         assert!(query_param(Some("stream=%ff"), "stream").is_err());
         assert!(query_param(Some("stream=%2"), "stream").is_err());
         assert_eq!(percent_encode("live/a b"), "live%2Fa%20b");
+    }
+
+    #[test]
+    fn playlists_and_the_player_page_are_served_here_the_rest_redirected() {
+        assert!(served_here("/live/a/master.m3u8"));
+        assert!(served_here("/t/x/live/a/manifest.mpd"));
+        assert!(served_here("/player/a"));
+        assert!(!served_here("/player/assets/v1/player.js"));
+        assert!(!served_here("/live/a/720p/playlist.m3u8"));
+        assert!(!served_here("/live/a/720p/3.m4s"));
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct CascadeProcess {
 
 impl CascadeProcess {
     /// Starts `binary`, whose config section is `section` (`edge`, `origin`, `shield`,
-    /// `purge_bus`). `config_toml` is written as its config file; every listener of the section
+    /// `purge_bus`, `router`). `config_toml` is written as its config file; every listener of the section
     /// is moved to a free loopback port through `CASCADE_<SECTION>__<FIELD>` variables. Returns
     /// once `/readyz` answers 200 (the service says it can take traffic).
     pub fn start(binary: &str, section: &str, config_toml: &str) -> Result<Self> {
@@ -249,6 +249,7 @@ fn listener_fields(section: &str) -> Result<Vec<&'static str>> {
         "shield" => defaults.shield.listeners(),
         "edge" => defaults.edge.listeners(),
         "purge_bus" => defaults.purge_bus.listeners(),
+        "router" => defaults.router.listeners(),
         other => {
             return Err(HarnessError::Service(format!(
                 "no server section named {other}"
