@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use http3::{CongestionController, Http3Config, MAX_HTTP3_STREAMS};
 pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
+pub use router::{PopConfig, RouterConfig, RouterEdgeConfig, parse_base_url};
 pub use services::{
     ApiTokenConfig, CacheConfig, ClientConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE,
     OriginConfig, PurgeBusConfig, PurgeFeedConfig, ServiceSection, ShieldConfig, SiteConfig,
@@ -36,7 +37,6 @@ pub use services::{
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use tls::{CertificateConfig, ListenerTlsConfig, TlsConfig, UpstreamTlsConfig};
 pub use validate::Problem;
-pub use router::{PopConfig, RouterConfig, RouterEdgeConfig, parse_base_url};
 pub use values::{BitRate, ByteSize, Cidr, DatabaseUrl, HumanDuration, ListenAddr, Secret};
 
 /// The whole configuration file.

@@ -212,7 +212,10 @@ impl RouterConfig {
         if self.dns_ttl.0 > std::time::Duration::from_secs(3600) {
             p.push(
                 "router.dns_ttl",
-                format!("{} is too long for answers that follow health; use at most 1h", self.dns_ttl),
+                format!(
+                    "{} is too long for answers that follow health; use at most 1h",
+                    self.dns_ttl
+                ),
             );
         }
         if self.probe_interval.0 < std::time::Duration::from_millis(100) {
@@ -249,7 +252,10 @@ impl RouterConfig {
                     ),
                 );
             } else if pop_ids.contains(&pop.id.as_str()) {
-                p.push(format!("{field}.id"), format!("{:?} is listed twice", pop.id));
+                p.push(
+                    format!("{field}.id"),
+                    format!("{:?} is listed twice", pop.id),
+                );
             }
             pop_ids.push(&pop.id);
             if !(-90.0..=90.0).contains(&pop.latitude) {
@@ -269,7 +275,10 @@ impl RouterConfig {
                 if edge.id.is_empty() {
                     p.push(format!("{field}.id"), "must not be empty");
                 } else if edge_ids.contains(&edge.id.as_str()) {
-                    p.push(format!("{field}.id"), format!("{:?} is listed twice", edge.id));
+                    p.push(
+                        format!("{field}.id"),
+                        format!("{:?} is listed twice", edge.id),
+                    );
                 }
                 edge_ids.push(&edge.id);
                 if let Err(e) = parse_base_url(&edge.url) {
@@ -280,7 +289,10 @@ impl RouterConfig {
         if !self.default_pop.is_empty() && !pop_ids.contains(&self.default_pop.as_str()) {
             p.push(
                 "router.default_pop",
-                format!("{:?} is not the id of any [[router.pops]]", self.default_pop),
+                format!(
+                    "{:?} is not the id of any [[router.pops]]",
+                    self.default_pop
+                ),
             );
         }
     }
@@ -300,7 +312,10 @@ mod tests {
             parse_base_url("http://127.0.0.1:8000/"),
             Ok(("http", "127.0.0.1", Some(8000)))
         );
-        assert_eq!(parse_base_url("http://[::1]:8000"), Ok(("http", "::1", Some(8000))));
+        assert_eq!(
+            parse_base_url("http://[::1]:8000"),
+            Ok(("http", "::1", Some(8000)))
+        );
         for bad in [
             "edge-1",
             "ftp://edge",

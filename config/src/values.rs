@@ -305,7 +305,12 @@ impl fmt::Debug for BitRate {
 
 impl fmt::Display for BitRate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let units = [(1_000_000_000_000, "Tbps"), (1_000_000_000, "Gbps"), (1_000_000, "Mbps"), (1_000, "kbps")];
+        let units = [
+            (1_000_000_000_000, "Tbps"),
+            (1_000_000_000, "Gbps"),
+            (1_000_000, "Mbps"),
+            (1_000, "kbps"),
+        ];
         for (size, unit) in units {
             if self.0 >= size && self.0 % (size / 1000) == 0 {
                 let whole = self.0 / size;
@@ -325,7 +330,9 @@ impl fmt::Display for BitRate {
 impl FromStr for BitRate {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a bandwidth (write e.g. \"10Gbps\", \"500Mbps\" or \"1.5Gbps\")");
+        let bad = || {
+            format!("{s:?} is not a bandwidth (write e.g. \"10Gbps\", \"500Mbps\" or \"1.5Gbps\")")
+        };
         let t = s.trim();
         let split = t
             .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -362,7 +369,9 @@ impl Serialize for BitRate {
 
 impl<'de> Deserialize<'de> for BitRate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(FromStrVisitor::<Self>::new("a bandwidth such as \"10Gbps\""))
+        d.deserialize_any(FromStrVisitor::<Self>::new(
+            "a bandwidth such as \"10Gbps\"",
+        ))
     }
 }
 
@@ -400,11 +409,19 @@ impl Cidr {
 }
 
 fn mask_v4(bits: u32, prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { bits & (u32::MAX << (32 - u32::from(prefix))) }
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(prefix)))
+    }
 }
 
 fn mask_v6(bits: u128, prefix: u8) -> u128 {
-    if prefix == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(prefix))) }
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(prefix)))
+    }
 }
 
 impl fmt::Debug for Cidr {
@@ -442,7 +459,9 @@ impl FromStr for Cidr {
         };
         let network = match addr {
             std::net::IpAddr::V4(v4) => std::net::IpAddr::V4(mask_v4(u32::from(v4), prefix).into()),
-            std::net::IpAddr::V6(v6) => std::net::IpAddr::V6(mask_v6(u128::from(v6), prefix).into()),
+            std::net::IpAddr::V6(v6) => {
+                std::net::IpAddr::V6(mask_v6(u128::from(v6), prefix).into())
+            }
         };
         Ok(Self { network, prefix })
     }
@@ -456,7 +475,9 @@ impl Serialize for Cidr {
 
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(FromStrVisitor::<Self>::new("a network such as \"10.0.0.0/8\""))
+        d.deserialize_any(FromStrVisitor::<Self>::new(
+            "a network such as \"10.0.0.0/8\"",
+        ))
     }
 }
 
@@ -473,9 +494,21 @@ mod tests {
         ] {
             let rate: BitRate = text.parse().expect(text);
             assert_eq!(rate.0, bits, "{text}");
-            assert_eq!(rate.to_string().parse::<BitRate>(), Ok(rate), "{text} round trip");
+            assert_eq!(
+                rate.to_string().parse::<BitRate>(),
+                Ok(rate),
+                "{text} round trip"
+            );
         }
-        for bad in ["", "fast", "10GB", "1.2345Gbps", "1.5bps", ".5Gbps", "99999999999Tbps"] {
+        for bad in [
+            "",
+            "fast",
+            "10GB",
+            "1.2345Gbps",
+            "1.5bps",
+            ".5Gbps",
+            "99999999999Tbps",
+        ] {
             assert!(bad.parse::<BitRate>().is_err(), "{bad} accepted");
         }
     }
@@ -491,9 +524,23 @@ mod tests {
         assert!(!v6.contains("10.1.0.1".parse().expect("ip")));
         let host: Cidr = "192.0.2.7".parse().expect("host");
         assert_eq!(host.to_string(), "192.0.2.7/32");
-        assert_eq!("10.1.2.3/8".parse::<Cidr>().map(|c| c.to_string()), Ok("10.0.0.0/8".into()));
-        assert!("0.0.0.0/0".parse::<Cidr>().expect("any").contains("8.8.8.8".parse().expect("ip")));
-        for bad in ["10.0.0.0/33", "10.0.0/8", "2001:db8::/129", "net", "10.0.0.0/x"] {
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().map(|c| c.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .expect("any")
+                .contains("8.8.8.8".parse().expect("ip"))
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "2001:db8::/129",
+            "net",
+            "10.0.0.0/x",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} accepted");
         }
     }

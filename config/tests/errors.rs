@@ -341,3 +341,47 @@ fn the_example_file_documents_the_real_defaults() {
         "deploy/cascade.example.toml drifted from the defaults"
     );
 }
+
+#[test]
+fn router_pops_come_from_the_file_or_one_environment_variable() {
+    let pops = r#"[{id="west",latitude=48.86,longitude=2.35,capacity="10Gbps",edges=[{id="edge-1",url="http://127.0.0.1:8000",admin="127.0.0.1:9000"}]},{id="east",latitude=52.52,longitude=13.4,capacity="1.5Gbps",edges=[{id="edge-2",url="http://127.0.0.1:8001",admin="127.0.0.1:9001",address="192.0.2.2"}]}]"#;
+    let c = CascadeConfig::parse_with_env(
+        "cascade.toml",
+        "",
+        env(&[
+            ("CASCADE_ROUTER__POPS", pops),
+            ("CASCADE_ROUTER__DEFAULT_POP", "east"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.router.pops.len(), 2);
+    assert_eq!(c.router.pops[1].capacity.0, 1_500_000_000);
+    assert_eq!(
+        c.router.pops[1].edges[0].address,
+        Some("192.0.2.2".parse().unwrap())
+    );
+    assert_eq!(c.router.default_pop, "east");
+
+    let bad = "[[router.pops]]\nid = \"x\"\nlatitude = 1.0\nlongitude = 1.0\ncapacity = \"fast\"\nedges = []\n";
+    let err = CascadeConfig::parse_with_env("cascade.toml", bad, env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("router.pops[0].capacity") && err.contains("\"fast\" is not a bandwidth"),
+        "{err}"
+    );
+    let no_edges = "[router]\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+                    [[router.pops]]\nid = \"x\"\nlatitude = 1.0\nlongitude = 1.0\ncapacity = \"1Gbps\"\nedges = []\n";
+    let err = CascadeConfig::parse_with_env("cascade.toml", no_edges, env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("router.pops[0].edges: lists no edge"), "{err}");
+    let bad_proxy = "[router]\ntrusted_proxies = [\"10.0.0.0/40\"]\n";
+    let err = CascadeConfig::parse_with_env("cascade.toml", bad_proxy, env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("router.trusted_proxies") && err.contains("prefix length"),
+        "{err}"
+    );
+}

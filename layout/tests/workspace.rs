@@ -125,3 +125,34 @@ fn the_shield_does_not_link_the_viewers_listeners() {
         );
     }
 }
+
+#[test]
+fn the_router_stands_beside_the_tiers_and_its_decisions_do_no_io() {
+    let d = deps("router");
+    for tier in [
+        "cascade-cache",
+        "cascade-origin",
+        "cascade-edge",
+        "cascade-shield",
+        "pingora-proxy",
+    ] {
+        assert!(!d.contains(tier), "the router links {tier}: {d:?}");
+    }
+    for core in [
+        "choose", "client", "coverage", "geo", "health", "locate", "steering",
+    ] {
+        let path = workspace().join(format!("router/src/{core}.rs"));
+        let source = std::fs::read_to_string(&path).expect("router core module");
+        let code = cascade_layout::strip_comments_and_strings(&source);
+        for io in [
+            "tokio",
+            "hyper",
+            "std::fs",
+            "TcpStream",
+            "UdpSocket",
+            "maxminddb",
+        ] {
+            assert!(!code.contains(io), "router/src/{core}.rs uses {io}");
+        }
+    }
+}

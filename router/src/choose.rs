@@ -173,7 +173,11 @@ impl Topology {
             let load = status[i].egress_bps;
             load > LOAD_BOUND * mean && load > floor
         };
-        ranked.iter().copied().find(|&i| !overloaded(i)).or(ranked.first().copied())
+        ranked
+            .iter()
+            .copied()
+            .find(|&i| !overloaded(i))
+            .or(ranked.first().copied())
     }
 
     /// Decides for a viewer `located` watching `stream`. `status[pop][edge]` is the probes'
@@ -185,15 +189,34 @@ impl Topology {
         status: &[Vec<EdgeStatus>],
     ) -> Result<Decision, NoRoute> {
         let order = self.by_distance(located);
-        let healthy = |p: usize| status.get(p).is_some_and(|edges| edges.iter().any(|e| e.up));
+        let healthy = |p: usize| {
+            status
+                .get(p)
+                .is_some_and(|edges| edges.iter().any(|e| e.up))
+        };
         let load = |p: usize| -> f64 {
-            status.get(p).map_or(0.0, |edges| edges.iter().filter(|e| e.up).map(|e| e.egress_bps).sum())
+            status.get(p).map_or(0.0, |edges| {
+                edges.iter().filter(|e| e.up).map(|e| e.egress_bps).sum()
+            })
         };
         let headroom = |p: usize| load(p) < self.pops[p].capacity_bps;
-        let mut pathways: Vec<usize> = order.iter().copied().filter(|&p| healthy(p) && headroom(p)).collect();
-        pathways.extend(order.iter().copied().filter(|&p| healthy(p) && !headroom(p)));
+        let mut pathways: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&p| healthy(p) && headroom(p))
+            .collect();
+        pathways.extend(
+            order
+                .iter()
+                .copied()
+                .filter(|&p| healthy(p) && !headroom(p)),
+        );
         pathways.extend(order.iter().copied().filter(|&p| !healthy(p)));
-        let pop = pathways.first().copied().filter(|&p| healthy(p)).ok_or(NoRoute)?;
+        let pop = pathways
+            .first()
+            .copied()
+            .filter(|&p| healthy(p))
+            .ok_or(NoRoute)?;
         let edge = self
             .edge_for(pop, stream, status.get(pop).map_or(&[], Vec::as_slice))
             .ok_or(NoRoute)?;
@@ -206,7 +229,10 @@ impl Topology {
                 "GeoIP places the viewer at {:.2},{:.2}{}",
                 at.latitude,
                 at.longitude,
-                place.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+                place
+                    .as_ref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
             ),
             Located::Unknown => format!(
                 "nothing locates the viewer: default PoP {}",
@@ -233,7 +259,11 @@ impl Topology {
         let _ = write!(
             reason,
             "; {} {}{distance}, edge {}",
-            if order.first() == Some(&pop) { "nearest PoP" } else { "spilled to" },
+            if order.first() == Some(&pop) {
+                "nearest PoP"
+            } else {
+                "spilled to"
+            },
             self.pops[pop].id,
             self.pops[pop].edges[edge].id
         );
@@ -319,7 +349,15 @@ mod tests {
     fn all_up(t: &Topology) -> Vec<Vec<EdgeStatus>> {
         t.pops
             .iter()
-            .map(|p| vec![EdgeStatus { up: true, egress_bps: 0.0 }; p.edges.len()])
+            .map(|p| {
+                vec![
+                    EdgeStatus {
+                        up: true,
+                        egress_bps: 0.0
+                    };
+                    p.edges.len()
+                ]
+            })
             .collect()
     }
 
@@ -338,8 +376,15 @@ mod tests {
         assert_eq!(d.pathways, [0, 1, 2]);
         assert!(d.reason.contains("nearest PoP ams, 358 km"), "{}", d.reason);
         let boston = at(42.36, -71.06);
-        assert_eq!(t.decide(&geo(boston), "live/a", &status).map(|d| d.pop), Ok(2));
-        assert_eq!(t.decide(&Located::Unknown, "live/a", &status).map(|d| d.pop), Ok(1));
+        assert_eq!(
+            t.decide(&geo(boston), "live/a", &status).map(|d| d.pop),
+            Ok(2)
+        );
+        assert_eq!(
+            t.decide(&Located::Unknown, "live/a", &status)
+                .map(|d| d.pop),
+            Ok(1)
+        );
     }
 
     #[test]
@@ -351,7 +396,11 @@ mod tests {
         };
         let d = t.decide(&zone, "live/a", &all_up(&t)).expect("route");
         assert_eq!(d.pop, 2);
-        assert!(d.reason.starts_with("coverage zone 10.0.0.0/8 assigns nyc"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("coverage zone 10.0.0.0/8 assigns nyc"),
+            "{}",
+            d.reason
+        );
         // After nyc, the PoPs nearest to nyc.
         assert_eq!(d.pathways, [2, 0, 1]);
     }
@@ -359,7 +408,10 @@ mod tests {
     #[test]
     fn a_pop_without_healthy_edges_or_headroom_is_skipped() {
         let t = world();
-        let london = Located::Geo { at: LONDON, place: Some("London".into()) };
+        let london = Located::Geo {
+            at: LONDON,
+            place: Some("London".into()),
+        };
         let mut status = all_up(&t);
         for e in &mut status[0] {
             e.up = false;
@@ -367,17 +419,35 @@ mod tests {
         let d = t.decide(&london, "live/a", &status).expect("route");
         assert_eq!(d.pop, 1);
         assert_eq!(d.pathways, [1, 2, 0]);
-        assert!(d.reason.contains("(London); ams has no healthy edge; spilled to fra"), "{}", d.reason);
+        assert!(
+            d.reason
+                .contains("(London); ams has no healthy edge; spilled to fra"),
+            "{}",
+            d.reason
+        );
 
         let mut status = all_up(&t);
         status[0][0].egress_bps = 0.6e9;
         status[0][1].egress_bps = 0.5e9;
         let d = t.decide(&london, "live/a", &status).expect("route");
         assert_eq!(d.pop, 1);
-        assert_eq!(d.pathways, [1, 2, 0], "over capacity comes after healthy with headroom");
-        assert!(d.reason.contains("ams is over capacity (1.1 Gbps of 1.0 Gbps)"), "{}", d.reason);
+        assert_eq!(
+            d.pathways,
+            [1, 2, 0],
+            "over capacity comes after healthy with headroom"
+        );
+        assert!(
+            d.reason
+                .contains("ams is over capacity (1.1 Gbps of 1.0 Gbps)"),
+            "{}",
+            d.reason
+        );
 
-        let dead: Vec<Vec<EdgeStatus>> = t.pops.iter().map(|p| vec![EdgeStatus::default(); p.edges.len()]).collect();
+        let dead: Vec<Vec<EdgeStatus>> = t
+            .pops
+            .iter()
+            .map(|p| vec![EdgeStatus::default(); p.edges.len()])
+            .collect();
         assert_eq!(t.decide(&london, "live/a", &dead), Err(NoRoute));
         // Everything over capacity: the nearest still serves.
         let mut full = all_up(&t);
@@ -416,19 +486,34 @@ mod tests {
             .filter(|s| t.edge_for(0, s, &all_up(&t)[0]) != Some(first))
             .collect();
         for s in &others {
-            assert_eq!(t.edge_for(0, s, &status[0]), t.edge_for(0, s, &all_up(&t)[0]), "{s}");
+            assert_eq!(
+                t.edge_for(0, s, &status[0]),
+                t.edge_for(0, s, &all_up(&t)[0]),
+                "{s}"
+            );
         }
         let mut status = all_up(&t);
         status[0][first].egress_bps = 0.3e9;
-        assert_ne!(t.edge_for(0, "live/a", &status[0]), Some(first), "overloaded");
+        assert_ne!(
+            t.edge_for(0, "live/a", &status[0]),
+            Some(first),
+            "overloaded"
+        );
         status[0][first].egress_bps = 0.05e9;
-        assert_eq!(t.edge_for(0, "live/a", &status[0]), Some(first), "light load is not moved");
+        assert_eq!(
+            t.edge_for(0, "live/a", &status[0]),
+            Some(first),
+            "light load is not moved"
+        );
     }
 
     #[test]
     fn stream_keys_ignore_tokens_and_files() {
         assert_eq!(stream_key("/live/abc/720p/12.m4s"), "live/abc");
-        assert_eq!(stream_key("/t/123.a.xx.yy/live/abc/master.m3u8"), "live/abc");
+        assert_eq!(
+            stream_key("/t/123.a.xx.yy/live/abc/master.m3u8"),
+            "live/abc"
+        );
         assert_eq!(stream_key("/vod/rec1/manifest.mpd"), "vod/rec1");
         assert_eq!(stream_key("/live"), "live");
         assert_eq!(stream_key("/"), "");

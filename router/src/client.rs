@@ -40,10 +40,7 @@ fn forwarded_hops(header: &str) -> Option<Vec<IpAddr>> {
 }
 
 fn x_forwarded_hops(header: &str) -> Option<Vec<IpAddr>> {
-    header
-        .split(',')
-        .map(|hop| forwarded_for(hop))
-        .collect()
+    header.split(',').map(|hop| forwarded_for(hop)).collect()
 }
 
 /// The viewer's address. `forwarded` and `x_forwarded_for` are the headers' values (all of
@@ -87,20 +84,38 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
-        let got = client_address(ip("203.0.113.5"), Some("for=198.51.100.1"), Some("198.51.100.2"), &proxies());
+        let got = client_address(
+            ip("203.0.113.5"),
+            Some("for=198.51.100.1"),
+            Some("198.51.100.2"),
+            &proxies(),
+        );
         assert_eq!(got, ip("203.0.113.5"));
     }
 
     #[test]
     fn a_trusted_proxy_names_the_client() {
         let p = proxies();
-        assert_eq!(client_address(ip("10.0.0.1"), None, Some("198.51.100.2"), &p), ip("198.51.100.2"));
         assert_eq!(
-            client_address(ip("10.0.0.1"), Some("for=\"[2001:db8::7]:4711\";proto=https"), None, &p),
+            client_address(ip("10.0.0.1"), None, Some("198.51.100.2"), &p),
+            ip("198.51.100.2")
+        );
+        assert_eq!(
+            client_address(
+                ip("10.0.0.1"),
+                Some("for=\"[2001:db8::7]:4711\";proto=https"),
+                None,
+                &p
+            ),
             ip("2001:db8::7")
         );
         assert_eq!(
-            client_address(ip("10.0.0.1"), Some("For=\"192.0.2.60:443\""), Some("198.51.100.2"), &p),
+            client_address(
+                ip("10.0.0.1"),
+                Some("For=\"192.0.2.60:443\""),
+                Some("198.51.100.2"),
+                &p
+            ),
             ip("192.0.2.60")
         );
     }
@@ -108,16 +123,33 @@ mod tests {
     #[test]
     fn a_spoofed_leftmost_hop_is_not_believed() {
         // The viewer sent "X-Forwarded-For: 1.2.3.4"; our proxy appended the real address.
-        let got = client_address(ip("10.0.0.1"), None, Some("1.2.3.4, 198.51.100.9, 10.0.0.2"), &proxies());
+        let got = client_address(
+            ip("10.0.0.1"),
+            None,
+            Some("1.2.3.4, 198.51.100.9, 10.0.0.2"),
+            &proxies(),
+        );
         assert_eq!(got, ip("198.51.100.9"));
     }
 
     #[test]
     fn unreadable_headers_leave_the_proxy_as_client() {
         let p = proxies();
-        assert_eq!(client_address(ip("10.0.0.1"), None, Some("not-an-ip"), &p), ip("10.0.0.1"));
-        assert_eq!(client_address(ip("10.0.0.1"), Some("for=_hidden"), None, &p), ip("10.0.0.1"));
-        assert_eq!(client_address(ip("10.0.0.1"), None, Some(""), &p), ip("10.0.0.1"));
-        assert_eq!(client_address(ip("::ffff:10.0.0.1"), None, Some("192.0.2.1"), &p), ip("192.0.2.1"));
+        assert_eq!(
+            client_address(ip("10.0.0.1"), None, Some("not-an-ip"), &p),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), Some("for=_hidden"), None, &p),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), None, Some(""), &p),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_address(ip("::ffff:10.0.0.1"), None, Some("192.0.2.1"), &p),
+            ip("192.0.2.1")
+        );
     }
 }

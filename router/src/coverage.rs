@@ -37,7 +37,8 @@ fn masked(bits: u128, v4: bool, prefix: u8) -> u128 {
     if prefix == 0 {
         0
     } else {
-        bits & (u128::MAX >> (128 - width)) & !((1u128 << (width - u32::from(prefix))).wrapping_sub(1))
+        bits & (u128::MAX >> (128 - width))
+            & !((1u128 << (width - u32::from(prefix))).wrapping_sub(1))
     }
 }
 
@@ -63,7 +64,9 @@ impl CoverageZones {
             };
             let cidr: Cidr = network.parse().map_err(error)?;
             if !known_pop(pop) {
-                return Err(error(format!("{pop:?} is not the id of any [[router.pops]]")));
+                return Err(error(format!(
+                    "{pop:?} is not the id of any [[router.pops]]"
+                )));
             }
             zones.insert(cidr, pop).map_err(error)?;
         }
@@ -168,7 +171,15 @@ mod tests {
         assert_eq!(err("10.0.0.0/8 ams\n10.0.0.0/33 ams\n").line, 2);
         assert!(err("10.0.0.0/8 mars\n").message.contains("\"mars\""));
         assert!(err("10.0.0.0/8\n").message.contains("CIDR pop-id"));
-        assert!(err("10.0.0.0/8 ams extra\n").message.contains("CIDR pop-id"));
-        assert!(err("10.0.0.0/8 ams\n10.0.0.0/8 ams\n").message.contains("already"));
+        assert!(
+            err("10.0.0.0/8 ams extra\n")
+                .message
+                .contains("CIDR pop-id")
+        );
+        assert!(
+            err("10.0.0.0/8 ams\n10.0.0.0/8 ams\n")
+                .message
+                .contains("already")
+        );
     }
 }

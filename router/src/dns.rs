@@ -43,7 +43,15 @@ impl DnsRouter {
         let soa = Record::from_rdata(
             name.clone(),
             ttl_secs,
-            RData::SOA(SOA::new(host("ns")?, host("hostmaster")?, serial, 3600, 600, 86_400, ttl_secs)),
+            RData::SOA(SOA::new(
+                host("ns")?,
+                host("hostmaster")?,
+                serial,
+                3600,
+                600,
+                86_400,
+                ttl_secs,
+            )),
         );
         Ok(Self {
             router,
@@ -56,10 +64,13 @@ impl DnsRouter {
 
     /// The client a query is for: the ECS subnet's address when given, else the source.
     fn client(request: &Request) -> (IpAddr, Option<ClientSubnet>) {
-        let subnet = request.edns.as_ref().and_then(|edns| match edns.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
-            _ => None,
-        });
+        let subnet = request
+            .edns
+            .as_ref()
+            .and_then(|edns| match edns.option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
+                _ => None,
+            });
         match subnet {
             Some(s) if s.source_prefix() > 0 => (s.addr(), Some(s)),
             _ => (request.src().ip(), subnet),
@@ -69,7 +80,11 @@ impl DnsRouter {
 
 #[async_trait::async_trait]
 impl RequestHandler for DnsRouter {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
         let started = Instant::now();
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = true;
@@ -80,11 +95,12 @@ impl RequestHandler for DnsRouter {
             let mut edns = Edns::new();
             edns.set_max_payload(MAX_UDP_PAYLOAD);
             if let Some(s) = subnet {
-                edns.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-                    s.addr(),
-                    s.source_prefix(),
-                    s.source_prefix(),
-                )));
+                edns.options_mut()
+                    .insert(EdnsOption::Subnet(ClientSubnet::new(
+                        s.addr(),
+                        s.source_prefix(),
+                        s.source_prefix(),
+                    )));
             }
             edns
         });
@@ -122,14 +138,22 @@ impl RequestHandler for DnsRouter {
                 let (located, decision) = self.router.decide(client, "dns");
                 match decision {
                     Ok(d) => {
-                        self.router.metrics.decided("dns", located.source(), started.elapsed().as_secs_f64());
+                        self.router.metrics.decided(
+                            "dns",
+                            located.source(),
+                            started.elapsed().as_secs_f64(),
+                        );
                         let edge = &self.router.topology.pops[d.pop].edges[d.edge];
                         match (edge.address, qtype) {
-                            (Some(IpAddr::V4(v4)), RecordType::A | RecordType::ANY) => {
-                                Some(Record::from_rdata(self.name.clone(), self.ttl, RData::A(A(v4))))
-                            }
+                            (Some(IpAddr::V4(v4)), RecordType::A | RecordType::ANY) => Some(
+                                Record::from_rdata(self.name.clone(), self.ttl, RData::A(A(v4))),
+                            ),
                             (Some(IpAddr::V6(v6)), RecordType::AAAA | RecordType::ANY) => {
-                                Some(Record::from_rdata(self.name.clone(), self.ttl, RData::AAAA(AAAA(v6))))
+                                Some(Record::from_rdata(
+                                    self.name.clone(),
+                                    self.ttl,
+                                    RData::AAAA(AAAA(v6)),
+                                ))
                             }
                             _ => None,
                         }

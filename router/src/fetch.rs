@@ -51,13 +51,26 @@ impl EdgeClient {
     }
 
     /// GETs `path_and_query` from the edge at `base_url`, passing the viewer's `user_agent`.
-    pub async fn get(&self, base_url: &str, path_and_query: &str, user_agent: Option<&str>) -> Result<Fetched, String> {
-        tokio::time::timeout(self.timeout, self.get_inner(base_url, path_and_query, user_agent))
-            .await
-            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+    pub async fn get(
+        &self,
+        base_url: &str,
+        path_and_query: &str,
+        user_agent: Option<&str>,
+    ) -> Result<Fetched, String> {
+        tokio::time::timeout(
+            self.timeout,
+            self.get_inner(base_url, path_and_query, user_agent),
+        )
+        .await
+        .map_err(|_| format!("no answer within {:?}", self.timeout))?
     }
 
-    async fn get_inner(&self, base_url: &str, path_and_query: &str, user_agent: Option<&str>) -> Result<Fetched, String> {
+    async fn get_inner(
+        &self,
+        base_url: &str,
+        path_and_query: &str,
+        user_agent: Option<&str>,
+    ) -> Result<Fetched, String> {
         let (scheme, host, port) = parse_base_url(base_url)?;
         let https = scheme == "https";
         let port = port.unwrap_or(if https { 443 } else { 80 });
@@ -65,7 +78,9 @@ impl EdgeClient {
             .await
             .map_err(|e| format!("connect {host}:{port}: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let authority = base_url.split_once("://").map_or(host, |(_, a)| a.trim_end_matches('/'));
+        let authority = base_url
+            .split_once("://")
+            .map_or(host, |(_, a)| a.trim_end_matches('/'));
         let mut request = Request::get(path_and_query).header(hyper::header::HOST, authority);
         if let Some(agent) = user_agent {
             request = request.header(hyper::header::USER_AGENT, agent);

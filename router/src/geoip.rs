@@ -121,7 +121,11 @@ impl GeoLookup for GeoDatabase {
         if !(-90.0..=90.0).contains(&at.latitude) || !(-180.0..=180.0).contains(&at.longitude) {
             return None;
         }
-        let name = |n: Option<Named<'_>>| n.and_then(|n| n.names).and_then(|n| n.en).map(str::to_owned);
+        let name = |n: Option<Named<'_>>| {
+            n.and_then(|n| n.names)
+                .and_then(|n| n.en)
+                .map(str::to_owned)
+        };
         let place = name(record.city).or_else(|| name(record.country));
         Some((at, place))
     }

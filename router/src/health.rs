@@ -124,7 +124,11 @@ impl EdgeHealth {
             let seconds = now.saturating_duration_since(at).as_secs_f64();
             if seconds > 0.0 {
                 // A smaller total means the edge restarted and counts from zero again.
-                let bytes = if total >= previous { total - previous } else { total };
+                let bytes = if total >= previous {
+                    total - previous
+                } else {
+                    total
+                };
                 let rate = bytes as f64 * 8.0 / seconds;
                 self.egress_bps = if self.egress_bps == 0.0 {
                     rate
@@ -141,13 +145,17 @@ impl EdgeHealth {
 pub fn counter_total(exposition: &str, name: &str) -> Option<u64> {
     let mut total: Option<f64> = None;
     for line in exposition.lines() {
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         let value = if let Some(labels) = rest.strip_prefix('{') {
             labels.rsplit_once('}').map(|(_, value)| value)
         } else {
             rest.starts_with(' ').then_some(rest)
         };
-        let Some(value) = value.and_then(|v| v.split_whitespace().next()) else { continue };
+        let Some(value) = value.and_then(|v| v.split_whitespace().next()) else {
+            continue;
+        };
         if let Ok(v) = value.parse::<f64>()
             && v.is_finite()
             && v >= 0.0
@@ -181,11 +189,20 @@ mod tests {
         let mut edge = EdgeHealth::default();
         assert_eq!(edge.state(), State::Unknown);
         assert_eq!(edge.record(ready(0), t, LIMITS), Some(State::Up));
-        assert_eq!(edge.record(Probe::Failed("refused".into()), t, LIMITS), None);
+        assert_eq!(
+            edge.record(Probe::Failed("refused".into()), t, LIMITS),
+            None
+        );
         assert!(edge.is_up(), "one failure is not enough");
         assert_eq!(edge.record(ready(0), t, LIMITS), None);
-        assert_eq!(edge.record(Probe::Failed("refused".into()), t, LIMITS), None);
-        assert_eq!(edge.record(Probe::Failed("refused".into()), t, LIMITS), Some(State::Down));
+        assert_eq!(
+            edge.record(Probe::Failed("refused".into()), t, LIMITS),
+            None
+        );
+        assert_eq!(
+            edge.record(Probe::Failed("refused".into()), t, LIMITS),
+            Some(State::Down)
+        );
         assert_eq!(edge.last_error(), Some("refused"));
         assert_eq!(edge.record(ready(0), t, LIMITS), None);
         assert_eq!(edge.record(ready(0), t, LIMITS), None);
@@ -193,7 +210,10 @@ mod tests {
         assert_eq!(edge.last_error(), None);
 
         let mut dead = EdgeHealth::default();
-        assert_eq!(dead.record(Probe::Failed("timeout".into()), t, LIMITS), Some(State::Down));
+        assert_eq!(
+            dead.record(Probe::Failed("timeout".into()), t, LIMITS),
+            Some(State::Down)
+        );
     }
 
     #[test]
@@ -205,7 +225,11 @@ mod tests {
         edge.record(ready(1_000 + 125_000), t + Duration::from_secs(1), LIMITS);
         assert_eq!(edge.egress_bps(), 1_000_000.0);
         edge.record(ready(1_000 + 125_000), t + Duration::from_secs(2), LIMITS);
-        assert_eq!(edge.egress_bps(), 500_000.0, "smoothed towards the idle second");
+        assert_eq!(
+            edge.egress_bps(),
+            500_000.0,
+            "smoothed towards the idle second"
+        );
         // A restart resets the counter: the new total is what was sent since.
         edge.record(ready(100_000), t + Duration::from_secs(3), LIMITS);
         assert_eq!(edge.egress_bps(), 0.5 * 500_000.0 + 0.5 * 800_000.0);
@@ -222,9 +246,18 @@ mod tests {
         assert_eq!(counter_total(text, EGRESS_COUNTER), Some(3500));
         assert_eq!(counter_total("x 1\n", EGRESS_COUNTER), None);
         assert_eq!(
-            counter_total("cascade_proxy_response_body_bytes_total 42\n", EGRESS_COUNTER),
+            counter_total(
+                "cascade_proxy_response_body_bytes_total 42\n",
+                EGRESS_COUNTER
+            ),
             Some(42)
         );
-        assert_eq!(counter_total("cascade_proxy_response_body_bytes_total NaN\n", EGRESS_COUNTER), None);
+        assert_eq!(
+            counter_total(
+                "cascade_proxy_response_body_bytes_total NaN\n",
+                EGRESS_COUNTER
+            ),
+            None
+        );
     }
 }

@@ -152,7 +152,10 @@ impl HttpRouter {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut response = text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("{} is not served here: viewers GET or HEAD a delivery URL", req.method()),
+                format!(
+                    "{} is not served here: viewers GET or HEAD a delivery URL",
+                    req.method()
+                ),
             );
             response
                 .headers_mut()
@@ -164,7 +167,10 @@ impl HttpRouter {
 
     fn api(&self, req: &Request<Incoming>, path: &str, client: IpAddr) -> Response<Full<Bytes>> {
         if req.method() != Method::GET {
-            return json_error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} answers GET only"));
+            return json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} answers GET only"),
+            );
         }
         let query = req.uri().query();
         match path {
@@ -183,7 +189,10 @@ impl HttpRouter {
                 Ok(ip) => ip,
                 Err(_) => {
                     self.router.metrics.bad_request("http");
-                    return json_error(StatusCode::BAD_REQUEST, format!("ip: {ip:?} is not an IP address"));
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("ip: {ip:?} is not an IP address"),
+                    );
                 }
             },
             Ok(None) => client,
@@ -206,7 +215,11 @@ impl HttpRouter {
                     pop: &pop.id,
                     edge: &pop.edges[d.edge].id,
                     url: &pop.edges[d.edge].url,
-                    pathways: d.pathways.iter().map(|&p| topology.pops[p].id.as_str()).collect(),
+                    pathways: d
+                        .pathways
+                        .iter()
+                        .map(|&p| topology.pops[p].id.as_str())
+                        .collect(),
                     reason: &d.reason,
                 };
                 no_store(json_response(StatusCode::OK, &json!(report)))
@@ -218,18 +231,28 @@ impl HttpRouter {
         }
     }
 
-    fn steering(&self, req: &Request<Incoming>, query: Option<&str>, client: IpAddr) -> Response<Full<Bytes>> {
+    fn steering(
+        &self,
+        req: &Request<Incoming>,
+        query: Option<&str>,
+        client: IpAddr,
+    ) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let (stream, format) = match (query_param(query, "stream"), query_param(query, "format")) {
             (Ok(Some(stream)), Ok(format)) => (stream, format),
-            (Ok(None), _) => return json_error(StatusCode::BAD_REQUEST, "the stream parameter is missing"),
+            (Ok(None), _) => {
+                return json_error(StatusCode::BAD_REQUEST, "the stream parameter is missing");
+            }
             (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, e),
         };
         let format = match format.as_deref() {
             None | Some("hls") => Format::Hls,
             Some("dash") => Format::Dash,
             Some(other) => {
-                return json_error(StatusCode::BAD_REQUEST, format!("format: {other:?} is neither hls nor dash"));
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("format: {other:?} is neither hls nor dash"),
+                );
             }
         };
         let key = stream_key(&stream);
@@ -256,16 +279,19 @@ impl HttpRouter {
             }
         };
         if decision.is_ok() {
-            self.router
-                .metrics
-                .decided("steering", located.source(), started.elapsed().as_secs_f64());
+            self.router.metrics.decided(
+                "steering",
+                located.source(),
+                started.elapsed().as_secs_f64(),
+            );
         }
         let reload = self.steering_uri(req, key, format);
         let body = steering::manifest(format, &priority, self.steering_ttl, &reload);
         let mut response = Response::new(Full::new(Bytes::from(body)));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         no_store(response)
     }
 
@@ -275,7 +301,11 @@ impl HttpRouter {
         let relative = format!(
             "/v1/steering?stream={}{}",
             percent_encode(key),
-            if format == Format::Dash { "&format=dash" } else { "" }
+            if format == Format::Dash {
+                "&format=dash"
+            } else {
+                ""
+            }
         );
         let host = req
             .headers()
@@ -285,13 +315,21 @@ impl HttpRouter {
             .filter(|h| plain_host(h));
         match (format, host) {
             (Format::Dash, Some(host)) => {
-                format!("{}://{host}{relative}", if self.https { "https" } else { "http" })
+                format!(
+                    "{}://{host}{relative}",
+                    if self.https { "https" } else { "http" }
+                )
             }
             _ => relative,
         }
     }
 
-    async fn deliver(&self, req: &Request<Incoming>, path: &str, client: IpAddr) -> Response<Full<Bytes>> {
+    async fn deliver(
+        &self,
+        req: &Request<Incoming>,
+        path: &str,
+        client: IpAddr,
+    ) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let key = stream_key(path);
         let (located, decision) = self.router.decide(client, key);
@@ -299,7 +337,10 @@ impl HttpRouter {
             Ok(d) => d,
             Err(e) => {
                 self.router.metrics.no_route("redirect");
-                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; try again shortly"));
+                let mut response = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{e}; try again shortly"),
+                );
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
@@ -309,16 +350,23 @@ impl HttpRouter {
         let edge = &self.router.topology.pops[decision.pop].edges[decision.edge];
         let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
         if served_here(path) && req.method() == Method::GET {
-            if let Some(response) = self.steered(req, path, path_and_query, key, &decision).await {
-                self.router
-                    .metrics
-                    .decided("playlist", located.source(), started.elapsed().as_secs_f64());
+            if let Some(response) = self
+                .steered(req, path, path_and_query, key, &decision)
+                .await
+            {
+                self.router.metrics.decided(
+                    "playlist",
+                    located.source(),
+                    started.elapsed().as_secs_f64(),
+                );
                 return response;
             }
         }
-        self.router
-            .metrics
-            .decided("redirect", located.source(), started.elapsed().as_secs_f64());
+        self.router.metrics.decided(
+            "redirect",
+            located.source(),
+            started.elapsed().as_secs_f64(),
+        );
         let location = format!("{}{path_and_query}", edge.url);
         let mut response = text(StatusCode::FOUND, format!("go to {location}"));
         match HeaderValue::from_str(&location) {
@@ -328,7 +376,10 @@ impl HttpRouter {
             }
             Err(_) => {
                 self.router.metrics.bad_request("http");
-                text(StatusCode::BAD_REQUEST, "the request target cannot be redirected")
+                text(
+                    StatusCode::BAD_REQUEST,
+                    "the request target cannot be redirected",
+                )
             }
         }
     }
@@ -346,7 +397,10 @@ impl HttpRouter {
     ) -> Option<Response<Full<Bytes>>> {
         let topology = &self.router.topology;
         let edge = &topology.pops[decision.pop].edges[decision.edge];
-        let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
         let fetched = match self.edges.get(&edge.url, path_and_query, agent).await {
             Ok(f) if f.status == 200 => f,
             Ok(f) => {
@@ -365,7 +419,11 @@ impl HttpRouter {
             .iter()
             .take(MAX_PATHWAYS)
             .map(|&p| {
-                let edge = if p == decision.pop { edge } else { self.router.pathway_edge(p, key) };
+                let edge = if p == decision.pop {
+                    edge
+                } else {
+                    self.router.pathway_edge(p, key)
+                };
                 Pathway {
                     id: topology.pops[p].id.clone(),
                     base: format!("{}{dir}", edge.url),
@@ -381,10 +439,15 @@ impl HttpRouter {
             text.to_owned()
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
-        if let Some(value) = fetched.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        if let Some(value) = fetched
+            .content_type
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
             response.headers_mut().insert(header::CONTENT_TYPE, value);
         }
-        if let Ok(value) = HeaderValue::from_str(&format!("{}/{}", topology.pops[decision.pop].id, edge.id)) {
+        if let Ok(value) =
+            HeaderValue::from_str(&format!("{}/{}", topology.pops[decision.pop].id, edge.id))
+        {
             response.headers_mut().insert("x-cascade-route", value);
         }
         Some(no_store(response))
@@ -397,7 +460,10 @@ mod tests {
 
     #[test]
     fn query_parameters_decode_or_say_why_not() {
-        assert_eq!(query_param(Some("ip=192.0.2.1&stream=live%2Fa"), "stream"), Ok(Some("live/a".into())));
+        assert_eq!(
+            query_param(Some("ip=192.0.2.1&stream=live%2Fa"), "stream"),
+            Ok(Some("live/a".into()))
+        );
         assert_eq!(query_param(Some("ip=192.0.2.1"), "stream"), Ok(None));
         assert_eq!(query_param(None, "ip"), Ok(None));
         assert!(query_param(Some("stream=%zz"), "stream").is_err());

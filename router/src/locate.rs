@@ -63,7 +63,13 @@ mod tests {
             locate(ip("192.0.2.1"), &zones, Some(&OneCity), index),
             Located::Geo { place: Some(ref p), .. } if p == "Paris"
         ));
-        assert_eq!(locate(ip("198.51.100.1"), &zones, Some(&OneCity), index), Located::Unknown);
-        assert_eq!(locate(ip("192.0.2.1"), &zones, None, index), Located::Unknown);
+        assert_eq!(
+            locate(ip("198.51.100.1"), &zones, Some(&OneCity), index),
+            Located::Unknown
+        );
+        assert_eq!(
+            locate(ip("192.0.2.1"), &zones, None, index),
+            Located::Unknown
+        );
     }
 }

@@ -50,7 +50,8 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
             rustls::RootCertStore::empty()
         })
     } else {
-        root_store("router.edge_ca_file", Path::new(&section.edge_ca_file)).map_err(anyhow::Error::msg)?
+        root_store("router.edge_ca_file", Path::new(&section.edge_ca_file))
+            .map_err(anyhow::Error::msg)?
     };
     let schedule = ProbeSchedule {
         interval: section.probe_interval.0,
@@ -62,12 +63,15 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
         None
     } else {
         let ttl = u32::try_from(section.dns_ttl.0.as_secs()).unwrap_or(u32::MAX);
-        let handler = DnsRouter::new(Arc::clone(&router), &section.dns_name, ttl).map_err(anyhow::Error::msg)?;
+        let handler = DnsRouter::new(Arc::clone(&router), &section.dns_name, ttl)
+            .map_err(anyhow::Error::msg)?;
         let addr = section.dns_listen.0;
         let udp = tokio::net::UdpSocket::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("router.dns_listen: cannot bind UDP {addr}: {e}"))?;
-        let tcp = admin::bind(addr, "router.dns_listen").await.map_err(anyhow::Error::msg)?;
+        let tcp = admin::bind(addr, "router.dns_listen")
+            .await
+            .map_err(anyhow::Error::msg)?;
         let mut server = hickory_server::Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64 * 1024);
@@ -75,10 +79,16 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
         Some(server)
     };
 
-    let listener = admin::bind(section.listen.0, "router.listen").await.map_err(anyhow::Error::msg)?;
+    let listener = admin::bind(section.listen.0, "router.listen")
+        .await
+        .map_err(anyhow::Error::msg)?;
     let tls = if section.tls.is_enabled() {
-        let certs = Arc::new(CertStore::single("router.tls", &section.tls).map_err(anyhow::Error::msg)?);
-        tokio::spawn(reload_when_renewed(Arc::clone(&certs), Duration::from_secs(5)));
+        let certs =
+            Arc::new(CertStore::single("router.tls", &section.tls).map_err(anyhow::Error::msg)?);
+        tokio::spawn(reload_when_renewed(
+            Arc::clone(&certs),
+            Duration::from_secs(5),
+        ));
         Some(http1_server_config(certs))
     } else {
         None
@@ -101,10 +111,15 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
             loop {
                 tokio::time::sleep(GEOIP_CHECK_EVERY).await;
                 let router = Arc::clone(&router);
-                let reloaded = tokio::task::spawn_blocking(move || router.geoip().map(|g| g.reload_if_changed())).await;
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    router.geoip().map(|g| g.reload_if_changed())
+                })
+                .await;
                 match reloaded {
                     Ok(Some(Ok(true))) => tracing::info!("GeoIP database reloaded"),
-                    Ok(Some(Err(e))) => tracing::error!("router.geoip_database: {e}; the previous database keeps serving"),
+                    Ok(Some(Err(e))) => tracing::error!(
+                        "router.geoip_database: {e}; the previous database keeps serving"
+                    ),
                     _ => {}
                 }
             }

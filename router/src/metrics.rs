@@ -22,20 +22,34 @@ impl RouterMetrics {
     pub fn new(pops: &[Pop]) -> Self {
         let m = Self {
             decisions: must(IntCounterVec::new(
-                Opts::new("cascade_router_decisions_total", "Viewers routed, by answer (redirect, playlist, steering, dns) and how they were located"),
+                Opts::new(
+                    "cascade_router_decisions_total",
+                    "Viewers routed, by answer (redirect, playlist, steering, dns) and how they were located",
+                ),
                 &["answer", "located_by"],
             )),
             no_route: must(IntCounterVec::new(
-                Opts::new("cascade_router_no_route_total", "Requests refused because no edge was healthy, by answer"),
+                Opts::new(
+                    "cascade_router_no_route_total",
+                    "Requests refused because no edge was healthy, by answer",
+                ),
                 &["answer"],
             )),
             bad_requests: must(IntCounterVec::new(
-                Opts::new("cascade_router_bad_requests_total", "Malformed requests refused, by listener (http, dns)"),
+                Opts::new(
+                    "cascade_router_bad_requests_total",
+                    "Malformed requests refused, by listener (http, dns)",
+                ),
                 &["listener"],
             )),
             decision_seconds: must(HistogramVec::new(
-                HistogramOpts::new("cascade_router_decision_seconds", "Time to locate a viewer and choose an edge")
-                    .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3]),
+                HistogramOpts::new(
+                    "cascade_router_decision_seconds",
+                    "Time to locate a viewer and choose an edge",
+                )
+                .buckets(vec![
+                    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3,
+                ]),
                 &["answer"],
             )),
             edge_up: must(IntGaugeVec::new(
@@ -43,12 +57,20 @@ impl RouterMetrics {
                 &["pop", "edge"],
             )),
             edge_egress: must(GaugeVec::new(
-                Opts::new("cascade_router_edge_egress_bits_per_second", "The edge's egress as its metrics show, smoothed"),
+                Opts::new(
+                    "cascade_router_edge_egress_bits_per_second",
+                    "The edge's egress as its metrics show, smoothed",
+                ),
                 &["pop", "edge"],
             )),
             labels: pops
                 .iter()
-                .map(|p| p.edges.iter().map(|e| [p.id.clone(), e.id.clone()]).collect())
+                .map(|p| {
+                    p.edges
+                        .iter()
+                        .map(|e| [p.id.clone(), e.id.clone()])
+                        .collect()
+                })
                 .collect(),
         };
         for collector in [
@@ -72,8 +94,12 @@ impl RouterMetrics {
 
     /// Counts one routed viewer.
     pub fn decided(&self, answer: &str, located_by: &str, seconds: f64) {
-        self.decisions.with_label_values(&[answer, located_by]).inc();
-        self.decision_seconds.with_label_values(&[answer]).observe(seconds);
+        self.decisions
+            .with_label_values(&[answer, located_by])
+            .inc();
+        self.decision_seconds
+            .with_label_values(&[answer])
+            .observe(seconds);
     }
 
     /// Counts one refusal for want of a healthy edge.
@@ -89,8 +115,12 @@ impl RouterMetrics {
     /// Publishes one edge's health and egress.
     pub fn edge(&self, pop: usize, edge: usize, up: bool, egress_bps: f64) {
         if let Some([p, e]) = self.labels.get(pop).and_then(|edges| edges.get(edge)) {
-            self.edge_up.with_label_values(&[p.as_str(), e.as_str()]).set(i64::from(up));
-            self.edge_egress.with_label_values(&[p.as_str(), e.as_str()]).set(egress_bps);
+            self.edge_up
+                .with_label_values(&[p.as_str(), e.as_str()])
+                .set(i64::from(up));
+            self.edge_egress
+                .with_label_values(&[p.as_str(), e.as_str()])
+                .set(egress_bps);
         }
     }
 }

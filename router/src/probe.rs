@@ -90,7 +90,11 @@ impl Default for HttpClientHandle {
 }
 
 /// Probes every edge once, concurrently; the router is ready to decide after this.
-pub async fn first_round(router: &Arc<Router>, admins: &[Vec<SocketAddr>], schedule: ProbeSchedule) {
+pub async fn first_round(
+    router: &Arc<Router>,
+    admins: &[Vec<SocketAddr>],
+    schedule: ProbeSchedule,
+) {
     let client = HttpClientHandle::default();
     let mut probes = tokio::task::JoinSet::new();
     for (p, edges) in admins.iter().enumerate() {
@@ -118,7 +122,11 @@ pub async fn keep_probing(
     loop {
         tokio::time::sleep(wait).await;
         let probe = probe_once(&client, admin, schedule.timeout).await;
-        wait = if matches!(probe, Probe::Failed(_)) { confirm } else { schedule.interval };
+        wait = if matches!(probe, Probe::Failed(_)) {
+            confirm
+        } else {
+            schedule.interval
+        };
         router.record_probe(pop, edge, probe, Instant::now());
     }
 }

@@ -65,15 +65,17 @@ impl Router {
                     .collect(),
             })
             .collect();
-        let pop_index: HashMap<String, usize> =
-            pops.iter().enumerate().map(|(i, p)| (p.id.clone(), i)).collect();
+        let pop_index: HashMap<String, usize> = pops
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i))
+            .collect();
         let default_pop = if config.default_pop.is_empty() {
             0
         } else {
-            pop_index
-                .get(&config.default_pop)
-                .copied()
-                .ok_or_else(|| format!("router.default_pop: {:?} is not a PoP", config.default_pop))?
+            pop_index.get(&config.default_pop).copied().ok_or_else(|| {
+                format!("router.default_pop: {:?} is not a PoP", config.default_pop)
+            })?
         };
         let zones = if config.coverage_zone_file.is_empty() {
             CoverageZones::default()
@@ -161,7 +163,13 @@ impl Router {
             .get(pop)
             .and_then(|s| self.topology.edge_for(pop, stream, s))
             .unwrap_or_else(|| {
-                let all_up = vec![EdgeStatus { up: true, egress_bps: 0.0 }; edges.len()];
+                let all_up = vec![
+                    EdgeStatus {
+                        up: true,
+                        egress_bps: 0.0
+                    };
+                    edges.len()
+                ];
                 self.topology.edge_for(pop, stream, &all_up).unwrap_or(0)
             });
         &edges[chosen]
@@ -178,7 +186,9 @@ impl Router {
         let pop_id = &self.topology.pops[pop].id;
         let edge_id = &self.topology.pops[pop].edges[edge].id;
         match changed {
-            Some(State::Up) => tracing::info!(pop = %pop_id, edge = %edge_id, "edge is up: it takes viewers"),
+            Some(State::Up) => {
+                tracing::info!(pop = %pop_id, edge = %edge_id, "edge is up: it takes viewers")
+            }
             Some(State::Down) => tracing::warn!(
                 pop = %pop_id,
                 edge = %edge_id,
@@ -187,7 +197,8 @@ impl Router {
             ),
             _ => {}
         }
-        self.metrics.edge(pop, edge, record.is_up(), record.egress_bps());
+        self.metrics
+            .edge(pop, edge, record.is_up(), record.egress_bps());
         let snapshot: Vec<Vec<EdgeStatus>> = health
             .iter()
             .map(|edges| {

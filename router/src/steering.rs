@@ -50,7 +50,12 @@ fn map_attribute(line: &str, name: &str, f: impl Fn(&str) -> String) -> String {
     let Some(len) = line[start..].find('"') else {
         return line.to_owned();
     };
-    format!("{}{}{}", &line[..start], f(&line[start..start + len]), &line[start + len..])
+    format!(
+        "{}{}{}",
+        &line[..start],
+        f(&line[start..start + len]),
+        &line[start + len..]
+    )
 }
 
 fn group_for(group: &str, pathway: &str) -> String {
@@ -77,7 +82,9 @@ pub fn rewrite_hls(playlist: &str, pathways: &[Pathway], server_uri: &str) -> St
                 .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
                 .unwrap_or("");
             variants.push((line, uri));
-        } else if line.starts_with("#EXT-X-MEDIA:") || line.starts_with("#EXT-X-I-FRAME-STREAM-INF:") {
+        } else if line.starts_with("#EXT-X-MEDIA:")
+            || line.starts_with("#EXT-X-I-FRAME-STREAM-INF:")
+        {
             media.push(line);
         } else if !line.starts_with("#EXT-X-CONTENT-STEERING") && !line.trim().is_empty() {
             header.push(line);
@@ -171,7 +178,10 @@ struct Manifest<'a> {
     reload_uri: &'a str,
     #[serde(rename = "PATHWAY-PRIORITY", skip_serializing_if = "Option::is_none")]
     pathway_priority: Option<&'a [&'a str]>,
-    #[serde(rename = "SERVICE-LOCATION-PRIORITY", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "SERVICE-LOCATION-PRIORITY",
+        skip_serializing_if = "Option::is_none"
+    )]
     service_location_priority: Option<&'a [&'a str]>,
 }
 
@@ -243,7 +253,12 @@ mod tests {
     #[test]
     fn the_mpd_gets_a_base_url_per_pathway_and_steering() {
         let mpd = "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"dynamic\">\n  <Period id=\"0\"/>\n</MPD>\n";
-        let out = rewrite_dash(mpd, &pathways(), "http://router/v1/steering?stream=live%2Fs1&format=dash").expect("mpd");
+        let out = rewrite_dash(
+            mpd,
+            &pathways(),
+            "http://router/v1/steering?stream=live%2Fs1&format=dash",
+        )
+        .expect("mpd");
         assert!(out.contains(
             "type=\"dynamic\">\n  <BaseURL serviceLocation=\"ams\">http://edge-a:8000/t/tok/live/s1/</BaseURL>\n  \
              <BaseURL serviceLocation=\"fra\">https://edge-b/t/tok/live/s1/</BaseURL>\n  \

@@ -13,7 +13,11 @@ use cascade_testkit::{CascadeProcess, HttpResponse, binary_path, raw_request, wa
 use serde_json::Value;
 
 /// Made-up PoPs: Amsterdam, Frankfurt (the default) and New York.
-const POPS: [(&str, f64, f64); 3] = [("ams", 52.37, 4.90), ("fra", 50.11, 8.68), ("nyc", 40.71, -74.01)];
+const POPS: [(&str, f64, f64); 3] = [
+    ("ams", 52.37, 4.90),
+    ("fra", 50.11, 8.68),
+    ("nyc", 40.71, -74.01),
+];
 
 /// The test GeoIP database: London, Boston and Frankfurt ranges.
 const CITIES: &str = r#"[
@@ -46,12 +50,21 @@ writer.to_db_file(sys.argv[1])
         .args(["-c", script, &path.display().to_string(), cities])
         .output()
         .unwrap();
-    assert!(out.status.success(), "mmdb writer: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mmdb writer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn edge() -> CascadeProcess {
     // The edges' upstream does not matter to routing: an origin that is not running.
-    CascadeProcess::start("cascade-edge", "edge", "[edge]\nshields = []\norigin = \"127.0.0.1:9\"\n").unwrap()
+    CascadeProcess::start(
+        "cascade-edge",
+        "edge",
+        "[edge]\nshields = []\norigin = \"127.0.0.1:9\"\n",
+    )
+    .unwrap()
 }
 
 fn edge_url(edge: &CascadeProcess) -> String {
@@ -84,20 +97,32 @@ fn router(dir: &Path, extra: &str, pops: &str) -> CascadeProcess {
 }
 
 fn get(addr: SocketAddr, target: &str, headers: &str) -> HttpResponse {
-    let request = format!("GET {target} HTTP/1.1\r\nHost: cdn.test\r\n{headers}Connection: close\r\n\r\n");
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: cdn.test\r\n{headers}Connection: close\r\n\r\n");
     raw_request(addr, request.as_bytes()).unwrap()
 }
 
 fn redirect_for(router: &CascadeProcess, target: &str, client: &str) -> String {
-    let r = get(router.addr("listen").unwrap(), target, &format!("X-Forwarded-For: {client}\r\n"));
+    let r = get(
+        router.addr("listen").unwrap(),
+        target,
+        &format!("X-Forwarded-For: {client}\r\n"),
+    );
     assert_eq!(r.status, 302, "{}", r.text());
     assert_eq!(r.header("cache-control"), Some("no-store"));
     r.header("location").unwrap().to_owned()
 }
 
 fn route(router: &CascadeProcess, query: &str) -> (u16, Value) {
-    let r = get(router.addr("listen").unwrap(), &format!("/v1/route?{query}"), "");
-    (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+    let r = get(
+        router.addr("listen").unwrap(),
+        &format!("/v1/route?{query}"),
+        "",
+    );
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
 }
 
 #[test]
@@ -105,7 +130,11 @@ fn viewers_land_on_the_nearest_pop_a_coverage_zone_wins_and_unknowns_go_to_the_d
     let dir = tempfile::tempdir().unwrap();
     let (ams, fra, nyc) = (edge(), edge(), edge());
     write_mmdb(&dir.path().join("cities.mmdb"), CITIES);
-    std::fs::write(dir.path().join("zones.txt"), "# a partner network served from New York\n198.51.100.128/25 nyc\n").unwrap();
+    std::fs::write(
+        dir.path().join("zones.txt"),
+        "# a partner network served from New York\n198.51.100.128/25 nyc\n",
+    )
+    .unwrap();
     let r = router(
         dir.path(),
         &format!(
@@ -116,13 +145,28 @@ fn viewers_land_on_the_nearest_pop_a_coverage_zone_wins_and_unknowns_go_to_the_d
     );
     let target = "/t/1767225600.a.bGl2ZQ.c2ln/live/s1/720p/12.3.m4s?CMCD=sid%3D%22x%22";
     // GeoIP: London is nearest Amsterdam, Boston nearest New York; an IPv6 Frankfurt range.
-    assert_eq!(redirect_for(&r, target, "198.51.100.7"), format!("{}{target}", edge_url(&ams)));
-    assert_eq!(redirect_for(&r, target, "203.0.113.9"), format!("{}{target}", edge_url(&nyc)));
-    assert_eq!(redirect_for(&r, target, "2001:db8:1::9"), format!("{}{target}", edge_url(&fra)));
+    assert_eq!(
+        redirect_for(&r, target, "198.51.100.7"),
+        format!("{}{target}", edge_url(&ams))
+    );
+    assert_eq!(
+        redirect_for(&r, target, "203.0.113.9"),
+        format!("{}{target}", edge_url(&nyc))
+    );
+    assert_eq!(
+        redirect_for(&r, target, "2001:db8:1::9"),
+        format!("{}{target}", edge_url(&fra))
+    );
     // The coverage zone overrides GeoIP for its half of the London range.
-    assert_eq!(redirect_for(&r, target, "198.51.100.200"), format!("{}{target}", edge_url(&nyc)));
+    assert_eq!(
+        redirect_for(&r, target, "198.51.100.200"),
+        format!("{}{target}", edge_url(&nyc))
+    );
     // Nothing knows 192.0.2.1: the default PoP.
-    assert_eq!(redirect_for(&r, target, "192.0.2.1"), format!("{}{target}", edge_url(&fra)));
+    assert_eq!(
+        redirect_for(&r, target, "192.0.2.1"),
+        format!("{}{target}", edge_url(&fra))
+    );
 
     let (status, london) = route(&r, "ip=198.51.100.7&stream=/live/s1/master.m3u8");
     assert_eq!(status, 200, "{london}");
@@ -131,12 +175,24 @@ fn viewers_land_on_the_nearest_pop_a_coverage_zone_wins_and_unknowns_go_to_the_d
     assert_eq!(london["stream"], "live/s1");
     assert_eq!(london["pathways"], serde_json::json!(["ams", "fra", "nyc"]));
     let reason = london["reason"].as_str().unwrap();
-    assert!(reason.contains("(London)") && reason.contains("nearest PoP ams"), "{reason}");
+    assert!(
+        reason.contains("(London)") && reason.contains("nearest PoP ams"),
+        "{reason}"
+    );
     let (_, zoned) = route(&r, "ip=198.51.100.200");
     assert_eq!(zoned["located_by"], "coverage-zone");
-    assert!(zoned["reason"].as_str().unwrap().contains("198.51.100.128/25"), "{zoned}");
+    assert!(
+        zoned["reason"]
+            .as_str()
+            .unwrap()
+            .contains("198.51.100.128/25"),
+        "{zoned}"
+    );
     let (_, unknown) = route(&r, "ip=192.0.2.1");
-    assert_eq!((unknown["located_by"].as_str(), unknown["pop"].as_str()), (Some("default"), Some("fra")));
+    assert_eq!(
+        (unknown["located_by"].as_str(), unknown["pop"].as_str()),
+        (Some("default"), Some("fra"))
+    );
     assert!(r.metric("cascade_router_decisions_total") >= 5.0);
 }
 
@@ -147,28 +203,49 @@ fn killing_an_edge_moves_new_viewers_within_two_seconds_and_it_returns_when_back
     write_mmdb(&dir.path().join("cities.mmdb"), CITIES);
     let r = router(
         dir.path(),
-        &format!("trusted_proxies = [\"127.0.0.1/32\"]\ngeoip_database = \"{}/cities.mmdb\"\n", dir.path().display()),
+        &format!(
+            "trusted_proxies = [\"127.0.0.1/32\"]\ngeoip_database = \"{}/cities.mmdb\"\n",
+            dir.path().display()
+        ),
         &pops_toml(&[&ams, &fra], "10Gbps"),
     );
     let london = "198.51.100.7";
     let target = "/live/s1/720p/playlist.m3u8";
     assert!(redirect_for(&r, target, london).starts_with(&edge_url(&ams)));
 
-    ams.stop_with(libc::SIGKILL, Duration::from_secs(5)).unwrap();
+    ams.stop_with(libc::SIGKILL, Duration::from_secs(5))
+        .unwrap();
     let killed = Instant::now();
-    wait_for("new London viewers to leave the dead edge", Duration::from_secs(5), || {
-        redirect_for(&r, target, london).starts_with(&edge_url(&fra))
-    });
+    wait_for(
+        "new London viewers to leave the dead edge",
+        Duration::from_secs(5),
+        || redirect_for(&r, target, london).starts_with(&edge_url(&fra)),
+    );
     let moved = killed.elapsed();
-    assert!(moved < Duration::from_secs(2), "viewers moved only after {moved:?}");
+    assert!(
+        moved < Duration::from_secs(2),
+        "viewers moved only after {moved:?}"
+    );
     let (_, decision) = route(&r, &format!("ip={london}"));
-    assert!(decision["reason"].as_str().unwrap().contains("ams has no healthy edge; spilled to fra"), "{decision}");
-    assert_eq!(r.metric("cascade_router_edge_up"), 1.0, "one edge of two is up");
+    assert!(
+        decision["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ams has no healthy edge; spilled to fra"),
+        "{decision}"
+    );
+    assert_eq!(
+        r.metric("cascade_router_edge_up"),
+        1.0,
+        "one edge of two is up"
+    );
 
     let _back = ams.start_again().unwrap();
-    wait_for("viewers to return to the restarted edge", Duration::from_secs(10), || {
-        redirect_for(&r, target, london).starts_with(&edge_url(&ams))
-    });
+    wait_for(
+        "viewers to return to the restarted edge",
+        Duration::from_secs(10),
+        || redirect_for(&r, target, london).starts_with(&edge_url(&ams)),
+    );
 }
 
 #[test]
@@ -184,14 +261,20 @@ fn a_pop_at_capacity_spills_to_the_next_and_takes_viewers_again_when_it_drains()
         ),
     )
     .unwrap();
-    let edge_config = format!("[edge]\nshields = []\norigin = \"{}\"\n", origin.addr("listen").unwrap());
+    let edge_config = format!(
+        "[edge]\nshields = []\norigin = \"{}\"\n",
+        origin.addr("listen").unwrap()
+    );
     let ams = CascadeProcess::start("cascade-edge", "edge", &edge_config).unwrap();
     let fra = CascadeProcess::start("cascade-edge", "edge", &edge_config).unwrap();
     // 4 Mbps is what one busy viewer pulls; the default PoP is fra, so pin the viewer to ams.
     std::fs::write(dir.path().join("zones.txt"), "127.0.0.0/8 ams\n").unwrap();
     let r = router(
         dir.path(),
-        &format!("coverage_zone_file = \"{}/zones.txt\"\n", dir.path().display()),
+        &format!(
+            "coverage_zone_file = \"{}/zones.txt\"\n",
+            dir.path().display()
+        ),
         &pops_toml(&[&ams, &fra], "4Mbps"),
     );
     assert_eq!(route(&r, "").1["pop"], "ams");
@@ -202,7 +285,10 @@ fn a_pop_at_capacity_spills_to_the_next_and_takes_viewers_again_when_it_drains()
         b"GET /player/assets/v1/hls.min.js HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
-    assert_eq!(script.status, 200, "the player's scripts are installed (npm ci in player/)");
+    assert_eq!(
+        script.status, 200,
+        "the player's scripts are installed (npm ci in player/)"
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let puller = {
         let stop = std::sync::Arc::clone(&stop);
@@ -220,10 +306,24 @@ fn a_pop_at_capacity_spills_to_the_next_and_takes_viewers_again_when_it_drains()
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     puller.join().unwrap();
     let (_, spilled) = route(&r, "");
-    assert!(loaded, "ams never filled up: {spilled}, ams egress {}", r.metric("cascade_router_edge_egress_bits_per_second"));
-    assert!(spilled["reason"].as_str().unwrap().contains("ams is over capacity"), "{spilled}");
+    assert!(
+        loaded,
+        "ams never filled up: {spilled}, ams egress {}",
+        r.metric("cascade_router_edge_egress_bits_per_second")
+    );
+    assert!(
+        spilled["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ams is over capacity"),
+        "{spilled}"
+    );
     assert_eq!(spilled["pathways"], serde_json::json!(["fra", "ams"]));
-    wait_for("ams to take viewers again once idle", Duration::from_secs(15), || route(&r, "").1["pop"] == "ams");
+    wait_for(
+        "ams to take viewers again once idle",
+        Duration::from_secs(15),
+        || route(&r, "").1["pop"] == "ams",
+    );
 }
 
 fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -254,33 +354,68 @@ fn dig_gets_the_nearest_edge_with_and_without_client_subnet() {
     write_mmdb(&dir.path().join("cities.mmdb"), CITIES);
     let r = router(
         dir.path(),
-        &format!("dns_name = \"cdn.cascade.test\"\ndns_ttl = \"15s\"\ngeoip_database = \"{}/cities.mmdb\"\n", dir.path().display()),
+        &format!(
+            "dns_name = \"cdn.cascade.test\"\ndns_ttl = \"15s\"\ngeoip_database = \"{}/cities.mmdb\"\n",
+            dir.path().display()
+        ),
         &pops_toml(&[&ams, &fra, &nyc], "10Gbps"),
     );
     let dns = r.addr("dns_listen").unwrap();
     // From 127.0.0.1, which nothing locates: the default PoP's edge.
-    assert_eq!(dig(dns, &["cdn.cascade.test", "A", "+short"]).trim(), "192.0.2.12");
+    assert_eq!(
+        dig(dns, &["cdn.cascade.test", "A", "+short"]).trim(),
+        "192.0.2.12"
+    );
     // A resolver passing its client's subnet: London, so Amsterdam.
     let london = dig(dns, &["cdn.cascade.test", "A", "+subnet=198.51.100.0/24"]);
-    assert!(london.contains("cdn.cascade.test.\t15\tIN\tA\t192.0.2.11"), "{london}");
-    assert!(london.contains("CLIENT-SUBNET: 198.51.100.0/24/24"), "{london}");
+    assert!(
+        london.contains("cdn.cascade.test.\t15\tIN\tA\t192.0.2.11"),
+        "{london}"
+    );
+    assert!(
+        london.contains("CLIENT-SUBNET: 198.51.100.0/24/24"),
+        "{london}"
+    );
     assert!(london.contains("flags: qr aa"), "authoritative: {london}");
     // Boston: New York, whose edge has an IPv6 address only.
-    assert_eq!(dig(dns, &["cdn.cascade.test", "AAAA", "+short", "+subnet=203.0.113.0/24"]).trim(), "2001:db8:99::3");
+    assert_eq!(
+        dig(
+            dns,
+            &[
+                "cdn.cascade.test",
+                "AAAA",
+                "+short",
+                "+subnet=203.0.113.0/24"
+            ]
+        )
+        .trim(),
+        "2001:db8:99::3"
+    );
     let no_v4 = dig(dns, &["cdn.cascade.test", "A", "+subnet=203.0.113.0/24"]);
-    assert!(no_v4.contains("status: NOERROR") && no_v4.contains("ANSWER: 0"), "{no_v4}");
+    assert!(
+        no_v4.contains("status: NOERROR") && no_v4.contains("ANSWER: 0"),
+        "{no_v4}"
+    );
     // Over TCP too.
-    assert_eq!(dig(dns, &["+tcp", "cdn.cascade.test", "A", "+short"]).trim(), "192.0.2.12");
+    assert_eq!(
+        dig(dns, &["+tcp", "cdn.cascade.test", "A", "+short"]).trim(),
+        "192.0.2.12"
+    );
     // Other names in the zone do not exist; names outside it are refused.
     let other = dig(dns, &["www.cdn.cascade.test", "A"]);
-    assert!(other.contains("status: NXDOMAIN") && other.contains("SOA"), "{other}");
+    assert!(
+        other.contains("status: NXDOMAIN") && other.contains("SOA"),
+        "{other}"
+    );
     assert!(dig(dns, &["example.com", "A"]).contains("status: REFUSED"));
     assert!(r.metric("cascade_router_decisions_total") >= 4.0);
 }
 
 fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(bytes).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
@@ -295,7 +430,10 @@ fn bad_input_is_refused_clearly_and_the_router_keeps_serving() {
     // No trusted proxies: forwarding headers are the viewer's own claims.
     let r = router(
         dir.path(),
-        &format!("dns_name = \"cdn.cascade.test\"\ngeoip_database = \"{}/cities.mmdb\"\n", dir.path().display()),
+        &format!(
+            "dns_name = \"cdn.cascade.test\"\ngeoip_database = \"{}/cities.mmdb\"\n",
+            dir.path().display()
+        ),
         &pops_toml(&[&ams, &fra], "10Gbps"),
     );
     let http = r.addr("listen").unwrap();
@@ -307,24 +445,51 @@ fn bad_input_is_refused_clearly_and_the_router_keeps_serving() {
     assert_eq!(me["client"], "127.0.0.1");
     // Absolute-form and protocol-relative targets still go to our edge, never elsewhere.
     let absolute = get(http, "http://evil.example/live/s1/x.m4s", "");
-    assert_eq!(absolute.header("location"), Some(format!("{fra_url}/live/s1/x.m4s").as_str()));
+    assert_eq!(
+        absolute.header("location"),
+        Some(format!("{fra_url}/live/s1/x.m4s").as_str())
+    );
     let slashes = get(http, "//evil.example/x", "");
-    assert!(slashes.header("location").unwrap().starts_with(&format!("{fra_url}/")), "{:?}", slashes.header("location"));
+    assert!(
+        slashes
+            .header("location")
+            .unwrap()
+            .starts_with(&format!("{fra_url}/")),
+        "{:?}",
+        slashes.header("location")
+    );
     // Malformed requests get a 4xx that says what is wrong.
     let garbage = send_raw(http, b"\x16\x03\x01\x02\x00garbage\r\n\r\n");
-    assert!(String::from_utf8_lossy(&garbage).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&garbage));
+    assert!(
+        String::from_utf8_lossy(&garbage).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&garbage)
+    );
     let post = raw_request(http, b"POST /live/s1/master.m3u8 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
     let (status, bad_ip) = route(&r, "ip=999.1.1.1");
     assert_eq!(status, 400);
-    assert!(bad_ip["error"].as_str().unwrap().contains("\"999.1.1.1\" is not an IP address"), "{bad_ip}");
+    assert!(
+        bad_ip["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"999.1.1.1\" is not an IP address"),
+        "{bad_ip}"
+    );
     assert_eq!(get(http, "/v1/steering?stream=%zz", "").status, 400);
     assert_eq!(get(http, "/v1/steering", "").status, 400);
     assert_eq!(get(http, "/v1/nothing", "").status, 404);
     let huge = format!("X-Junk: {}\r\n", "a".repeat(128 * 1024));
-    let oversized = send_raw(http, format!("GET /live/s1/a HTTP/1.1\r\nHost: x\r\n{huge}\r\n").as_bytes());
-    assert!(String::from_utf8_lossy(&oversized).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&oversized));
+    let oversized = send_raw(
+        http,
+        format!("GET /live/s1/a HTTP/1.1\r\nHost: x\r\n{huge}\r\n").as_bytes(),
+    );
+    assert!(
+        String::from_utf8_lossy(&oversized).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&oversized)
+    );
 
     // DNS: garbage, a truncated query, an oversized datagram, and a TCP length that lies.
     let dns = r.addr("dns_listen").unwrap();
@@ -349,33 +514,60 @@ fn bad_input_is_refused_clearly_and_the_router_keeps_serving() {
     let mut looped = query[..12].to_vec();
     looped.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
     socket.send_to(&looped, dns).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     socket.send_to(&query, dns).unwrap();
     let mut answer = [0u8; 512];
     loop {
         let (n, _) = socket.recv_from(&mut answer).unwrap();
         if answer[..2] == [0x12, 0x34] && n > query.len() && answer[3] & 0x0f == 0 {
-            assert!(answer[..n].ends_with(&[192, 0, 2, 12]), "{:?}", &answer[..n]);
+            assert!(
+                answer[..n].ends_with(&[192, 0, 2, 12]),
+                "{:?}",
+                &answer[..n]
+            );
             break;
         }
     }
-    assert_eq!(dig(dns, &["cdn.cascade.test", "A", "+short"]).trim(), "192.0.2.12");
+    assert_eq!(
+        dig(dns, &["cdn.cascade.test", "A", "+short"]).trim(),
+        "192.0.2.12"
+    );
 
     // A GeoIP database replaced by garbage: an error in the log, the last good one serves on.
     let mmdb = dir.path().join("cities.mmdb");
     std::fs::write(dir.path().join("garbage"), b"not a maxmind database").unwrap();
     std::fs::rename(dir.path().join("garbage"), &mmdb).unwrap();
-    wait_for("the router to report the bad database", Duration::from_secs(15), || {
-        r.process().log().contains("the previous database keeps serving")
-    });
+    wait_for(
+        "the router to report the bad database",
+        Duration::from_secs(15),
+        || {
+            r.process()
+                .log()
+                .contains("the previous database keeps serving")
+        },
+    );
     assert_eq!(route(&r, "ip=198.51.100.7").1["located_by"], "geoip");
     // A good replacement is picked up: London now maps to Boston's coordinates.
-    let moved = CITIES.replace("\"latitude\": 51.51, \"longitude\": -0.13", "\"latitude\": 42.36, \"longitude\": -71.06");
-    write_mmdb(&dir.path().join("new.mmdb"), &moved.replace("\"London\"", "\"Elsewhere\""));
+    let moved = CITIES.replace(
+        "\"latitude\": 51.51, \"longitude\": -0.13",
+        "\"latitude\": 42.36, \"longitude\": -71.06",
+    );
+    write_mmdb(
+        &dir.path().join("new.mmdb"),
+        &moved.replace("\"London\"", "\"Elsewhere\""),
+    );
     std::fs::rename(dir.path().join("new.mmdb"), &mmdb).unwrap();
-    wait_for("the router to load the new database", Duration::from_secs(15), || {
-        route(&r, "ip=198.51.100.7").1["reason"].as_str().is_some_and(|s| s.contains("Elsewhere"))
-    });
+    wait_for(
+        "the router to load the new database",
+        Duration::from_secs(15),
+        || {
+            route(&r, "ip=198.51.100.7").1["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("Elsewhere"))
+        },
+    );
 }
 
 /// Starts the router binary with `config` and expects it to refuse to start, saying `expected`.
@@ -389,7 +581,11 @@ fn refuses_to_start(dir: &Path, config: &str, expected: &str) {
         .env("CASCADE_ROUTER__DNS_NAME", "")
         .output()
         .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "started with {config}: {said}");
     assert!(said.contains(expected), "expected {expected:?} in: {said}");
 }
@@ -411,11 +607,19 @@ fn a_missing_or_corrupt_database_or_zone_file_stops_the_router_at_start_with_the
         &format!("[router]\ngeoip_database = \"{d}/corrupt.mmdb\"\n{pops}"),
         "not a MaxMind database",
     );
-    std::fs::write(dir.path().join("zones.txt"), "10.0.0.0/8 ams\n10.0.0.0/40 ams\n").unwrap();
+    std::fs::write(
+        dir.path().join("zones.txt"),
+        "10.0.0.0/8 ams\n10.0.0.0/40 ams\n",
+    )
+    .unwrap();
     refuses_to_start(
         dir.path(),
         &format!("[router]\ncoverage_zone_file = \"{d}/zones.txt\"\n{pops}"),
         "zones.txt: line 2: \"10.0.0.0/40\": the prefix length must be 0 to 32",
     );
-    refuses_to_start(dir.path(), &format!("[router]\ndefault_pop = \"mars\"\n{pops}"), "router.default_pop");
+    refuses_to_start(
+        dir.path(),
+        &format!("[router]\ndefault_pop = \"mars\"\n{pops}"),
+        "router.default_pop",
+    );
 }

@@ -40,7 +40,10 @@ fn a_playing_hls_viewer_follows_steering_to_the_other_pop_without_a_stall_when_i
     let shield = CascadeProcess::start(
         "cascade-shield",
         "shield",
-        &format!("[shield]\norigins = [\"{}\"]\n", origin.addr("listen").unwrap()),
+        &format!(
+            "[shield]\norigins = [\"{}\"]\n",
+            origin.addr("listen").unwrap()
+        ),
     )
     .unwrap();
     let edge_config = format!(
@@ -85,14 +88,26 @@ fn a_playing_hls_viewer_follows_steering_to_the_other_pop_without_a_stall_when_i
         &BroadcastOptions::default(),
     )
     .unwrap();
-    wait_for("the stream to play through both edges", Duration::from_secs(40), || {
-        [&near, &far]
-            .iter()
-            .all(|e| get(e.addr("listen").unwrap(), &format!("/live/{id}/master.m3u8")).status == 200)
-    });
+    wait_for(
+        "the stream to play through both edges",
+        Duration::from_secs(40),
+        || {
+            [&near, &far].iter().all(|e| {
+                get(
+                    e.addr("listen").unwrap(),
+                    &format!("/live/{id}/master.m3u8"),
+                )
+                .status
+                    == 200
+            })
+        },
+    );
 
     // The router's playlist offers both PoPs, nearest first, with steering.
-    let master = get(router.addr("listen").unwrap(), &format!("/live/{id}/master.m3u8"));
+    let master = get(
+        router.addr("listen").unwrap(),
+        &format!("/live/{id}/master.m3u8"),
+    );
     assert_eq!(master.status, 200, "{}", master.text());
     let text = master.text();
     assert!(
@@ -101,10 +116,23 @@ fn a_playing_hls_viewer_follows_steering_to_the_other_pop_without_a_stall_when_i
         )),
         "{text}"
     );
-    assert!(text.contains(&format!("PATHWAY-ID=\"far\"\nhttp://{}/live/{id}/", far.addr("listen").unwrap())), "{text}");
-    let steering = get(router.addr("listen").unwrap(), &format!("/v1/steering?stream=live%2F{id}"));
+    assert!(
+        text.contains(&format!(
+            "PATHWAY-ID=\"far\"\nhttp://{}/live/{id}/",
+            far.addr("listen").unwrap()
+        )),
+        "{text}"
+    );
+    let steering = get(
+        router.addr("listen").unwrap(),
+        &format!("/v1/steering?stream=live%2F{id}"),
+    );
     let manifest: Value = serde_json::from_slice(&steering.body).unwrap();
-    assert_eq!(manifest["PATHWAY-PRIORITY"], serde_json::json!(["near", "far"]), "{manifest}");
+    assert_eq!(
+        manifest["PATHWAY-PRIORITY"],
+        serde_json::json!(["near", "far"]),
+        "{manifest}"
+    );
 
     let seconds = 45;
     let page = format!("http://{}/player/{id}", router.addr("listen").unwrap());
@@ -116,19 +144,27 @@ fn a_playing_hls_viewer_follows_steering_to_the_other_pop_without_a_stall_when_i
         },
     )
     .unwrap();
-    wait_for("the viewer to play from the near edge", Duration::from_secs(40), || {
-        near.metric("cascade_proxy_requests_total") > 30.0
-    });
+    wait_for(
+        "the viewer to play from the near edge",
+        Duration::from_secs(40),
+        || near.metric("cascade_proxy_requests_total") > 30.0,
+    );
     std::thread::sleep(Duration::from_secs(8));
     let far_before = far.metric("cascade_proxy_requests_total");
-    near.stop_with(libc::SIGKILL, Duration::from_secs(5)).unwrap();
-    let report = viewer.finish(Duration::from_secs(u64::from(seconds) + 90)).unwrap();
+    near.stop_with(libc::SIGKILL, Duration::from_secs(5))
+        .unwrap();
+    let report = viewer
+        .finish(Duration::from_secs(u64::from(seconds) + 90))
+        .unwrap();
     let context = format!("{report:#?}");
     assert!(report.started, "{context}");
     assert!(report.errors.is_empty(), "player errors: {context}");
     assert_eq!(report.stalls, Some(0), "stalls: {context}");
     assert_eq!(report.state, "playing", "{context}");
-    assert!(report.played_seconds >= f64::from(seconds) - 20.0, "{context}");
+    assert!(
+        report.played_seconds >= f64::from(seconds) - 20.0,
+        "{context}"
+    );
     let far_after = far.metric("cascade_proxy_requests_total");
     assert!(
         far_after - far_before > 20.0,
@@ -141,5 +177,8 @@ fn a_playing_hls_viewer_follows_steering_to_the_other_pop_without_a_stall_when_i
         .filter(|l| l.starts_with("cascade_router_decisions_total{answer=\"steering\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert!(steered >= 1.0, "the player never asked for steering:\n{metrics}");
+    assert!(
+        steered >= 1.0,
+        "the player never asked for steering:\n{metrics}"
+    );
 }
