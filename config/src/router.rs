@@ -338,9 +338,11 @@ mod tests {
 
     #[test]
     fn each_router_mistake_is_named() {
-        let mut config = RouterConfig::default();
-        config.dns_name = "bad name".into();
-        config.default_pop = "nowhere".into();
+        let mut config = RouterConfig {
+            dns_name: "bad name".into(),
+            default_pop: "nowhere".into(),
+            ..RouterConfig::default()
+        };
         config.pops[0].latitude = 91.0;
         config.pops[0].id = "a b".into();
         let copy = config.pops[0].edges[0].clone();

@@ -312,7 +312,7 @@ impl fmt::Display for BitRate {
             (1_000, "kbps"),
         ];
         for (size, unit) in units {
-            if self.0 >= size && self.0 % (size / 1000) == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size / 1000) {
                 let whole = self.0 / size;
                 let thousandths = (self.0 % size) / (size / 1000);
                 return if thousandths == 0 {

@@ -40,7 +40,7 @@ fn forwarded_hops(header: &str) -> Option<Vec<IpAddr>> {
 }
 
 fn x_forwarded_hops(header: &str) -> Option<Vec<IpAddr>> {
-    header.split(',').map(|hop| forwarded_for(hop)).collect()
+    header.split(',').map(forwarded_for).collect()
 }
 
 /// The viewer's address. `forwarded` and `x_forwarded_for` are the headers' values (all of

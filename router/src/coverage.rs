@@ -7,11 +7,19 @@ use std::net::IpAddr;
 
 use cascade_config::Cidr;
 
+/// The networks of one address family and prefix length, by their masked bits.
+#[derive(Debug, Clone)]
+struct PrefixTable {
+    prefix: u8,
+    v4: bool,
+    networks: HashMap<u128, (Cidr, String)>,
+}
+
 /// The parsed coverage-zone file.
 #[derive(Debug, Default, Clone)]
 pub struct CoverageZones {
-    /// Prefix length → network bits → PoP id, longest lengths first when looked up.
-    by_length: Vec<(u8, bool, HashMap<u128, (Cidr, String)>)>,
+    /// Longest prefixes first, so the first match is the longest.
+    tables: Vec<PrefixTable>,
     entries: usize,
 }
 
@@ -76,25 +84,31 @@ impl CoverageZones {
     fn insert(&mut self, cidr: Cidr, pop: &str) -> Result<(), String> {
         let (v4, bits) = key(cidr.network());
         let prefix = cidr.prefix();
-        let slot = match self
-            .by_length
+        let at = match self
+            .tables
             .iter()
-            .position(|(len, family, _)| *len == prefix && *family == v4)
+            .position(|t| t.prefix == prefix && t.v4 == v4)
         {
-            Some(i) => i,
+            Some(at) => at,
             None => {
-                self.by_length.push((prefix, v4, HashMap::new()));
-                self.by_length.sort_by(|a, b| b.0.cmp(&a.0));
-                self.by_length
-                    .iter()
-                    .position(|(len, family, _)| *len == prefix && *family == v4)
-                    .unwrap_or_default()
+                // Keep the tables longest first.
+                let at = self.tables.partition_point(|t| t.prefix > prefix);
+                self.tables.insert(
+                    at,
+                    PrefixTable {
+                        prefix,
+                        v4,
+                        networks: HashMap::new(),
+                    },
+                );
+                at
             }
         };
-        if let Some((_, earlier)) = self.by_length[slot].2.get(&bits) {
+        let networks = &mut self.tables[at].networks;
+        if let Some((_, earlier)) = networks.get(&bits) {
             return Err(format!("{cidr} is already assigned to {earlier:?}"));
         }
-        self.by_length[slot].2.insert(bits, (cidr, pop.to_owned()));
+        networks.insert(bits, (cidr, pop.to_owned()));
         self.entries += 1;
         Ok(())
     }
@@ -102,10 +116,10 @@ impl CoverageZones {
     /// The PoP whose longest network contains `ip`, with that network.
     pub fn lookup(&self, ip: IpAddr) -> Option<(&Cidr, &str)> {
         let (v4, bits) = key(ip);
-        self.by_length
+        self.tables
             .iter()
-            .filter(|(_, family, _)| *family == v4)
-            .find_map(|(prefix, _, table)| table.get(&masked(bits, v4, *prefix)))
+            .filter(|t| t.v4 == v4)
+            .find_map(|t| t.networks.get(&masked(bits, v4, t.prefix)))
             .map(|(cidr, pop)| (cidr, pop.as_str()))
     }
 

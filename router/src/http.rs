@@ -349,18 +349,18 @@ impl HttpRouter {
         };
         let edge = &self.router.topology.pops[decision.pop].edges[decision.edge];
         let path_and_query = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
-        if served_here(path) && req.method() == Method::GET {
-            if let Some(response) = self
+        if served_here(path)
+            && req.method() == Method::GET
+            && let Some(response) = self
                 .steered(req, path, path_and_query, key, &decision)
                 .await
-            {
-                self.router.metrics.decided(
-                    "playlist",
-                    located.source(),
-                    started.elapsed().as_secs_f64(),
-                );
-                return response;
-            }
+        {
+            self.router.metrics.decided(
+                "playlist",
+                located.source(),
+                started.elapsed().as_secs_f64(),
+            );
+            return response;
         }
         self.router.metrics.decided(
             "redirect",

@@ -579,8 +579,14 @@ fn refuses_to_start(dir: &Path, config: &str, expected: &[&str]) {
     std::fs::write(&path, config).unwrap();
     let out = Command::new(binary_path("cascade-router").unwrap())
         .args(["--config", &path.display().to_string()])
-        .env("CASCADE_ROUTER__LISTEN", format!("127.0.0.1:{}", free_port().unwrap()))
-        .env("CASCADE_ROUTER__ADMIN_LISTEN", format!("127.0.0.1:{}", free_port().unwrap()))
+        .env(
+            "CASCADE_ROUTER__LISTEN",
+            format!("127.0.0.1:{}", free_port().unwrap()),
+        )
+        .env(
+            "CASCADE_ROUTER__ADMIN_LISTEN",
+            format!("127.0.0.1:{}", free_port().unwrap()),
+        )
         .env("CASCADE_ROUTER__DNS_NAME", "")
         .output()
         .unwrap();
@@ -620,11 +626,18 @@ fn a_missing_or_corrupt_database_or_zone_file_stops_the_router_at_start_with_the
     refuses_to_start(
         dir.path(),
         &format!("[router]\ncoverage_zone_file = \"{d}/zones.txt\"\n{pops}"),
-        &["zones.txt: line 2: ", "10.0.0.0/40", "the prefix length must be 0 to 32"],
+        &[
+            "zones.txt: line 2: ",
+            "10.0.0.0/40",
+            "the prefix length must be 0 to 32",
+        ],
     );
     refuses_to_start(
         dir.path(),
         &format!("[router]\ndefault_pop = \"mars\"\n{pops}"),
-        &["router.default_pop", "\"mars\" is not the id of any [[router.pops]]"],
+        &[
+            "router.default_pop",
+            "\"mars\" is not the id of any [[router.pops]]",
+        ],
     );
 }

@@ -166,6 +166,14 @@ fn a_playing_hls_viewer_follows_steering_to_the_other_pop_without_a_stall_when_i
         "{context}"
     );
     let far_after = far.metric("cascade_proxy_requests_total");
+    eprintln!(
+        "after the near edge died: the far edge served {} requests; stalls {:?}, played {:.1} s, first frame {:?} ms, latency median {:?} s",
+        far_after - far_before,
+        report.stalls,
+        report.played_seconds,
+        report.first_frame_ms,
+        report.latency.median
+    );
     assert!(
         far_after - far_before > 20.0,
         "the far edge served {} requests after the near one died: {context}",
