@@ -173,6 +173,62 @@ impl RecordingIndex {
         r.segments.insert(at, entry);
     }
 
+    /// Adds segment `msn` of `rendition`, found in the store but not in the index (the origin
+    /// stopped after storing it and before writing the index), from its timing as read back
+    /// from its bytes. It continues the rendition's last indexed segment before it: same init
+    /// and discontinuity sequence, wall-clock time carried forward by the media time between
+    /// them. `false` (nothing added) when the rendition has no earlier segment to continue,
+    /// or already has this one.
+    pub fn recover_segment(
+        &mut self,
+        rendition: &str,
+        msn: u64,
+        size: u64,
+        timing: crate::fmp4::SegmentTiming,
+    ) -> bool {
+        let Some(r) = self.renditions.iter_mut().find(|r| r.name == rendition) else {
+            return false;
+        };
+        if r.segments.iter().any(|s| s.msn == msn) {
+            return false;
+        }
+        let at = r.segments.partition_point(|s| s.msn < msn);
+        let Some(before) = at.checked_sub(1).map(|i| r.segments[i].clone()) else {
+            return false;
+        };
+        let elapsed_ticks = timing.decode_time.saturating_sub(before.start);
+        let elapsed_ms = elapsed_ticks.saturating_mul(1000) / u64::from(r.timescale.max(1));
+        r.segments.insert(
+            at,
+            SegmentIndex {
+                msn,
+                start: timing.decode_time,
+                duration: timing.duration,
+                discontinuity: false,
+                discontinuity_sequence: before.discontinuity_sequence,
+                init_id: before.init_id,
+                program_date_time_ms: before.program_date_time_ms.saturating_add(elapsed_ms),
+                size,
+                independent: timing.starts_with_keyframe,
+            },
+        );
+        self.gaps
+            .retain(|g| !(g.rendition == rendition && g.msn == msn));
+        true
+    }
+
+    /// The newest indexed segment of each rendition: (rendition, msn, init id).
+    pub fn last_segments(&self) -> Vec<(&str, u64, u32)> {
+        self.renditions
+            .iter()
+            .filter_map(|r| {
+                r.segments
+                    .last()
+                    .map(|s| (r.name.as_str(), s.msn, s.init_id))
+            })
+            .collect()
+    }
+
     /// Records that segment `msn` of `rendition` is lost (once).
     pub fn add_gap(&mut self, rendition: &str, msn: u64, reason: &str) {
         if !self
@@ -318,6 +374,54 @@ mod tests {
         assert_eq!(
             object_key("rec", "720p", "3.m4s"),
             "recordings/rec/720p/3.m4s"
+        );
+    }
+
+    #[test]
+    fn segments_stored_after_the_last_index_are_recovered_in_order() {
+        let mut p = StreamPackager::new(PackagerSettings::default());
+        let mut now = 1_000;
+        p.apply("720p", init(TrackKind::Video, 15_360, 1), now)
+            .unwrap();
+        feed_video(&mut p, "720p", 0.0, 8.5, &mut now);
+        p.end();
+        let live = p.rendition("720p").unwrap();
+        let mut index = RecordingIndex::new("rec", "stream", 2.0);
+        index.add_init(live, 0);
+        for msn in 0..3 {
+            index.add_segment(live, live.segment(msn).unwrap());
+        }
+        let full = {
+            let mut full = index.clone();
+            for msn in 3..5 {
+                full.add_segment(live, live.segment(msn).unwrap());
+            }
+            full
+        };
+        // Recovered from the bytes in the store, newest first: they land in msn order.
+        for msn in [4, 3] {
+            let s = live.segment(msn).unwrap();
+            let timing = crate::fmp4::SegmentTiming {
+                decode_time: s.start,
+                duration: s.duration,
+                starts_with_keyframe: s.independent(),
+            };
+            assert!(index.recover_segment("720p", msn, s.size, timing));
+            assert!(
+                !index.recover_segment("720p", msn, s.size, timing),
+                "only once"
+            );
+        }
+        assert_eq!(index, full, "the same index as if it had been written");
+        assert_eq!(index.last_segments(), [("720p", 4, 0)]);
+        let timing = crate::fmp4::SegmentTiming {
+            decode_time: 0,
+            duration: 1,
+            starts_with_keyframe: true,
+        };
+        assert!(
+            !index.recover_segment("360p", 9, 1, timing),
+            "unknown rendition"
         );
     }
 

@@ -770,6 +770,94 @@ fn libc_sigterm() -> i32 {
     15
 }
 
+#[test]
+fn segments_stored_after_the_last_index_write_are_recovered_when_a_killed_origin_restarts() {
+    let _heavy = one_at_a_time();
+    let origin = Origin::start("[storage.fs]\nroot = \"{objects}\"\n");
+    let stream = origin.create(r#"{"title": "crash", "settings": {"resolutions": ["240p"]}}"#);
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let mut publisher = publish(&stream);
+    wait_for_segments(&origin, &id, "240p", 6);
+    let rec = origin.recordings(&id)[0]["id"].as_str().unwrap().to_owned();
+    let dir = origin.dir;
+    let mut process = origin.process;
+    process.stop_with(9, Duration::from_secs(10)).unwrap();
+    publisher.kill().unwrap();
+
+    // The crash window: segments stored, the index not yet rewritten. Take the last three
+    // segments out of the index as the origin would have left it.
+    let index_path = dir
+        .path()
+        .join(format!("objects/recordings/{rec}/index.json"));
+    let full: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let segments = full["renditions"][0]["segments"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(segments.len() >= 5, "{full}");
+    let kept = segments.len() - 3;
+    let mut truncated = full.clone();
+    truncated["renditions"][0]["segments"] = Value::Array(segments[..kept].to_vec());
+    std::fs::write(&index_path, serde_json::to_vec(&truncated).unwrap()).unwrap();
+    let orphans: Vec<u64> = segments[kept..]
+        .iter()
+        .map(|s| s["msn"].as_u64().unwrap())
+        .collect();
+    for msn in &orphans {
+        assert!(
+            dir.path()
+                .join(format!("objects/recordings/{rec}/240p/{msn}.m4s"))
+                .exists()
+        );
+    }
+
+    let again = Origin {
+        process: process.start_again().unwrap(),
+        dir,
+    };
+    let recovered: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let after = recovered["renditions"][0]["segments"].as_array().unwrap();
+    assert_eq!(after.len(), segments.len(), "{recovered}");
+    for (was, now) in segments.iter().zip(after) {
+        for field in ["msn", "start", "duration", "size", "init_id", "independent"] {
+            assert_eq!(was[field], now[field], "{field} of {was} vs {now}");
+        }
+        let drift = was["program_date_time_ms"].as_i64().unwrap()
+            - now["program_date_time_ms"].as_i64().unwrap();
+        assert!(
+            drift.abs() <= 50,
+            "wall clock {drift} ms off: {was} vs {now}"
+        );
+    }
+    assert!(
+        again
+            .events(&id)
+            .contains("3 segments stored just before the origin stopped")
+    );
+    assert_eq!(again.recordings(&id)[0]["status"], "ready");
+    let playlist = again.get(&format!("/vod/{rec}/240p/playlist.m3u8")).text();
+    for msn in &orphans {
+        assert!(
+            playlist.contains(&format!("\n{msn}.m4s\n")),
+            "{msn} missing: {playlist}"
+        );
+    }
+    let listed: f64 = playlist
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("#EXTINF:")?
+                .trim_end_matches(',')
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    let decoded = decode(&again.url(&format!("/vod/{rec}/240p/playlist.m3u8")), 120);
+    assert!(
+        decoded > listed - 1.0,
+        "decoded {decoded} s of {listed} s listed"
+    );
+}
+
 /// `(PART-TARGET, every EXT-X-PART DURATION, every EXTINF)` of a media playlist.
 fn part_durations(playlist: &str) -> (f64, Vec<f64>, Vec<f64>) {
     let number = |text: &str| text.parse::<f64>().unwrap();

@@ -333,6 +333,39 @@ impl Fragment {
     }
 }
 
+/// The timing of a stored media segment, read back from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentTiming {
+    /// Decode time of its first sample, timescale units.
+    pub decode_time: u64,
+    /// Sum of its fragments' durations, timescale units.
+    pub duration: u64,
+    /// Its first sample is a sync sample.
+    pub starts_with_keyframe: bool,
+}
+
+/// Reads the timing of `segment` (one or more fragments) with the `init` segment it was
+/// packaged against (sample defaults come from its `trex`).
+pub fn segment_timing(init: &[u8], segment: &[u8]) -> Result<SegmentTiming, Fmp4Error> {
+    let mut splitter = Fmp4Splitter::new();
+    let mut items = splitter.push(init)?;
+    items.extend(splitter.push(segment)?);
+    splitter.finish()?;
+    let mut fragments = items.iter().filter_map(|item| match item {
+        Fmp4Item::Fragment(f) => Some(f),
+        Fmp4Item::Init(_) => None,
+    });
+    let first = fragments.next().ok_or(Fmp4Error::MissingBox {
+        parent: FourCc(*b"file"),
+        child: FourCc::MOOF,
+    })?;
+    Ok(SegmentTiming {
+        decode_time: first.decode_time,
+        duration: first.duration + fragments.map(|f| f.duration).sum::<u64>(),
+        starts_with_keyframe: first.starts_with_keyframe,
+    })
+}
+
 mod boxes;
 mod moof;
 mod moov;

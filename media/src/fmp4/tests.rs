@@ -929,3 +929,36 @@ fn fuzz_mutated_streams_never_panic() {
         }
     }
 }
+
+#[test]
+fn a_stored_segment_gives_back_its_timing() {
+    let init = [ftyp(), video_moov(&[trex(1, 512, NON_SYNC)])].concat();
+    let fragment = |sequence, time, count| {
+        [
+            moof(
+                sequence,
+                &[traf(&[
+                    tfhd(1, None, None),
+                    tfdt(1, time),
+                    trun(0, count, Some(0), &[]),
+                ])],
+            ),
+            mdat(16),
+        ]
+        .concat()
+    };
+    // Two fragments of 15 and 30 samples of 512 ticks, the first starting on a keyframe.
+    let segment = [fragment(3, 90_000, 15), fragment(4, 90_000 + 15 * 512, 30)].concat();
+    let timing = segment_timing(&init, &segment).unwrap();
+    assert_eq!(
+        timing,
+        SegmentTiming {
+            decode_time: 90_000,
+            duration: 45 * 512,
+            starts_with_keyframe: true,
+        }
+    );
+    assert!(segment_timing(&init, &segment[..segment.len() - 4]).is_err());
+    assert!(segment_timing(&init, b"").is_err());
+    assert!(segment_timing(b"junk", &segment).is_err());
+}

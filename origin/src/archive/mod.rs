@@ -97,12 +97,124 @@ impl Archive {
     /// finished: their index holds what was archived.
     pub async fn recover(&self) -> anyhow::Result<()> {
         for rec in self.registry.recordings_in("recording").await? {
+            match self.recover_orphans(&rec.id).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(recording = %rec.id, segments = n, "segments stored after the last index write recovered");
+                    let event = NewEvent::new(
+                        EventType::Error,
+                        format!("{n} segments stored just before the origin stopped were added to recording {}", rec.id),
+                    )
+                    .with_severity(Severity::Info)
+                    .with_details(json!({"recording": rec.id, "segments": n}));
+                    self.record(&rec.stream_id, event).await;
+                }
+                Err(e) => {
+                    tracing::warn!(recording = %rec.id, error = %e, "cannot look for segments the index missed")
+                }
+            }
             self.registry
                 .finish_recording(&rec.id, Some(self.expiry()))
                 .await?;
             tracing::info!(recording = %rec.id, stream = %rec.stream_id, "recording interrupted by a restart finished");
         }
         Ok(())
+    }
+
+    /// Adds to `recording_id`'s index the segments the store holds beyond it: those stored
+    /// after the index was last written, when the origin stopped in between. Returns how many.
+    async fn recover_orphans(&self, recording_id: &str) -> Result<usize, String> {
+        let index_key =
+            ObjectKey::new(recording::index_key(recording_id)).map_err(|e| e.to_string())?;
+        let Some(bytes) = self
+            .store
+            .get(&index_key)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(0);
+        };
+        let mut index: RecordingIndex =
+            serde_json::from_slice(&bytes).map_err(|e| format!("index.json: {e}"))?;
+        let last: Vec<(String, u64, u32)> = index
+            .last_segments()
+            .into_iter()
+            .map(|(r, msn, init)| (r.to_owned(), msn, init))
+            .collect();
+        let prefix = recording::prefix(recording_id);
+        let mut stored: Vec<(String, u64)> = Vec::new();
+        for key in self.store.list(&prefix).await.map_err(|e| e.to_string())? {
+            let Some((rendition, file)) = key
+                .as_str()
+                .strip_prefix(&prefix)
+                .and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            let Some(msn) = file
+                .strip_suffix(".m4s")
+                .and_then(|m| m.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if last
+                .iter()
+                .any(|(r, newest, _)| r == rendition && msn > *newest)
+            {
+                stored.push((rendition.to_owned(), msn));
+            }
+        }
+        stored.sort();
+        let mut recovered = 0;
+        for (rendition, msn) in stored {
+            let Some((_, _, init_id)) = last.iter().find(|(r, _, _)| *r == rendition) else {
+                continue;
+            };
+            let get = |file: String| {
+                let key = ObjectKey::new(recording::object_key(recording_id, &rendition, &file));
+                async move {
+                    let key = key.map_err(|e| e.to_string())?;
+                    self.store
+                        .get(&key)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("{} is gone", key.as_str()))
+                }
+            };
+            let init = get(init_file_name(*init_id)).await?;
+            let segment = get(format!("{msn}.m4s")).await?;
+            match cascade_media::fmp4::segment_timing(&init, &segment) {
+                Ok(timing) => {
+                    if index.recover_segment(&rendition, msn, segment.len() as u64, timing) {
+                        recovered += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(recording = %recording_id, %rendition, msn, error = %e, "a stored segment does not read: left out");
+                    index.add_gap(
+                        &rendition,
+                        msn,
+                        &format!("stored but unreadable after a restart: {e}"),
+                    );
+                }
+            }
+        }
+        if recovered == 0 {
+            return Ok(0);
+        }
+        let json = serde_json::to_vec(&index).map_err(|e| e.to_string())?;
+        self.store
+            .put(&index_key, Bytes::from(json), "application/json")
+            .await
+            .map_err(|e| e.to_string())?;
+        let duration_ms = (index.duration_seconds() * 1000.0) as i64;
+        let bytes = i64::try_from(index.bytes()).unwrap_or(i64::MAX);
+        let segments = i64::try_from(index.segment_count()).unwrap_or(i64::MAX);
+        self.registry
+            .update_recording(recording_id, duration_ms, bytes, segments)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(recovered)
     }
 
     fn expiry(&self) -> i64 {
