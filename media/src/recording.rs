@@ -193,7 +193,7 @@ impl RecordingIndex {
             return false;
         }
         let at = r.segments.partition_point(|s| s.msn < msn);
-        let Some(before) = at.checked_sub(1).map(|i| r.segments[i].clone()) else {
+        let Some(before) = at.checked_sub(1).map(|i| r.segments[i]) else {
             return false;
         };
         let elapsed_ticks = timing.decode_time.saturating_sub(before.start);
