@@ -389,6 +389,50 @@ fn a_broker_outage_is_503_and_purges_flow_again_once_it_is_back() {
 }
 
 #[test]
+fn a_purge_accepted_just_before_the_bus_is_killed_reaches_every_node() {
+    let mut s = stack();
+    s.publish_version(&["/v/killed.m4s"], "v1");
+    assert!(
+        s.everywhere("/v/killed.m4s")
+            .iter()
+            .all(|b| b.ends_with("v1"))
+    );
+    s.publish_version(&["/v/killed.m4s"], "v2");
+    let accepted = call(
+        &s.bus,
+        "POST",
+        "/v1/purge",
+        r#"{"kind":"url","targets":["http://localhost/v/killed.m4s"]}"#,
+    );
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    // Accepted means the broker has it: the bus dying at once loses nothing.
+    s.bus.stop_with(9, Duration::from_secs(5)).unwrap();
+    wait_for(
+        "every node to apply the purge the dead bus accepted",
+        Duration::from_secs(30),
+        || {
+            s.everywhere("/v/killed.m4s")
+                .iter()
+                .all(|b| b.ends_with("v2"))
+        },
+    );
+    eprintln!("fault matrix | kill -9 of the purge bus (Kafka) | - | - | 0 | - |");
+    let again = s.bus.start_again().unwrap();
+    let after = call(
+        &again,
+        "POST",
+        "/v1/purge",
+        r#"{"kind":"url","targets":["http://localhost/v/killed.m4s"]}"#,
+    );
+    assert_eq!(
+        after.status,
+        202,
+        "the restarted bus takes purges: {}",
+        after.text()
+    );
+}
+
+#[test]
 fn an_edge_refilling_after_a_purge_does_not_get_the_old_copy_from_a_lagging_shield() {
     let tansu = Tansu::start().unwrap();
     let origin = TestUpstream::start().unwrap();
