@@ -40,11 +40,14 @@ pub struct EdgeHealth {
     last_counter: Option<(u64, Instant)>,
     egress_bps: f64,
     last_error: Option<String>,
+    /// Whether it was ever up: an edge still starting comes up on its first good probe.
+    was_up: bool,
 }
 
 impl Default for EdgeHealth {
     fn default() -> Self {
         Self {
+            was_up: false,
             state: State::Unknown,
             good_in_a_row: 0,
             failed_in_a_row: 0,
@@ -86,7 +89,8 @@ impl EdgeHealth {
     }
 
     /// Applies one probe's result; returns the new state when it changed. The first probe
-    /// decides at once, so a starting router does not wait for a streak.
+    /// decides at once, and an edge that was never up (still starting when first probed)
+    /// comes up on its first good probe: streaks guard against flapping, not against start-up.
     pub fn record(&mut self, probe: Probe, now: Instant, limits: Thresholds) -> Option<State> {
         let before = self.state;
         match probe {
@@ -97,9 +101,11 @@ impl EdgeHealth {
                     self.update_egress(total, now);
                 }
                 if self.state == State::Unknown
-                    || (self.state == State::Down && self.good_in_a_row >= limits.successes)
+                    || (self.state == State::Down
+                        && (!self.was_up || self.good_in_a_row >= limits.successes))
                 {
                     self.state = State::Up;
+                    self.was_up = true;
                     self.last_error = None;
                 }
             }
