@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use http3::{CongestionController, Http3Config, MAX_HTTP3_STREAMS};
 pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};
-pub use router::{PopConfig, RouterConfig, RouterEdgeConfig, parse_base_url};
+pub use router::{PopConfig, RouterConfig, RouterEdgeConfig, parse_base_url, parse_host_port};
 pub use services::{
     ApiTokenConfig, CacheConfig, ClientConfig, DiskCacheConfig, EdgeConfig, MAX_SHUTDOWN_GRACE,
     OriginConfig, PurgeBusConfig, PurgeFeedConfig, ServiceSection, ShieldConfig, SiteConfig,

@@ -77,8 +77,9 @@ pub struct RouterEdgeConfig {
     pub id: String,
     /// Base URL viewers are sent to, e.g. `https://ams-1.cdn.example.com`.
     pub url: String,
-    /// The edge's admin listener, probed for `/readyz` and `/metrics`.
-    pub admin: ListenAddr,
+    /// The edge's admin listener (`host:port`; a name is resolved at each probe), probed for
+    /// `/readyz` and `/metrics`.
+    pub admin: String,
     /// The address DNS answers for this edge; by default the host of `url` if it is an IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<IpAddr>,
@@ -112,7 +113,7 @@ impl Default for RouterConfig {
                 edges: vec![RouterEdgeConfig {
                     id: "edge-1".into(),
                     url: "http://127.0.0.1:8000".into(),
-                    admin: ListenAddr::loopback(9000),
+                    admin: "127.0.0.1:9000".into(),
                     address: None,
                 }],
             }],
@@ -173,6 +174,25 @@ pub fn parse_base_url(url: &str) -> Result<(&str, &str, Option<u16>), String> {
         None => None,
     };
     Ok((scheme, host, port))
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6); `Err` says what is wrong.
+pub fn parse_host_port(text: &str) -> Result<(&str, u16), String> {
+    let bad =
+        || format!("{text:?} is not host:port (e.g. 10.0.0.5:9000 or edge-1.cdn.internal:9000)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+        Some(_) => return Err(bad()),
+        // An IPv6 address needs its brackets, or the port is ambiguous.
+        None if host.contains(':') => return Err(bad()),
+        None => host,
+    };
+    if host.is_empty() || port == 0 || host.contains(['/', ' ', '@', '?', '#', '[', ']']) {
+        return Err(bad());
+    }
+    Ok((host, port))
 }
 
 fn is_pathway_id(id: &str) -> bool {
@@ -284,6 +304,9 @@ impl RouterConfig {
                 if let Err(e) = parse_base_url(&edge.url) {
                     p.push(format!("{field}.url"), e);
                 }
+                if let Err(e) = parse_host_port(&edge.admin) {
+                    p.push(format!("{field}.admin"), e);
+                }
             }
         }
         if !self.default_pop.is_empty() && !pop_ids.contains(&self.default_pop.as_str()) {
@@ -326,6 +349,21 @@ mod tests {
             "http://",
         ] {
             assert!(parse_base_url(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn admin_addresses_are_host_and_port() {
+        assert_eq!(parse_host_port("127.0.0.1:9000"), Ok(("127.0.0.1", 9000)));
+        assert_eq!(
+            parse_host_port("edge-0.edge.cascade.svc:9000"),
+            Ok(("edge-0.edge.cascade.svc", 9000))
+        );
+        assert_eq!(parse_host_port("[::1]:9000"), Ok(("::1", 9000)));
+        for bad in [
+            "edge", "edge:", "edge:x", ":9000", "a/b:9000", "::1:9000", "edge:0",
+        ] {
+            assert!(parse_host_port(bad).is_err(), "{bad} accepted");
         }
     }
 

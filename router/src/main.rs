@@ -94,15 +94,21 @@ async fn serve(ctx: Context) -> anyhow::Result<()> {
         None
     };
 
-    let admins: Vec<Vec<std::net::SocketAddr>> = section
+    let admins: Vec<Vec<String>> = section
         .pops
         .iter()
-        .map(|p| p.edges.iter().map(|e| e.admin.0).collect())
+        .map(|p| p.edges.iter().map(|e| e.admin.clone()).collect())
         .collect();
     first_round(&router, &admins, schedule).await;
     for (p, edges) in admins.iter().enumerate() {
-        for (e, &admin) in edges.iter().enumerate() {
-            tokio::spawn(keep_probing(Arc::clone(&router), p, e, admin, schedule));
+        for (e, admin) in edges.iter().enumerate() {
+            tokio::spawn(keep_probing(
+                Arc::clone(&router),
+                p,
+                e,
+                admin.clone(),
+                schedule,
+            ));
         }
     }
     if router.geoip().is_some() {

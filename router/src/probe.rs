@@ -2,7 +2,6 @@
 //! probe is confirmed sooner than the interval, so a dead edge leaves within about one
 //! interval plus the confirmations.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ fn client() -> HttpClient {
         .build(connector)
 }
 
-async fn get(client: &HttpClient, admin: SocketAddr, path: &str) -> Result<(u16, Bytes), String> {
+async fn get(client: &HttpClient, admin: &str, path: &str) -> Result<(u16, Bytes), String> {
     let uri: hyper::Uri = format!("http://{admin}{path}")
         .parse()
         .map_err(|e| format!("bad probe URL: {e}"))?;
@@ -60,7 +59,7 @@ async fn get(client: &HttpClient, admin: SocketAddr, path: &str) -> Result<(u16,
 }
 
 /// One probe of the edge whose admin listener is `admin`.
-pub async fn probe_once(client: &HttpClientHandle, admin: SocketAddr, timeout: Duration) -> Probe {
+pub async fn probe_once(client: &HttpClientHandle, admin: &str, timeout: Duration) -> Probe {
     let work = async {
         let (status, _) = get(&client.0, admin, "/readyz").await?;
         if status != 200 {
@@ -90,17 +89,14 @@ impl Default for HttpClientHandle {
 }
 
 /// Probes every edge once, concurrently; the router is ready to decide after this.
-pub async fn first_round(
-    router: &Arc<Router>,
-    admins: &[Vec<SocketAddr>],
-    schedule: ProbeSchedule,
-) {
+pub async fn first_round(router: &Arc<Router>, admins: &[Vec<String>], schedule: ProbeSchedule) {
     let client = HttpClientHandle::default();
     let mut probes = tokio::task::JoinSet::new();
     for (p, edges) in admins.iter().enumerate() {
-        for (e, &admin) in edges.iter().enumerate() {
-            let client = client.clone();
-            probes.spawn(async move { (p, e, probe_once(&client, admin, schedule.timeout).await) });
+        for (e, admin) in edges.iter().enumerate() {
+            let (client, admin) = (client.clone(), admin.clone());
+            probes
+                .spawn(async move { (p, e, probe_once(&client, &admin, schedule.timeout).await) });
         }
     }
     while let Some(Ok((p, e, probe))) = probes.join_next().await {
@@ -113,7 +109,7 @@ pub async fn keep_probing(
     router: Arc<Router>,
     pop: usize,
     edge: usize,
-    admin: SocketAddr,
+    admin: String,
     schedule: ProbeSchedule,
 ) {
     let client = HttpClientHandle::default();
@@ -121,7 +117,7 @@ pub async fn keep_probing(
     let mut wait = schedule.interval;
     loop {
         tokio::time::sleep(wait).await;
-        let probe = probe_once(&client, admin, schedule.timeout).await;
+        let probe = probe_once(&client, &admin, schedule.timeout).await;
         wait = if matches!(probe, Probe::Failed(_)) {
             confirm
         } else {
