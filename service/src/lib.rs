@@ -13,7 +13,8 @@
 //! - [`runtime`]: the private directory for runtime files (upgrade socket, generated certificate);
 //! - [`parse_refusal`]: a message for the HTTP parsers' own bare `400` answers;
 //! - [`tls`]: the certificates TLS listeners present (reloaded when renewed) and the trust
-//!   roots of a client of the tier above.
+//!   roots of a client of the tier above; [`x509_expiry`] reads when each expires, for
+//!   `cascade_tls_certificate_expiry_timestamp_seconds`.
 
 pub mod admin;
 pub mod auth;
@@ -30,6 +31,7 @@ pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;
+pub mod x509_expiry;
 
 pub use cli::ServiceInfo;
 pub use readiness::{Gate, Readiness};

@@ -55,6 +55,29 @@ pub fn set_ready(service: &str, ready: bool) {
         .set(i64::from(ready));
 }
 
+fn certificate_expiry() -> &'static IntGaugeVec {
+    static EXPIRY: OnceLock<IntGaugeVec> = OnceLock::new();
+    EXPIRY.get_or_init(|| {
+        let gauge = must(IntGaugeVec::new(
+            Opts::new(
+                "cascade_tls_certificate_expiry_timestamp_seconds",
+                "When each certificate a TLS listener presents expires (Unix seconds), by the config field it comes from",
+            ),
+            &["certificate"],
+        ));
+        let _ = prometheus::register(Box::new(gauge.clone()));
+        gauge
+    })
+}
+
+/// Records when the certificate configured at `certificate` (a config field such as
+/// `tls.certificates[0]`) expires.
+pub fn set_certificate_expiry(certificate: &str, unix_seconds: i64) {
+    certificate_expiry()
+        .with_label_values(&[certificate])
+        .set(unix_seconds);
+}
+
 /// The registry in Prometheus text format.
 pub fn render() -> Result<String, prometheus::Error> {
     TextEncoder::new().encode_to_string(&prometheus::gather())

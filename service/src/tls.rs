@@ -84,6 +84,10 @@ fn load_one(origin: &str, source: &CertificateConfig) -> Result<Arc<CertifiedKey
             source.cert.display()
         ));
     }
+    match crate::x509_expiry::not_after(certs[0].as_ref()) {
+        Some(expiry) => crate::metrics::set_certificate_expiry(origin, expiry),
+        None => tracing::warn!(certificate = %origin, "cannot read the certificate's expiry date"),
+    }
     let key = PrivateKeyDer::from_pem_file(&source.key).map_err(|e| {
         format!(
             "{}: cannot read a PEM private key from {}: {e}",
@@ -182,6 +186,9 @@ impl CertStore {
             vec![generated.cert.der().clone()],
             signing,
         ));
+        if let Some(expiry) = crate::x509_expiry::not_after(generated.cert.der()) {
+            crate::metrics::set_certificate_expiry("tls (self-signed)", expiry);
+        }
         let spki = rcgen::PublicKeyData::subject_public_key_info(&generated.signing_key);
         let spki_sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki));
         let loaded = Loaded {
