@@ -307,32 +307,6 @@ fn split_items(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Percent-decodes a query parameter value (`+` is a space); `None` when it is not UTF-8 or
-/// an escape is broken.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// What a request carried: the `CMCD` parameter of `query` (without the `?`) and the four
 /// `CMCD-*` headers among `headers` (names in any case). `None` when it carried none.
 pub fn from_request<'a>(
@@ -358,7 +332,7 @@ pub fn from_request<'a>(
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if name == "CMCD" {
             seen = true;
-            match percent_decode(value) {
+            match cascade_keys::decode_query_value(value) {
                 Some(text) => read(&mut cmcd, &text),
                 None => cmcd.rejected += 1,
             }

@@ -31,11 +31,14 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn get(addr: SocketAddr, target: &str) -> Option<(u16, usize)> {
+/// `GET target` on `addr`, the connection closed after the answer.
+fn fetch(addr: SocketAddr, target: &str) -> Option<HttpResponse> {
     let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    raw_request(addr, request.as_bytes())
-        .ok()
-        .map(|r| (r.status, r.body.len()))
+    raw_request(addr, request.as_bytes()).ok()
+}
+
+fn get(addr: SocketAddr, target: &str) -> Option<(u16, usize)> {
+    fetch(addr, target).map(|r| (r.status, r.body.len()))
 }
 
 /// What the viewers saw.
@@ -173,15 +176,9 @@ fn publish(stream: &Value) -> Broadcaster {
 
 /// The whole segments of `id`'s live 240p playlist on `addr`.
 fn live_msns(addr: SocketAddr, id: &str) -> Vec<u64> {
-    raw_request(
-        addr,
-        format!(
-            "GET /live/{id}/240p/playlist.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .map(|r| segment_msns(&r.text()))
-    .unwrap_or_default()
+    fetch(addr, &format!("/live/{id}/240p/playlist.m3u8"))
+        .map(|r| segment_msns(&r.text()))
+        .unwrap_or_default()
 }
 
 /// The media sequence numbers a media playlist lists as whole segments.
@@ -285,12 +282,9 @@ fn kill_9_of_the_primary_origin_with_a_backup_viewers_see_no_error() {
         ),
     )
     .unwrap();
-    let playlist = raw_request(
+    let playlist = fetch(
         primary.addr("listen").unwrap(),
-        format!(
-            "GET /vod/{rec}/240p/playlist.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
+        &format!("/vod/{rec}/240p/playlist.m3u8"),
     )
     .unwrap()
     .text();
@@ -470,35 +464,21 @@ fn a_full_disk_on_the_shield_memory_keeps_serving() {
     .unwrap();
     let disk = SmallDisk::mount(&dir.path().join("shield-disk"), "4M");
     disk.fill();
-    let shield = CascadeProcess::start(
-        "cascade-shield",
-        "shield",
-        &format!(
-            "[shield]\norigins = [\"{}\"]\n[shield.disk]\ndir = \"{}\"\ncapacity = \"1GiB\"\n",
-            origin.addr("listen").unwrap(),
-            disk.0.join("cache").display()
-        ),
+    let shield_config = format!(
+        "[shield]\norigins = [\"{}\"]\n[shield.disk]\ndir = \"{}\"\ncapacity = \"1GiB\"\n",
+        origin.addr("listen").unwrap(),
+        disk.0.join("cache").display()
     );
     // A disk tier that cannot even create its directory is a refusal at start; one that fills
     // up later is the row. Make room for the directory, then fill the rest.
-    let shield = match shield {
-        Ok(shield) => shield,
-        Err(_) => {
+    let shield = CascadeProcess::start("cascade-shield", "shield", &shield_config)
+        .or_else(|_| {
             std::fs::remove_file(disk.0.join("filler")).unwrap();
             std::fs::create_dir_all(disk.0.join("cache")).unwrap();
             disk.fill();
-            CascadeProcess::start(
-                "cascade-shield",
-                "shield",
-                &format!(
-                    "[shield]\norigins = [\"{}\"]\n[shield.disk]\ndir = \"{}\"\ncapacity = \"1GiB\"\n",
-                    origin.addr("listen").unwrap(),
-                    disk.0.join("cache").display()
-                ),
-            )
-            .unwrap()
-        }
-    };
+            CascadeProcess::start("cascade-shield", "shield", &shield_config)
+        })
+        .unwrap();
     let edge = CascadeProcess::start(
         "cascade-edge",
         "edge",
@@ -525,15 +505,7 @@ fn a_full_disk_on_the_shield_memory_keeps_serving() {
         "the disk tier never failed a write:\n{}",
         shield.process().log_tail()
     );
-    let direct = raw_request(
-        shield.addr("listen").unwrap(),
-        format!(
-            "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-            SCRIPTS[0]
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    let direct = fetch(shield.addr("listen").unwrap(), SCRIPTS[0]).unwrap();
     assert_eq!(direct.status, 200);
     assert!(
         direct
@@ -568,17 +540,7 @@ fn an_origin_crash_mid_recording_loses_at_most_one_segment() {
     );
     let id = stream["id"].as_str().unwrap().to_owned();
     let mut publisher = publish(&stream);
-    let live = |origin: &CascadeProcess| {
-        raw_request(
-            origin.addr("listen").unwrap(),
-            format!(
-                "GET /live/{id}/240p/playlist.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .map(|r| segment_msns(&r.text()))
-        .unwrap_or_default()
-    };
+    let live = |origin: &CascadeProcess| live_msns(origin.addr("listen").unwrap(), &id);
     wait_for("6 segments", Duration::from_secs(90), || {
         live(&origin).len() >= 6
     });
@@ -644,12 +606,9 @@ fn an_origin_crash_mid_recording_loses_at_most_one_segment() {
     if let Some(m) = lost.first() {
         assert_eq!(*m, last_listed, "only the newest segment may be lost");
     }
-    let vod = raw_request(
+    let vod = fetch(
         again.addr("listen").unwrap(),
-        format!(
-            "GET /vod/{rec}/240p/playlist.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
+        &format!("/vod/{rec}/240p/playlist.m3u8"),
     )
     .unwrap();
     assert_eq!(vod.status, 200, "{}", vod.text());

@@ -253,6 +253,32 @@ fn canonical_number(pair: &str) -> Cow<'_, str> {
     }
 }
 
+/// Percent-decodes a query parameter value (`+` is a space); `None` when it is not UTF-8 or
+/// an escape is broken. Shared by everything that reads a query value (CMCD, the router).
+pub fn decode_query_value(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The key of an `http://` or `https://` URL, as a URL purge names an object (the scheme
 /// is optional here; the host may carry a port).
 pub fn url_key(url: &str, keyed_query: &[String]) -> Result<RequestKey, KeyError> {
@@ -267,6 +293,21 @@ pub fn url_key(url: &str, keyed_query: &[String]) -> Result<RequestKey, KeyError
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn query_values_are_percent_decoded_or_refused() {
+        assert_eq!(
+            super::decode_query_value("live%2Fa+b"),
+            Some("live/a b".into())
+        );
+        assert_eq!(
+            super::decode_query_value("sid%3D%22x%22"),
+            Some("sid=\"x\"".into())
+        );
+        for broken in ["%zz", "%2", "%", "%ff"] {
+            assert_eq!(super::decode_query_value(broken), None, "{broken}");
+        }
+    }
+
     use super::*;
 
     fn keyed() -> Vec<String> {

@@ -64,31 +64,6 @@ fn header_values(req: &Request<Incoming>, name: header::HeaderName) -> Option<St
     (!values.is_empty()).then(|| values.join(","))
 }
 
-/// Minimal percent-decoding for query values; `None` on a malformed escape or bad UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -106,7 +81,7 @@ fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, String
     for pair in query.unwrap_or("").split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if key == name {
-            return percent_decode(value)
+            return cascade_keys::decode_query_value(value)
                 .map(Some)
                 .ok_or_else(|| format!("the {name} parameter is not valid percent-encoded UTF-8"));
         }
