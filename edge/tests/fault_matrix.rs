@@ -18,7 +18,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cascade_testkit::{
-    BroadcastOptions, Broadcaster, CascadeProcess, json_request, raw_request, wait_for,
+    BroadcastOptions, Broadcaster, CascadeProcess, HttpResponse, json_request, raw_request,
+    wait_for,
 };
 use serde_json::Value;
 
