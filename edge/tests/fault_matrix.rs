@@ -151,6 +151,16 @@ fn origin_config(dir: &Path, registry: &Path, store: &Path) -> String {
     )
 }
 
+/// An origin keeping its registry and store under `dir`.
+fn start_origin(dir: &Path) -> CascadeProcess {
+    CascadeProcess::start(
+        "cascade-origin",
+        "origin",
+        &origin_config(dir, &dir.join("registry.db"), &dir.join("objects")),
+    )
+    .unwrap()
+}
+
 fn api(origin: &CascadeProcess, method: &str, path: &str, body: &str) -> (u16, Value) {
     let r = json_request(
         origin.addr("listen").unwrap(),
@@ -343,16 +353,7 @@ fn kill_9_of_the_primary_origin_with_a_backup_viewers_see_no_error() {
 fn kill_9_of_a_shield_then_an_edge_viewers_see_no_error_on_cached_content() {
     let _heavy = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let origin = CascadeProcess::start(
-        "cascade-origin",
-        "origin",
-        &origin_config(
-            dir.path(),
-            &dir.path().join("registry.db"),
-            &dir.path().join("objects"),
-        ),
-    )
-    .unwrap();
+    let origin = start_origin(dir.path());
     let shield = || {
         CascadeProcess::start(
             "cascade-shield",
@@ -453,16 +454,7 @@ impl Drop for SmallDisk {
 fn a_full_disk_on_the_shield_memory_keeps_serving() {
     let _heavy = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let origin = CascadeProcess::start(
-        "cascade-origin",
-        "origin",
-        &origin_config(
-            dir.path(),
-            &dir.path().join("registry.db"),
-            &dir.path().join("objects"),
-        ),
-    )
-    .unwrap();
+    let origin = start_origin(dir.path());
     let disk = SmallDisk::mount(&dir.path().join("shield-disk"), "4M");
     disk.fill();
     let shield_config = format!(

@@ -77,7 +77,8 @@ pub enum Located {
     Unknown,
 }
 
-/// A routing decision, with the reason an operator reads in `/v1/route`.
+/// A routing decision (the sentence an operator reads in `/v1/route` is [`Topology::explain`],
+/// built only when asked for: redirects and DNS answers do not pay for it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// Chosen PoP.
@@ -87,8 +88,6 @@ pub struct Decision {
     /// Every PoP, best first now: healthy with headroom, then healthy over capacity, then
     /// those without a healthy edge. Content steering's pathway priority.
     pub pathways: Vec<usize>,
-    /// Why, in a sentence.
-    pub reason: String,
 }
 
 /// No PoP has a healthy edge.
@@ -189,17 +188,8 @@ impl Topology {
         status: &[Vec<EdgeStatus>],
     ) -> Result<Decision, NoRoute> {
         let order = self.by_distance(located);
-        let healthy = |p: usize| {
-            status
-                .get(p)
-                .is_some_and(|edges| edges.iter().any(|e| e.up))
-        };
-        let load = |p: usize| -> f64 {
-            status.get(p).map_or(0.0, |edges| {
-                edges.iter().filter(|e| e.up).map(|e| e.egress_bps).sum()
-            })
-        };
-        let headroom = |p: usize| load(p) < self.pops[p].capacity_bps;
+        let healthy = |p: usize| healthy(status, p);
+        let headroom = |p: usize| load(status, p) < self.pops[p].capacity_bps;
         let mut pathways: Vec<usize> = order
             .iter()
             .copied()
@@ -220,7 +210,23 @@ impl Topology {
         let edge = self
             .edge_for(pop, stream, status.get(pop).map_or(&[], Vec::as_slice))
             .ok_or(NoRoute)?;
+        Ok(Decision {
+            pop,
+            edge,
+            pathways,
+        })
+    }
 
+    /// Why `decision` was made for a viewer `located`, in a sentence: where the viewer is,
+    /// which nearer PoPs were skipped and why, and where it goes.
+    pub fn explain(
+        &self,
+        located: &Located,
+        decision: &Decision,
+        status: &[Vec<EdgeStatus>],
+    ) -> String {
+        let (pop, edge) = (decision.pop, decision.edge);
+        let order = self.by_distance(located);
         let mut reason = match located {
             Located::Zone { pop, network } => {
                 format!("coverage zone {network} assigns {}", self.pops[*pop].id)
@@ -241,13 +247,13 @@ impl Topology {
         };
         for &skipped in order.iter().take_while(|&&p| p != pop) {
             let id = &self.pops[skipped].id;
-            if !healthy(skipped) {
+            if !healthy(status, skipped) {
                 let _ = write!(reason, "; {id} has no healthy edge");
             } else {
                 let _ = write!(
                     reason,
                     "; {id} is over capacity ({} of {})",
-                    mbps(load(skipped)),
+                    mbps(load(status, skipped)),
                     mbps(self.pops[skipped].capacity_bps)
                 );
             }
@@ -267,13 +273,22 @@ impl Topology {
             self.pops[pop].id,
             self.pops[pop].edges[edge].id
         );
-        Ok(Decision {
-            pop,
-            edge,
-            pathways,
-            reason,
-        })
+        reason
     }
+}
+
+/// Whether PoP `p` has an edge up.
+fn healthy(status: &[Vec<EdgeStatus>], p: usize) -> bool {
+    status
+        .get(p)
+        .is_some_and(|edges| edges.iter().any(|e| e.up))
+}
+
+/// PoP `p`'s egress over its edges that are up, bits per second.
+fn load(status: &[Vec<EdgeStatus>], p: usize) -> f64 {
+    status.get(p).map_or(0.0, |edges| {
+        edges.iter().filter(|e| e.up).map(|e| e.egress_bps).sum()
+    })
 }
 
 /// What `/v1/route` shows of a decision.
@@ -374,7 +389,8 @@ mod tests {
         let d = t.decide(&geo(LONDON), "live/a", &status).expect("route");
         assert_eq!(t.pops[d.pop].id, "ams");
         assert_eq!(d.pathways, [0, 1, 2]);
-        assert!(d.reason.contains("nearest PoP ams, 358 km"), "{}", d.reason);
+        let why = t.explain(&geo(LONDON), &d, &status);
+        assert!(why.contains("nearest PoP ams, 358 km"), "{}", why);
         let boston = at(42.36, -71.06);
         assert_eq!(
             t.decide(&geo(boston), "live/a", &status).map(|d| d.pop),
@@ -396,10 +412,11 @@ mod tests {
         };
         let d = t.decide(&zone, "live/a", &all_up(&t)).expect("route");
         assert_eq!(d.pop, 2);
+        let why = t.explain(&zone, &d, &all_up(&t));
         assert!(
-            d.reason.starts_with("coverage zone 10.0.0.0/8 assigns nyc"),
+            why.starts_with("coverage zone 10.0.0.0/8 assigns nyc"),
             "{}",
-            d.reason
+            why
         );
         // After nyc, the PoPs nearest to nyc.
         assert_eq!(d.pathways, [2, 0, 1]);
@@ -419,11 +436,11 @@ mod tests {
         let d = t.decide(&london, "live/a", &status).expect("route");
         assert_eq!(d.pop, 1);
         assert_eq!(d.pathways, [1, 2, 0]);
+        let why = t.explain(&london, &d, &status);
         assert!(
-            d.reason
-                .contains("(London); ams has no healthy edge; spilled to fra"),
+            why.contains("(London); ams has no healthy edge; spilled to fra"),
             "{}",
-            d.reason
+            why
         );
 
         let mut status = all_up(&t);
@@ -436,11 +453,11 @@ mod tests {
             [1, 2, 0],
             "over capacity comes after healthy with headroom"
         );
+        let why = t.explain(&london, &d, &status);
         assert!(
-            d.reason
-                .contains("ams is over capacity (1.1 Gbps of 1.0 Gbps)"),
+            why.contains("ams is over capacity (1.1 Gbps of 1.0 Gbps)"),
             "{}",
-            d.reason
+            why
         );
 
         let dead: Vec<Vec<EdgeStatus>> = t

@@ -183,6 +183,7 @@ impl HttpRouter {
         match decision {
             Ok(d) => {
                 let pop = &topology.pops[d.pop];
+                let reason = topology.explain(&located, &d, &self.router.status());
                 let report = DecisionReport {
                     client: ip,
                     stream: key,
@@ -195,7 +196,7 @@ impl HttpRouter {
                         .iter()
                         .map(|&p| topology.pops[p].id.as_str())
                         .collect(),
-                    reason: &d.reason,
+                    reason: &reason,
                 };
                 no_store(json_response(StatusCode::OK, &json!(report)))
             }
