@@ -18,6 +18,8 @@ pub struct KafkaConfig {
     pub purge_topic: String,
     /// Topic that nodes publish their purge acknowledgements to.
     pub ack_topic: String,
+    /// Topic edges publish viewer analytics records to, consumed by the origin.
+    pub analytics_topic: String,
     /// Partitions of the topics when the purge bus creates them.
     pub partitions: u32,
     /// Replication factor of the topics when the purge bus creates them.
@@ -72,6 +74,7 @@ impl Default for KafkaConfig {
             brokers: Vec::new(),
             purge_topic: "cascade.purge".into(),
             ack_topic: "cascade.purge-acks".into(),
+            analytics_topic: "cascade.analytics".into(),
             partitions: 3,
             replication: 1,
             security_protocol: SecurityProtocol::Plaintext,
@@ -120,6 +123,7 @@ impl KafkaConfig {
         for (field, topic) in [
             ("kafka.purge_topic", &self.purge_topic),
             ("kafka.ack_topic", &self.ack_topic),
+            ("kafka.analytics_topic", &self.analytics_topic),
         ] {
             if let Err(why) = check_topic_name(topic) {
                 p.push(field, format!("{topic:?} {why}"));
@@ -127,6 +131,12 @@ impl KafkaConfig {
         }
         if self.purge_topic == self.ack_topic {
             p.push("kafka.ack_topic", "must differ from kafka.purge_topic");
+        }
+        if self.analytics_topic == self.purge_topic || self.analytics_topic == self.ack_topic {
+            p.push(
+                "kafka.analytics_topic",
+                "must differ from kafka.purge_topic and kafka.ack_topic",
+            );
         }
         if self.fetch_wait.0 < Duration::from_millis(1)
             || self.fetch_wait.0 > Duration::from_secs(10)

@@ -12,6 +12,7 @@
 
 mod env;
 mod http3;
+mod analytics;
 mod kafka;
 mod log;
 mod router;
@@ -25,6 +26,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use analytics::{EdgeAnalyticsConfig, OriginAnalyticsConfig};
 pub use http3::{CongestionController, Http3Config, MAX_HTTP3_STREAMS};
 pub use kafka::{KafkaConfig, SecurityProtocol};
 pub use log::{LogConfig, LogFormat};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analytics::{EdgeAnalyticsConfig, OriginAnalyticsConfig};
 use crate::http3::Http3Config;
 use crate::kafka::is_host_port;
 use crate::tls::{ListenerTlsConfig, UpstreamTlsConfig};
@@ -60,6 +61,8 @@ pub struct OriginConfig {
     pub player_dir: String,
     /// The transcoder.
     pub transcoder: TranscoderConfig,
+    /// Viewer analytics: collection, aggregation, retention.
+    pub analytics: OriginAnalyticsConfig,
 }
 
 impl Default for OriginConfig {
@@ -78,6 +81,7 @@ impl Default for OriginConfig {
             recording_retention: HumanDuration::secs(7 * 86_400),
             player_dir: "player/node_modules".into(),
             transcoder: TranscoderConfig::default(),
+            analytics: OriginAnalyticsConfig::default(),
         }
     }
 }
@@ -107,6 +111,7 @@ impl OriginConfig {
             );
         }
         self.transcoder.validate(p);
+        self.analytics.validate(p);
     }
 }
 
@@ -584,6 +589,8 @@ pub struct EdgeConfig {
     pub purge: PurgeFeedConfig,
     /// HTTP/3 on the UDP side of `tls_listen`.
     pub http3: Http3Config,
+    /// Viewer analytics records.
+    pub analytics: EdgeAnalyticsConfig,
 }
 
 /// One `[[edge.sites]]` entry.
@@ -634,6 +641,7 @@ impl Default for EdgeConfig {
             upgrade_socket: String::new(),
             purge: PurgeFeedConfig::default(),
             http3: Http3Config::default(),
+            analytics: EdgeAnalyticsConfig::default(),
         }
     }
 }
@@ -644,6 +652,7 @@ impl EdgeConfig {
         validate_threads("edge", self.threads, p);
         self.purge.validate("edge", p);
         self.http3.validate(p);
+        self.analytics.validate(p);
         validate_upstreams("edge.shields", &self.shields, p);
         self.upstream_tls.validate("edge.upstream_tls", p);
         if !self.origin.is_empty() && !is_host_port(&self.origin) {

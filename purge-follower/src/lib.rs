@@ -12,7 +12,7 @@
 //! client ([`client`]) that the `cascade-purge` CLI shares.
 
 pub mod catchup;
-pub mod client;
+pub use cascade_service::http_client as client;
 mod embedded;
 pub mod follow;
 pub mod kafka;

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod http_client;
 pub mod json;
 pub mod limits;
 pub mod metrics;

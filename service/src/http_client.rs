@@ -1,6 +1,6 @@
-//! A minimal HTTP/1.1 client for talking to the purge bus's API: the `cascade-purge` CLI and
-//! nodes following the embedded bus. One connection per request, `http://` only (the bus
-//! listens on a private network or loopback).
+//! A minimal HTTP/1.1 client between Cascade's own services on a private network or loopback:
+//! the `cascade-purge` CLI and nodes following the embedded purge bus, edges sending analytics
+//! to the origin. One connection per request, `http://` only.
 
 use std::time::Duration;
 
@@ -51,6 +51,19 @@ pub async fn send(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Answer, String> {
+    let body = body.map(|b| ("application/json", b));
+    send_typed(base, method, path_and_query, token, body, timeout).await
+}
+
+/// As [`send`], with the body's content type given.
+pub async fn send_typed(
+    base: &str,
+    method: hyper::Method,
+    path_and_query: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+    timeout: Duration,
+) -> Result<Answer, String> {
     let authority = authority(base)?;
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(authority)
@@ -65,14 +78,18 @@ pub async fn send(
             .method(method)
             .uri(path_and_query)
             .header(hyper::header::HOST, authority);
-        if body.is_some() {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
+        let body = match body {
+            Some((content_type, body)) => {
+                builder = builder.header(hyper::header::CONTENT_TYPE, content_type);
+                body
+            }
+            None => Vec::new(),
+        };
         if let Some(token) = token {
             builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("{base}{path_and_query}: {e}"))?;
         let response = sender
             .send_request(request)
