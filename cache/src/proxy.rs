@@ -37,7 +37,14 @@ use crate::policy::token::TokenKey;
 use crate::policy::ttl::{ContentClass, Decision, Directives, TtlPolicy};
 use crate::policy::upstream::Upstreams;
 use crate::storage::{self, TieredStorage};
+use cascade_analytics::Record;
+use cascade_analytics::device::Device;
+use cascade_analytics::record::MediaPath;
+use cascade_analytics::session::session_id;
+use cascade_analytics::transport::Collector;
+use cascade_cmcd::cmsd;
 use cascade_cmcd::{Cmcd, ObjectType};
+use cascade_service::clock::now_ms_i64;
 
 /// Longest request target accepted (414 beyond).
 pub const MAX_URI_LEN: usize = 8 * 1024;
@@ -134,6 +141,11 @@ pub struct UpstreamTimeouts {
 /// Header carrying the shared secret that lets an edge fill from a shield.
 pub const FILL_SECRET_HEADER: &str = "x-cascade-fill-secret";
 
+/// The origin's CTA-5006 static data, stored with the object.
+const CMSD_STATIC: &str = "cmsd-static";
+/// Each tier's CTA-5006 dynamic data, per response.
+const CMSD_DYNAMIC: &str = "cmsd-dynamic";
+
 /// Header naming the tier that answered a server-wide `OPTIONS *` (the readiness probe).
 pub const TIER_HEADER: &str = "x-cascade-tier";
 
@@ -169,6 +181,10 @@ pub struct CachingProxy {
     pub failover_on_error: bool,
     /// Seconds an idle keep-alive connection is kept (`clients.keepalive_timeout`).
     pub keepalive_secs: u64,
+    /// This node's id, in `CMSD-Dynamic` and analytics records.
+    pub node_id: Arc<str>,
+    /// Where viewer analytics records go, if anywhere (edges only).
+    pub analytics: Option<Arc<Collector>>,
 }
 
 /// Decrements the in-flight count when the request's context is dropped.
@@ -202,10 +218,100 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// What the player said about its playback (CMCD), if anything.
     cmcd: Option<Box<Cmcd>>,
+    /// Until the response header was ready.
+    ttfb: Option<Duration>,
+    /// The object's first sample, from the origin's `CMSD-Static` (live media only).
+    object_time_ms: Option<i64>,
     _inflight: InflightGuard,
 }
 
 impl CachingProxy {
+    /// Puts this tier's `CMSD-Dynamic` entry in front of the upstream's. A stored response's
+    /// entries describe the fill it came from, not this answer, so a hit carries ours alone.
+    fn add_cmsd_dynamic(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        held: Duration,
+    ) -> Result<()> {
+        let tcp = session
+            .digest()
+            .and_then(|d| d.socket_digest.as_ref())
+            .and_then(|s| s.tcp_info());
+        let fresh_from_upstream = matches!(
+            session.cache.phase(),
+            CachePhase::Miss | CachePhase::Expired | CachePhase::Disabled(_) | CachePhase::Uninit
+        );
+        let upstream = fresh_from_upstream
+            .then(|| resp.headers.get(CMSD_DYNAMIC))
+            .flatten()
+            .and_then(|v| v.to_str().ok());
+        let entry = cmsd::DynamicEntry {
+            server: &self.node_id,
+            estimated_throughput_kbps: tcp
+                .as_ref()
+                .map(|t| t.tcpi_delivery_rate * 8 / 1000)
+                .filter(|kbps| *kbps > 0),
+            rtt_ms: tcp.as_ref().map(|t| u64::from(t.tcpi_rtt) / 1000),
+            response_delay_ms: Some(u64::try_from(held.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let value = entry.prepend_to(upstream);
+        resp.insert_header(CMSD_DYNAMIC, value)?;
+        Ok(())
+    }
+
+    /// The analytics record of a finished request, for stream content only.
+    fn analytics_record(
+        &self,
+        collector: &Collector,
+        session: &Session,
+        ctx: &RequestCtx,
+        status: u16,
+        cache: &str,
+        protocol: &str,
+    ) -> Option<Record> {
+        let key = ctx.key.as_ref()?;
+        let target = key.upstream_target();
+        let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+        let media = MediaPath::parse(path)?;
+        let req = session.req_header();
+        let user_agent = req
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let cmcd = ctx.cmcd.as_deref();
+        let mut record = Record {
+            at_ms: now_ms_i64() - i64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(0),
+            stream: media.stream.to_owned(),
+            live: media.live,
+            rendition: media.rendition.map(str::to_owned),
+            object: media.object,
+            status,
+            bytes: ctx.body_bytes,
+            cache: cache.to_owned(),
+            ttfb_ms: ctx
+                .ttfb
+                .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            duration_ms: u32::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            protocol: protocol.to_owned(),
+            edge: collector.edge().to_owned(),
+            session: session_id(
+                cmcd.and_then(|c| c.session_id.as_deref()),
+                collector.salt(),
+                Self::client_ip(session),
+                user_agent,
+            ),
+            device: Device::from_user_agent(user_agent),
+            object_time_ms: ctx.object_time_ms,
+            ..Record::default()
+        };
+        if let Some(cmcd) = cmcd {
+            record.apply_cmcd(cmcd);
+        }
+        Some(record)
+    }
+
     /// The upstream a retry of this request would go to, if any is left.
     fn next_upstream(&self, ctx: &RequestCtx) -> Option<SocketAddr> {
         let key = ctx.key.as_ref()?;
@@ -439,6 +545,8 @@ impl ProxyHttp for CachingProxy {
             started: Instant::now(),
             body_bytes: 0,
             cmcd: None,
+            ttfb: None,
+            object_time_ms: None,
             _inflight: InflightGuard(Arc::clone(&self.inflight)),
         }
     }
@@ -844,6 +952,16 @@ impl ProxyHttp for CachingProxy {
         {
             resp.insert_header(header::ALT_SVC, alt_svc.clone())?;
         }
+        let held = ctx.started.elapsed();
+        ctx.ttfb = Some(held);
+        if self.analytics.is_some() {
+            ctx.object_time_ms = resp
+                .headers
+                .get(CMSD_STATIC)
+                .and_then(|v| v.to_str().ok())
+                .and_then(cmsd::object_time_ms);
+        }
+        self.add_cmsd_dynamic(session, resp, held)?;
         Ok(())
     }
 
@@ -891,6 +1009,12 @@ impl ProxyHttp for CachingProxy {
         let cmcd = ctx.cmcd.as_deref();
         if let Some(cmcd) = cmcd {
             cmcd_metrics().record(cmcd);
+        }
+        if let Some(collector) = &self.analytics
+            && let Some(record) =
+                self.analytics_record(collector, session, ctx, status, cache, protocol)
+        {
+            collector.offer(record);
         }
         let req = session.req_header();
         tracing::info!(

@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cascade_config::{
-    CacheConfig, ClientConfig, DiskCacheConfig, EdgeConfig, Http3Config, ListenAddr,
-    ListenerTlsConfig, PurgeFeedConfig, Secret, ShieldConfig, SiteConfig, UpstreamTlsConfig,
+    CacheConfig, ClientConfig, DiskCacheConfig, EdgeAnalyticsConfig, EdgeConfig, Http3Config,
+    ListenAddr, ListenerTlsConfig, PurgeFeedConfig, Secret, ShieldConfig, SiteConfig,
+    UpstreamTlsConfig,
 };
 
 /// How a tier picks the upstream for a miss.
@@ -89,6 +90,8 @@ pub struct TierSettings {
     pub upgrade_socket: String,
     /// Following the purge bus.
     pub purge: PurgeFeedConfig,
+    /// Viewer analytics records, for a viewer-facing tier.
+    pub analytics: Option<EdgeAnalyticsConfig>,
 }
 
 fn non_empty(secret: &Secret) -> Option<Secret> {
@@ -127,6 +130,7 @@ impl TierSettings {
             admin_token: edge.admin_token.clone(),
             upgrade_socket: edge.upgrade_socket.clone(),
             purge: edge.purge.clone(),
+            analytics: Some(edge.analytics.clone()),
         }
     }
 
@@ -156,6 +160,7 @@ impl TierSettings {
             admin_token: shield.admin_token.clone(),
             upgrade_socket: shield.upgrade_socket.clone(),
             purge: shield.purge.clone(),
+            analytics: None,
         }
     }
 

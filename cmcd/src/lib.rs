@@ -8,6 +8,10 @@
 //! is dropped and counted in [`Cmcd::rejected`], and the rest of the list is kept. Keys this
 //! version does not define (custom `prefix-name` keys included) are skipped and counted in
 //! [`Cmcd::unknown`]. Nothing here is trusted for anything but statistics.
+//!
+//! The servers' answer, Common Media Server Data (CTA-5006), is [`cmsd`].
+
+pub mod cmsd;
 
 /// Longest CMCD text read from one request (query parameter and headers together); the rest
 /// is ignored.
@@ -53,6 +57,21 @@ impl ObjectType {
             "o" => Self::Other,
             _ => return None,
         })
+    }
+
+    /// The token CMCD and CMSD write (`ot=<token>`).
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Manifest => "m",
+            Self::Audio => "a",
+            Self::Video => "v",
+            Self::Muxed => "av",
+            Self::Init => "i",
+            Self::Caption => "c",
+            Self::TimedText => "tt",
+            Self::Key => "k",
+            Self::Other => "o",
+        }
     }
 
     /// A label for metrics.

@@ -45,6 +45,7 @@ use crate::server::purge_api::{BusApplier, PurgeEndpoint};
 use crate::storage::TieredStorage;
 use crate::storage::disk::DiskTier;
 use crate::tier::{HostPolicy, TierSettings, UpstreamPlan};
+use cascade_analytics::transport::Collector;
 use cascade_purge_follower::follow;
 use cascade_purge_follower::node::FeedSource;
 use sha2::{Digest, Sha256};
@@ -248,6 +249,8 @@ pub fn build_proxy(
         honour_request_no_cache: tier.honour_request_no_cache,
         failover_on_error: tier.failover_on_error,
         keepalive_secs: tier.clients.keepalive_timeout.0.as_secs().max(1),
+        node_id: Arc::from(tier.purge.node_id_or_default(tier.name)),
+        analytics: None,
     })
 }
 
@@ -260,8 +263,18 @@ fn serve(
     let inflight = Arc::new(AtomicUsize::new(0));
     let storage = open_storage(tier)?;
     StorageCollector::register(storage);
-    #[cfg_attr(not(feature = "viewers"), allow(unused_mut))]
     let mut proxy = build_proxy(tier, storage, Arc::clone(&inflight))?;
+    if let Some(analytics) = &tier.analytics {
+        proxy.analytics = Collector::start(analytics, &config.kafka, proxy.node_id.to_string())
+            .map_err(|e| anyhow!("{}.analytics: {e}", tier.name))?
+            .map(Arc::new);
+        if proxy.analytics.is_none() {
+            tracing::info!(
+                "no [kafka] brokers and no {}.analytics.collector_url: viewer analytics are counted, not sent",
+                tier.name
+            );
+        }
+    }
     let upstreams = Arc::clone(&proxy.upstreams);
     let purge = PurgeEndpoint::new(storage, &tier.admin_token, tier.cache.keyed_query.clone());
     proxy_metrics();

@@ -21,9 +21,11 @@ use crate::archive::Archive;
 use crate::delivery::thumbnail::Thumbnails;
 use crate::http::{Body, IMMUTABLE, VOD_PLAYLIST, error, full, media_type, reply, surrogate_key};
 use crate::packaging::{LiveMedia, LivePackager};
+use cascade_cmcd::cmsd::StaticData;
+use cascade_cmcd::{ObjectType, StreamType, StreamingFormat};
 use cascade_media::dash::{self, MpdOptions};
 use cascade_media::hls::{self, BlockingState};
-use cascade_media::packager::StreamPackager;
+use cascade_media::packager::{Rendition, Segment, StreamPackager};
 use cascade_media::route::{self, Asset, PlaylistQuery, Route, RouteError};
 use cascade_service::clock::now_ms;
 
@@ -125,12 +127,15 @@ impl Delivery {
                     return error(StatusCode::NOT_FOUND, &key, "no media yet");
                 }
                 let text = hls::multivariant_playlist(&state);
-                reply(
-                    StatusCode::OK,
-                    PLAYLIST_TYPE,
-                    &live_playlist_cache(&state),
-                    &key,
-                    full(text),
+                with_cmsd(
+                    reply(
+                        StatusCode::OK,
+                        PLAYLIST_TYPE,
+                        &live_playlist_cache(&state),
+                        &key,
+                        full(text),
+                    ),
+                    &manifest_cmsd(StreamingFormat::Hls),
                 )
             }
             Asset::Manifest => {
@@ -146,12 +151,15 @@ impl Delivery {
                     target_latency_ms: target_latency_ms(&state),
                 };
                 let text = dash::live_mpd(&state, &options);
-                reply(
-                    StatusCode::OK,
-                    MPD_TYPE,
-                    &live_playlist_cache(&state),
-                    &key,
-                    full(text),
+                with_cmsd(
+                    reply(
+                        StatusCode::OK,
+                        MPD_TYPE,
+                        &live_playlist_cache(&state),
+                        &key,
+                        full(text),
+                    ),
+                    &manifest_cmsd(StreamingFormat::Dash),
                 )
             }
             Asset::Thumbnail => self.thumbnails.serve(&media, &key).await,
@@ -165,9 +173,14 @@ impl Delivery {
                     Some((media_type(r), r.init(id)?.bytes.clone()))
                 });
                 match found {
-                    Some((kind, bytes)) => {
-                        reply(StatusCode::OK, kind, IMMUTABLE, &key, full(bytes))
-                    }
+                    Some((kind, bytes)) => with_cmsd(
+                        reply(StatusCode::OK, kind, IMMUTABLE, &key, full(bytes)),
+                        &StaticData {
+                            object_type: Some(ObjectType::Init),
+                            stream_type: Some(StreamType::Live),
+                            ..StaticData::default()
+                        },
+                    ),
                     None => match self
                         .archive
                         .live_object(stream, &rendition, &asset_file(id))
@@ -272,7 +285,10 @@ impl Delivery {
             live_playlist_cache(&state)
         };
         drop(state);
-        let response = reply(StatusCode::OK, PLAYLIST_TYPE, &cache, key, full(text));
+        let response = with_cmsd(
+            reply(StatusCode::OK, PLAYLIST_TYPE, &cache, key, full(text)),
+            &manifest_cmsd(StreamingFormat::Hls),
+        );
         if waited {
             media.observe_wake(rendition);
         }
@@ -294,7 +310,11 @@ impl Delivery {
             if let Some(segment) = r.segment(msn) {
                 if let Some(p) = segment.parts.get(part) {
                     return match &p.bytes {
-                        Some(bytes) => PartLookup::Ready(media_type(r), bytes.clone()),
+                        Some(bytes) => PartLookup::Ready(
+                            media_type(r),
+                            bytes.clone(),
+                            Box::new(media_cmsd(r, segment, Some(part))),
+                        ),
                         None => PartLookup::Gone,
                     };
                 }
@@ -318,8 +338,11 @@ impl Delivery {
                 return unavailable(key);
             };
             match found {
-                PartLookup::Ready(kind, bytes) => {
-                    let response = reply(StatusCode::OK, kind, IMMUTABLE, key, full(bytes));
+                PartLookup::Ready(kind, bytes, cmsd) => {
+                    let response = with_cmsd(
+                        reply(StatusCode::OK, kind, IMMUTABLE, key, full(bytes)),
+                        &cmsd,
+                    );
                     if waited {
                         media.observe_wake(rendition);
                     }
@@ -364,8 +387,8 @@ impl Delivery {
         key: &str,
     ) -> Response<Body> {
         enum Found {
-            Whole(&'static str, Bytes),
-            Growing(&'static str),
+            Whole(&'static str, Bytes, Box<StaticData>),
+            Growing(&'static str, Box<StaticData>),
             Archived,
             Missing,
             Future,
@@ -377,10 +400,14 @@ impl Delivery {
             };
             match r.segment(msn) {
                 Some(segment) if segment.complete => match segment.bytes() {
-                    Some(bytes) => Found::Whole(media_type(r), bytes),
+                    Some(bytes) => {
+                        Found::Whole(media_type(r), bytes, Box::new(media_cmsd(r, segment, None)))
+                    }
                     None => Found::Archived,
                 },
-                Some(_) if s.settings().low_latency => Found::Growing(media_type(r)),
+                Some(segment) if s.settings().low_latency => {
+                    Found::Growing(media_type(r), Box::new(media_cmsd(r, segment, None)))
+                }
                 Some(_) => Found::Future,
                 None if msn == r.next_msn() && s.settings().low_latency && !s.ended() => {
                     Found::Future
@@ -407,13 +434,19 @@ impl Delivery {
             };
         }
         match found {
-            Found::Whole(kind, bytes) => reply(StatusCode::OK, kind, IMMUTABLE, key, full(bytes)),
-            Found::Growing(kind) => reply(
-                StatusCode::OK,
-                kind,
-                IMMUTABLE,
-                key,
-                growing_segment(Arc::clone(media), rendition.to_owned(), msn),
+            Found::Whole(kind, bytes, cmsd) => with_cmsd(
+                reply(StatusCode::OK, kind, IMMUTABLE, key, full(bytes)),
+                &cmsd,
+            ),
+            Found::Growing(kind, cmsd) => with_cmsd(
+                reply(
+                    StatusCode::OK,
+                    kind,
+                    IMMUTABLE,
+                    key,
+                    growing_segment(Arc::clone(media), rendition.to_owned(), msn),
+                ),
+                &cmsd,
             ),
             Found::Archived => match self
                 .archive
@@ -445,10 +478,56 @@ impl Delivery {
 }
 
 enum PartLookup {
-    Ready(&'static str, Bytes),
+    Ready(&'static str, Bytes, Box<StaticData>),
     Pending,
     Gone,
     TooFar,
+}
+
+/// `CMSD-Static` of a live segment, or of one of its parts: type, duration, bitrate and
+/// the wall-clock time of its first sample (from which edges compute viewers' latency).
+fn media_cmsd(r: &Rendition, segment: &Segment, part: Option<usize>) -> StaticData {
+    let ticks_before: u64 = part.map_or(0, |p| {
+        segment.parts.iter().take(p).map(|p| p.duration).sum()
+    });
+    let duration = match part {
+        Some(p) => segment.parts.get(p).map_or(0, |p| p.duration),
+        None => segment.duration,
+    };
+    let audio = matches!(r.track.kind, cascade_media::fmp4::TrackKind::Audio);
+    StaticData {
+        object_type: Some(if audio {
+            ObjectType::Audio
+        } else {
+            ObjectType::Video
+        }),
+        // Parts are LL-HLS's; whole segments serve HLS and DASH alike.
+        format: part.map(|_| StreamingFormat::Hls),
+        stream_type: Some(StreamType::Live),
+        duration_ms: (duration > 0).then(|| (r.seconds(duration) * 1000.0).round() as u64),
+        bitrate_kbps: (r.bandwidth > 0).then(|| u64::from(r.bandwidth / 1000)),
+        object_time_ms: Some(
+            segment.program_date_time_ms + (r.seconds(ticks_before) * 1000.0).round() as u64,
+        ),
+    }
+}
+
+/// `CMSD-Static` of a live playlist or MPD.
+fn manifest_cmsd(format: StreamingFormat) -> StaticData {
+    StaticData {
+        object_type: Some(ObjectType::Manifest),
+        format: Some(format),
+        stream_type: Some(StreamType::Live),
+        ..StaticData::default()
+    }
+}
+
+/// The response with its `CMSD-Static` header.
+fn with_cmsd(mut response: Response<Body>, data: &StaticData) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(&data.header_value()) {
+        response.headers_mut().insert("cmsd-static", value);
+    }
+    response
 }
 
 fn asset_file(init_id: u32) -> String {
