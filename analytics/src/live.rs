@@ -95,6 +95,17 @@ impl Sums {
     }
 }
 
+/// Gauges by stream, by edge, and over everyone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Per stream, by id.
+    pub streams: Vec<(String, Gauges)>,
+    /// Per edge, by id.
+    pub edges: Vec<(String, Gauges)>,
+    /// All viewers.
+    pub total: Gauges,
+}
+
 /// The viewers of every stream.
 #[derive(Debug, Clone)]
 pub struct LiveViewers {
@@ -199,7 +210,7 @@ impl LiveViewers {
     }
 
     /// Gauges for every stream, every edge, and all viewers together.
-    pub fn gauges(&self, now_ms: i64) -> (Vec<(String, Gauges)>, Vec<(String, Gauges)>, Gauges) {
+    pub fn gauges(&self, now_ms: i64) -> Snapshot {
         let mut streams = Vec::new();
         let mut edges: HashMap<&str, Sums> = HashMap::new();
         let mut total = Sums::default();
@@ -221,7 +232,11 @@ impl LiveViewers {
             .map(|(e, s)| (e.to_owned(), s.gauges()))
             .collect();
         edges.sort_by(|a, b| a.0.cmp(&b.0));
-        (streams, edges, total.gauges())
+        Snapshot {
+            streams,
+            edges,
+            total: total.gauges(),
+        }
     }
 }
 
@@ -262,7 +277,11 @@ mod tests {
         assert_eq!(now[0].session_id, "a");
         assert_eq!(now[0].latency_ms, Some(1_800));
         assert_eq!(now[0].startup_ms, Some(1_500));
-        let (streams, edges, total) = live.gauges(10_000);
+        let Snapshot {
+            streams,
+            edges,
+            total,
+        } = live.gauges(10_000);
         assert_eq!(streams[0].1.viewers, 2);
         assert_eq!(total.viewers, 2);
         assert_eq!(total.average_latency_ms, Some(1_800.0));
@@ -278,6 +297,6 @@ mod tests {
         );
         assert!(live.viewers("s", 40_000).is_empty());
         live.prune(40_000);
-        assert_eq!(live.gauges(40_000).2.viewers, 0);
+        assert_eq!(live.gauges(40_000).total.viewers, 0);
     }
 }

@@ -111,6 +111,10 @@ pub struct MinuteStats {
     pub startup_sum_ms: u64,
     /// Startups measured.
     pub startup_count: u64,
+    /// Sum of the ingest bitrate of each minute that has one (the origin samples it), kbit/s.
+    pub ingest_sum_kbps: u64,
+    /// Minutes with an ingest bitrate.
+    pub ingest_minutes: u64,
 }
 
 impl MinuteStats {
@@ -157,6 +161,19 @@ impl MinuteStats {
             .iter()
             .max_by_key(|(b, n)| (**n, **b))
             .map(|(b, _)| *b)
+    }
+
+    /// Average ingest bitrate, kbit/s.
+    pub fn ingest_bitrate_kbps(&self) -> Option<f64> {
+        ratio(self.ingest_sum_kbps, self.ingest_minutes)
+    }
+
+    /// Records the minute's ingest bitrate.
+    pub fn set_ingest_bitrate(&mut self, kbps: Option<u32>) {
+        if let Some(kbps) = kbps {
+            self.ingest_sum_kbps = u64::from(kbps);
+            self.ingest_minutes = 1;
+        }
     }
 
     /// Share of requests that failed.
@@ -228,6 +245,8 @@ impl MinuteStats {
         self.dropped_frames += other.dropped_frames;
         self.startup_sum_ms += other.startup_sum_ms;
         self.startup_count += other.startup_count;
+        self.ingest_sum_kbps += other.ingest_sum_kbps;
+        self.ingest_minutes += other.ingest_minutes;
     }
 }
 

@@ -62,8 +62,21 @@ enum Destination {
     },
 }
 
+/// Names batches uniquely across restarts, so the origin stores a retried batch once.
+struct BatchIds {
+    prefix: String,
+    next: u64,
+}
+
+impl BatchIds {
+    fn next(&mut self) -> String {
+        self.next += 1;
+        format!("{}-{}", self.prefix, self.next)
+    }
+}
+
 impl Destination {
-    async fn deliver(&self, payload: Vec<u8>) -> Result<(), String> {
+    async fn deliver(&self, payload: Vec<u8>, batch: &str) -> Result<(), String> {
         match self {
             Self::Kafka {
                 producer,
@@ -81,7 +94,7 @@ impl Destination {
                 let answer = cascade_service::http_client::send_typed(
                     url,
                     hyper::Method::POST,
-                    COLLECTOR_PATH,
+                    &format!("{COLLECTOR_PATH}?batch={batch}"),
                     Some(token),
                     Some(("application/x-ndjson", payload)),
                     Duration::from_secs(10),
@@ -151,6 +164,7 @@ impl Collector {
             config.session_salt.expose().as_bytes().to_vec()
         };
         let (queue, receiver) = mpsc::channel(config.buffer);
+        let edge_id = edge.clone();
         let batch = config.batch;
         let flush = config.flush_interval.0;
         std::thread::Builder::new()
@@ -166,7 +180,11 @@ impl Collector {
                         return;
                     }
                 };
-                runtime.block_on(send_batches(receiver, destination, batch, flush));
+                let ids = BatchIds {
+                    prefix: format!("{edge_id}-{}", cascade_service::clock::now_ms()),
+                    next: 0,
+                };
+                runtime.block_on(send_batches(receiver, destination, ids, batch, flush));
             })
             .map_err(|e| format!("analytics sender thread: {e}"))?;
         metrics();
@@ -206,6 +224,7 @@ fn random_salt() -> Vec<u8> {
 async fn send_batches(
     mut receiver: mpsc::Receiver<Record>,
     destination: Destination,
+    mut ids: BatchIds,
     batch: usize,
     flush: Duration,
 ) {
@@ -227,9 +246,10 @@ async fn send_batches(
             }
         }
         let payload = encode_batch(&records);
+        let id = ids.next();
         let mut backoff = Duration::from_millis(200);
         loop {
-            match destination.deliver(payload.clone()).await {
+            match destination.deliver(payload.clone(), &id).await {
                 Ok(()) => {
                     m.records
                         .with_label_values(&["sent"])

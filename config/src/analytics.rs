@@ -71,10 +71,16 @@ impl EdgeAnalyticsConfig {
             );
         }
         if self.buffer == 0 || self.buffer > 10_000_000 {
-            p.push("edge.analytics.buffer", "must be between 1 and 10000000 records");
+            p.push(
+                "edge.analytics.buffer",
+                "must be between 1 and 10000000 records",
+            );
         }
         if self.batch == 0 || self.batch > 100_000 {
-            p.push("edge.analytics.batch", "must be between 1 and 100000 records");
+            p.push(
+                "edge.analytics.batch",
+                "must be between 1 and 100000 records",
+            );
         }
         if self.flush_interval.0.is_zero() {
             p.push("edge.analytics.flush_interval", "must be longer than 0s");
@@ -129,7 +135,10 @@ impl Default for OriginAnalyticsConfig {
 impl OriginAnalyticsConfig {
     pub(crate) fn validate(&self, p: &mut Problems) {
         if self.session_idle.0.as_secs() < 1 || self.session_idle.0.as_secs() > 600 {
-            p.push("origin.analytics.session_idle", "must be between 1s and 10m");
+            p.push(
+                "origin.analytics.session_idle",
+                "must be between 1s and 10m",
+            );
         }
         if self.grace.0.as_secs() > 600 {
             p.push("origin.analytics.grace", "must be at most 10m");
@@ -145,7 +154,10 @@ impl OriginAnalyticsConfig {
         }
         for (field, v) in [
             ("origin.analytics.rebuffer_percent", self.rebuffer_percent),
-            ("origin.analytics.buffer_health_percent", self.buffer_health_percent),
+            (
+                "origin.analytics.buffer_health_percent",
+                self.buffer_health_percent,
+            ),
         ] {
             if !(0.0..=100.0).contains(&v) {
                 p.push(field, format!("{v} is not a percentage (0 to 100)"));

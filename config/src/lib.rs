@@ -10,9 +10,9 @@
 //! bus) reads its section through `cascade-service`'s CLI; this crate does no other IO and
 //! knows no other Cascade crate.
 
+mod analytics;
 mod env;
 mod http3;
-mod analytics;
 mod kafka;
 mod log;
 mod router;

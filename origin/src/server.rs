@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, anyhow};
+use cascade_analytics::transport::COLLECTOR_PATH;
 use cascade_config::OriginConfig;
 use cascade_media::handoff::MediaSink;
 use cascade_service::admin::{serve_http, serve_https};
@@ -20,6 +21,8 @@ use hyper::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::analytics::Analytics;
+use crate::analytics::store::AnalyticsStore;
 use crate::archive::Archive;
 use crate::archive::spool::Spool;
 use crate::archive::store;
@@ -69,6 +72,11 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         registry.clone(),
         PathBuf::from(&config.player_dir),
     ));
+    let analytics = Arc::new(Analytics::new(
+        AnalyticsStore::new(registry.pool().clone()),
+        &config.analytics,
+        !ctx.config.kafka.is_embedded(),
+    ));
     let live = Live::new(
         registry,
         live_options(&config),
@@ -80,6 +88,8 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     live.resume_after_restart()
         .await
         .context("cannot read the streams left live by the previous run")?;
+
+    analytics.spawn(Arc::clone(&live), &ctx.config.kafka);
 
     let nvenc = Arc::new(AtomicBool::new(false));
     tokio::spawn(probe_nvenc(
@@ -105,6 +115,7 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
         public_urls(&config),
         nvenc,
         Arc::clone(&archive),
+        Arc::clone(&analytics),
     ));
     let delivery = Arc::new(Delivery::new(
         Arc::clone(&packager),
@@ -113,6 +124,7 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
     ));
     let route = move |req: hyper::Request<hyper::body::Incoming>| {
         let api = Arc::clone(&api);
+        let analytics = Arc::clone(&analytics);
         let delivery = Arc::clone(&delivery);
         let player = Arc::clone(&player);
         async move {
@@ -121,6 +133,12 @@ pub async fn serve(ctx: Context) -> anyhow::Result<()> {
                 delivery.handle(req).await
             } else if PlayerPage::owns(path) {
                 player.handle(req).await
+            } else if path == COLLECTOR_PATH {
+                if req.method() == hyper::Method::POST {
+                    analytics.collect(req).await.map(boxed)
+                } else {
+                    json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST").map(boxed)
+                }
             } else if StreamApi::owns(path) {
                 api.handle(req).await.map(boxed)
             } else {

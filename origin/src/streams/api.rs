@@ -12,6 +12,9 @@
 //! | POST | `/api/v1/livestreams/:id/start` | accept a publisher again after `ended` |
 //! | POST | `/api/v1/livestreams/:id/stop` | disconnect the publisher, end the stream |
 //! | GET | `/api/v1/livestreams/:id/events?limit=&offset=` | events, oldest first |
+//! | GET | `/api/v1/livestreams/:id/analytics?from=&to=&interval=` | per-interval viewer figures and sessions |
+//! | GET | `/api/v1/livestreams/:id/viewers` | viewers watching now |
+//! | POST | `/api/v1/livestreams/:id/viewers/track` | a player's beacon (no token: untrusted statistics, like CMCD) |
 //!
 //! The stream key is in the answers to create and rotate only: the registry stores its digest.
 
@@ -29,6 +32,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::analytics::Analytics;
 use crate::archive::{Archive, recording_json};
 use crate::streams::event::{EventType, NewEvent};
 use crate::streams::live::Live;
@@ -72,6 +76,7 @@ pub struct StreamApi {
     urls: PublicUrls,
     nvenc: Arc<AtomicBool>,
     archive: Arc<Archive>,
+    analytics: Arc<Analytics>,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -114,6 +119,21 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> 
     })
 }
 
+/// `30m`, `1h`, `1d`, `300s`: a whole number of minutes, in ms.
+fn parse_interval(text: &str) -> Option<i64> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
+    let ms = n.checked_mul(match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    })?;
+    (ms % 60_000 == 0).then_some(ms)
+}
+
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
@@ -147,6 +167,7 @@ impl StreamApi {
         urls: PublicUrls,
         nvenc: Arc<AtomicBool>,
         archive: Arc<Archive>,
+        analytics: Arc<Analytics>,
     ) -> Self {
         Self {
             tokens,
@@ -154,6 +175,7 @@ impl StreamApi {
             urls,
             nvenc,
             archive,
+            analytics,
         }
     }
 
@@ -175,6 +197,7 @@ impl StreamApi {
             "created_at": rfc3339(stream.created_at),
             "started_at": stream.started_at.map_or(Value::Null, rfc3339),
             "ended_at": stream.ended_at.map_or(Value::Null, rfc3339),
+            "viewer_count": self.analytics.viewers(&stream.id).len(),
             "ingest": self.live.view(&stream.id),
             "renditions": self.live.renditions(&stream.id),
         })
@@ -222,10 +245,20 @@ impl StreamApi {
         let method = req.method().clone();
         let rest = path.strip_prefix(PREFIX).unwrap_or_default();
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        if let ([id, "viewers", "track"], &Method::POST) = (segments.as_slice(), &method) {
+            let id = (*id).to_owned();
+            return match self.find(&id).await {
+                Ok(_) => match read_body(req, Analytics::max_beacon_bytes()).await {
+                    Ok(body) => self.analytics.track(&id, &body).await,
+                    Err(response) => *response,
+                },
+                Err(response) => *response,
+            };
+        }
         let (allowed, needs): (&str, Scope) = match (segments.as_slice(), &method) {
             ([], &Method::GET)
             | ([_], &Method::GET)
-            | ([_, "events" | "recordings"], &Method::GET)
+            | ([_, "events" | "recordings" | "analytics" | "viewers"], &Method::GET)
             | ([_, "recordings", _], &Method::GET) => ("", Scope::Read),
             ([], &Method::POST)
             | ([_], &Method::PATCH | &Method::DELETE)
@@ -237,7 +270,8 @@ impl StreamApi {
             ([_, "recordings", _, "convert"], _) => ("POST", Scope::Read),
             ([], _) => ("GET, POST", Scope::Read),
             ([_], _) => ("GET, PATCH, DELETE", Scope::Read),
-            ([_, "events"], _) => ("GET", Scope::Read),
+            ([_, "events" | "analytics" | "viewers"], _) => ("GET", Scope::Read),
+            ([_, "viewers", "track"], _) => ("POST", Scope::Read),
             ([_, "start" | "stop" | "rotate_key"], _) => ("POST", Scope::Read),
             _ => {
                 return json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
@@ -269,6 +303,8 @@ impl StreamApi {
             },
             ([id], _) => self.delete(id, &query).await,
             ([id, "events"], _) => self.events(id, &query).await,
+            ([id, "analytics"], _) => self.analytics(id, &query).await,
+            ([id, "viewers"], _) => self.viewers(id).await,
             ([id, "recordings"], _) => self.recordings(id).await,
             ([id, "recordings", rec], Method::GET) => self.recording(id, rec).await,
             ([id, "recordings", rec], _) => self.delete_recording(id, rec).await,
@@ -345,7 +381,62 @@ impl StreamApi {
 
     async fn get(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
         let stream = self.find(id).await?;
-        Ok(json_response(StatusCode::OK, &self.stream_json(&stream)))
+        let mut body = self.stream_json(&stream);
+        body["peak_viewer_count"] = json!(self.analytics.peak_viewers(id).await);
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    async fn viewers(&self, id: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        self.find(id).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &self.analytics.viewers_json(id),
+        ))
+    }
+
+    async fn analytics(&self, id: &str, query: &str) -> Result<HttpResponse, Box<HttpResponse>> {
+        self.find(id).await?;
+        let now = cascade_service::clock::now_ms_i64();
+        let time = |name: &str, default: i64| -> Result<i64, Box<HttpResponse>> {
+            match query_param(query, name) {
+                None | Some("") => Ok(default),
+                Some(v) => {
+                    let text = cascade_keys::decode_query_value(v).unwrap_or_default();
+                    chrono::DateTime::parse_from_rfc3339(&text)
+                        .map(|t| t.timestamp_millis())
+                        .map_err(|e| {
+                            Box::new(bad_request(
+                                Some(name),
+                                format!("{text:?} is not an RFC 3339 time: {e}"),
+                            ))
+                        })
+                }
+            }
+        };
+        let to = time("to", now)?;
+        let from = time("from", to - 3_600_000)?;
+        if from >= to {
+            return Err(Box::new(bad_request(Some("from"), "must be before to")));
+        }
+        let interval = match query_param(query, "interval") {
+            None | Some("") => 60_000,
+            Some(v) => parse_interval(v).ok_or_else(|| {
+                Box::new(bad_request(
+                    Some("interval"),
+                    format!("{v:?} is not a whole number of minutes such as 1m, 5m, 1h or 1d"),
+                ))
+            })?,
+        };
+        if (to - from) / interval > 10_000 {
+            return Err(Box::new(bad_request(
+                Some("interval"),
+                "more than 10000 points: widen the interval or narrow from/to",
+            )));
+        }
+        match self.analytics.series_json(id, from, to, interval).await {
+            Ok(body) => Ok(json_response(StatusCode::OK, &body)),
+            Err(e) => Err(Box::new(internal(e))),
+        }
     }
 
     async fn update(&self, id: &str, body: &[u8]) -> Result<HttpResponse, Box<HttpResponse>> {

@@ -19,6 +19,16 @@ pub enum EventType {
     TranscoderRestarted,
     /// Something went wrong (refused publish, unusable media, transcoder gave up).
     Error,
+    /// Viewers' quality score moved sharply (analytics).
+    QualityChanged,
+    /// Viewers' buffers ran dry or ran low (analytics).
+    BufferUnderflow,
+    /// Viewers' live latency is high (analytics).
+    HighLatency,
+    /// Players dropped frames (analytics).
+    FrameDrop,
+    /// The bitrate most viewers fetch changed (analytics).
+    BitrateChange,
 }
 
 impl EventType {
@@ -31,7 +41,31 @@ impl EventType {
             EventType::ConnectionRestored => "connection_restored",
             EventType::TranscoderRestarted => "transcoder_restarted",
             EventType::Error => "error",
+            EventType::QualityChanged => "quality_changed",
+            EventType::BufferUnderflow => "buffer_underflow",
+            EventType::HighLatency => "high_latency",
+            EventType::FrameDrop => "frame_drop",
+            EventType::BitrateChange => "bitrate_change",
         }
+    }
+
+    /// The type of a stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            EventType::StreamStarted,
+            EventType::StreamEnded,
+            EventType::ConnectionLost,
+            EventType::ConnectionRestored,
+            EventType::TranscoderRestarted,
+            EventType::Error,
+            EventType::QualityChanged,
+            EventType::BufferUnderflow,
+            EventType::HighLatency,
+            EventType::FrameDrop,
+            EventType::BitrateChange,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
     }
 }
 
@@ -78,10 +112,16 @@ impl NewEvent {
     /// An event with the usual severity of its type.
     pub fn new(event_type: EventType, message: impl Into<String>) -> Self {
         let severity = match event_type {
-            EventType::StreamStarted | EventType::StreamEnded | EventType::ConnectionRestored => {
-                Severity::Info
-            }
-            EventType::ConnectionLost | EventType::TranscoderRestarted => Severity::Warning,
+            EventType::StreamStarted
+            | EventType::StreamEnded
+            | EventType::ConnectionRestored
+            | EventType::QualityChanged
+            | EventType::BitrateChange => Severity::Info,
+            EventType::ConnectionLost
+            | EventType::TranscoderRestarted
+            | EventType::BufferUnderflow
+            | EventType::HighLatency
+            | EventType::FrameDrop => Severity::Warning,
             EventType::Error => Severity::Error,
         };
         Self {

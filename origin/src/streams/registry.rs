@@ -328,20 +328,13 @@ impl Registry {
 
     /// Records an event of stream `stream_id`.
     pub async fn add_event(&self, stream_id: &str, event: &NewEvent) -> Result<(), RegistryError> {
-        sqlx::query(
-            "INSERT INTO events (id, stream_id, event_type, severity, message, details, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(stream_id)
-        .bind(event.event_type.as_str())
-        .bind(event.severity.as_str())
-        .bind(&event.message)
-        .bind(event.details.to_string())
-        .bind(now_ms_i64())
-        .execute(&self.pool)
-        .await?;
+        insert_event(&self.pool, stream_id, event, now_ms_i64()).await?;
         Ok(())
+    }
+
+    /// The database, for the stores that share it (analytics).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// A page of the stream's events, oldest first.
@@ -606,6 +599,33 @@ fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, RegistryError> {
         ended_at: row.try_get("ended_at")?,
         id,
     })
+}
+
+/// Inserts an event at `at_ms` through `executor` (the pool, or a transaction that stores it
+/// with what it describes).
+pub async fn insert_event<'e, E>(
+    executor: E,
+    stream_id: &str,
+    event: &NewEvent,
+    at_ms: i64,
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO events (id, stream_id, event_type, severity, message, details, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(stream_id)
+    .bind(event.event_type.as_str())
+    .bind(event.severity.as_str())
+    .bind(&event.message)
+    .bind(event.details.to_string())
+    .bind(at_ms)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
