@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 const OPS: &str = "ops-token-0123456789";
 const TOKEN_SECRET: &str = "viewer-token-secret-0123456789abcdef";
 const FILL_SECRET: &str = "fill-secret-0123456789abcdef";
+const COLLECTOR: &str = "collector-token-0123456789abcdef";
 
 /// Transcoding and two browsers fill two cores: one player test at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -110,6 +111,11 @@ player_dir = "{players}"
 preset = "ultrafast"
 work_dir = "{path}"
 
+[origin.analytics]
+collector_token = "{COLLECTOR}"
+session_idle = "5s"
+grace = "1s"
+
 [[origin.tokens]]
 name = "ops"
 token = "{OPS}"
@@ -142,11 +148,22 @@ root = "{path}/objects"
         let spki = STANDARD.encode(Sha256::digest(
             rcgen::PublicKeyData::subject_public_key_info(&key),
         ));
+        // Viewer analytics go to the origin's collector, which listens on plain HTTP only
+        // when the tiers do.
+        let analytics = match links {
+            Links::Plain => format!(
+                "[edge.analytics]\ncollector_url = \"http://{}\"\ncollector_token = \"{COLLECTOR}\"\n\
+                 flush_interval = \"500ms\"\n",
+                origin.addr("listen").unwrap()
+            ),
+            Links::Tls => String::new(),
+        };
         let edge = CascadeProcess::start(
             "cascade-edge",
             "edge",
             &format!(
-                "[edge]\nshields = [\"{}\"]\norigin = \"\"\n{edge_tls}{site}\n\
+                "[edge]\nshields = [\"{}\"]\norigin = \"\"\n{edge_tls}\
+                 [edge.purge]\nnode_id = \"edge-test\"\n{analytics}{site}\n\
                  [tls]\nself_signed = false\n[[tls.certificates]]\nhosts = [\"localhost\"]\n\
                  cert = \"{path}/edge.pem\"\nkey = \"{path}/edge.key\"\n",
                 shield.addr("listen").unwrap()
@@ -721,4 +738,207 @@ fn parse_utc(text: &str) -> SystemTime {
     UNIX_EPOCH
         + Duration::from_secs(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
         + Duration::from_millis(millis)
+}
+
+/// What the analytics API answers for the stream.
+fn analytics(tiers: &Tiers, id: &str, query: &str) -> Value {
+    let (status, body) = tiers.api(
+        "GET",
+        &format!("/api/v1/livestreams/{id}/analytics{query}"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The player page's CMCD, read by the edge, reaches the origin as records: the viewer shows
+/// in `/viewers` while it watches, with its buffer and latency, then in the per-minute
+/// analytics and sessions, with the seed's gauges on the origin's metrics. Every response
+/// carries the origin's CMSD-Static and each tier's CMSD-Dynamic entry.
+#[test]
+fn a_player_pages_cmcd_shows_its_session_in_viewers_and_in_analytics() {
+    let _heavy = one_at_a_time();
+    let tiers =
+        Tiers::start("[[edge.sites]]\nhosts = [\"localhost\", \"127.0.0.1\"]\ncors = true\n");
+    let (id, ingest) = tiers.create_stream();
+    let _broadcaster = tiers.broadcast(&ingest);
+    tiers.wait_live(&id);
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+
+    // CMSD: the origin's static data travels with the object; each tier adds its entry in
+    // front, and a hit carries the edge's alone.
+    let path = format!("/live/{id}/manifest.mpd?fresh=1");
+    let first = tiers.edge_get(&path);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("cmsd-static"), Some("ot=m,sf=d,st=l"));
+    let dynamic = first.header("cmsd-dynamic").unwrap_or_default().to_owned();
+    assert!(
+        dynamic.starts_with("\"edge-test\";") && dynamic.contains(", \"shield-"),
+        "{dynamic}"
+    );
+
+    const SECONDS: u32 = 40;
+    let mut sessions_seen: Vec<String> = Vec::new();
+    for protocol in ["hls", "dash"] {
+        let (url, mut options) =
+            tiers.page(Protocol::H2, &format!("/player/{id}?protocol={protocol}"));
+        options.seconds = SECONDS;
+        let viewer = Viewer::start(&url, &options).unwrap();
+        // While it watches: the player, named by its CMCD session id, on this edge. (The
+        // test's own requests, without CMCD or a user agent, are a viewer too, under a hash.)
+        let mut seen = Value::Null;
+        let player = |body: &Value| -> Option<Value> {
+            body["viewers"]
+                .as_array()?
+                .iter()
+                .find(|v| {
+                    let session = v["session_id"].as_str().unwrap_or("h-");
+                    !session.starts_with("h-")
+                        && !sessions_seen.iter().any(|s| s == session)
+                        && v["latency_ms"].is_number()
+                })
+                .cloned()
+        };
+        wait_for(
+            "the player in /viewers with its latency",
+            Duration::from_secs(30),
+            || {
+                let (_, body) = tiers.api("GET", &format!("/api/v1/livestreams/{id}/viewers"), "");
+                seen = body;
+                player(&seen).is_some()
+            },
+        );
+        let now = player(&seen).unwrap();
+        sessions_seen.push(now["session_id"].as_str().unwrap().to_owned());
+        eprintln!("{protocol} viewer: {now}");
+        assert_eq!(now["edge"], "edge-test", "{now}");
+        assert_eq!(now["device_type"], "desktop", "{now}");
+        let latency = now["latency_ms"].as_f64().unwrap();
+        let buffer = now["buffer_ms"].as_f64().unwrap();
+        assert!(
+            (200.0..8_000.0).contains(&latency),
+            "latency {latency} ms: {now}"
+        );
+        assert!(
+            (0.0..30_000.0).contains(&buffer),
+            "buffer {buffer} ms: {now}"
+        );
+        // The seed's gauges, on the origin's metrics (refreshed every 2 s).
+        let metric = |name: &str| tiers.origin.metric(name);
+        wait_for("the viewer gauges", Duration::from_secs(10), || {
+            metric("livestream_average_latency_ms").is_finite()
+        });
+        assert!(metric("livestream_total_viewers") >= 1.0);
+        let average = metric("livestream_average_latency_ms");
+        assert!((200.0..8_000.0).contains(&average), "{average}");
+        assert!(metric("cascade_qoe_viewers{edge=\"edge-test\"}") >= 1.0);
+        let report = viewer
+            .finish(Duration::from_secs(u64::from(SECONDS) + 90))
+            .unwrap();
+        assert!(report.started, "{report:#?}");
+    }
+
+    // Every minute the two sessions watched is aggregated once its session timeout and grace
+    // have passed.
+    let from = started / 60_000 * 60_000;
+    let from = chrono::DateTime::from_timestamp_millis(from)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let query = format!("?from={from}");
+    let players = |body: &Value| -> Vec<Value> {
+        body["sessions"].as_array().map_or(Vec::new(), |s| {
+            s.iter()
+                .filter(|s| !s["session_id"].as_str().unwrap_or("h-").starts_with("h-"))
+                .cloned()
+                .collect()
+        })
+    };
+    let mut body = Value::Null;
+    wait_for(
+        "both players' sessions in the analytics",
+        Duration::from_secs(150),
+        || {
+            body = analytics(&tiers, &id, &query);
+            let players = players(&body);
+            players.len() == 2
+                && players.iter().all(|s| s["ended"] == true)
+                && body["series"].as_array().is_some_and(|s| {
+                    s.iter()
+                        .map(|p| p["watch_time_seconds"].as_u64().unwrap_or(0))
+                        .sum::<u64>()
+                        >= 60
+                })
+        },
+    );
+    eprintln!("analytics: {body:#}");
+    let series = body["series"].as_array().unwrap();
+    for point in series {
+        assert!(point["viewer_count"].as_u64().unwrap() >= 1, "{point}");
+        let latency = point["average_latency"].as_f64().unwrap();
+        assert!((200.0..8_000.0).contains(&latency), "{point}");
+        assert!(point["p95_latency"].as_f64().unwrap() >= latency, "{point}");
+        let health = point["buffer_health"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&health), "{point}");
+        assert!(point["rebuffer_ratio"].as_f64().unwrap() < 0.2, "{point}");
+        assert!(point["egress_bytes"].as_u64().unwrap() > 0, "{point}");
+        assert!(
+            point["bitrate_distribution"]
+                .as_object()
+                .is_some_and(|b| !b.is_empty()),
+            "{point}"
+        );
+        let score = point["quality_score"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&score), "{point}");
+    }
+    for session in players(&body) {
+        assert_eq!(session["device_type"], "desktop", "{session}");
+        assert_eq!(session["edge"], "edge-test", "{session}");
+        assert!(
+            session["renditions"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty()),
+            "{session}"
+        );
+        assert!(
+            session["duration_seconds"].as_u64().unwrap() >= u64::from(SECONDS) / 2,
+            "{session}"
+        );
+    }
+    // A coarser interval folds the minutes into one point.
+    let hourly = analytics(&tiers, &id, &format!("{query}&interval=1h"));
+    assert_eq!(
+        hourly["series"].as_array().map(Vec::len),
+        Some(1),
+        "{hourly}"
+    );
+    // Bad input gets a clear answer and changes nothing.
+    let (status, answer) = tiers.api(
+        "GET",
+        &format!("/api/v1/livestreams/{id}/analytics?interval=7s"),
+        "",
+    );
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (400, Some("interval")),
+        "{answer}"
+    );
+    let collector = raw_request(
+        tiers.origin.addr("listen").unwrap(),
+        b"POST /api/v1/analytics/records HTTP/1.1\r\nHost: o\r\nAuthorization: Bearer wrong\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .unwrap();
+    assert_eq!(collector.status, 401, "{}", collector.text());
+    let beacon = json_request(
+        tiers.origin.addr("listen").unwrap(),
+        "POST",
+        &format!("/api/v1/livestreams/{id}/viewers/track"),
+        None,
+        r#"{"session_id":"beacon-1","resolution":"not a rendition"}"#,
+    )
+    .unwrap();
+    assert_eq!(beacon.status, 400, "{}", beacon.text());
+    assert_eq!(analytics(&tiers, &id, &query)["sessions"], body["sessions"]);
 }
