@@ -254,8 +254,8 @@ impl Analytics {
         u64::from(stored).max(self.viewers(stream).len() as u64)
     }
 
-    /// `GET /:id/analytics?from=&to=&interval=`: the series, one point per interval that has
-    /// figures.
+    /// `GET /:id/analytics?from=&to=&interval=`: the series, one point per interval (aligned
+    /// to multiples of the interval since the epoch, in UTC) that has figures.
     pub async fn series_json(
         &self,
         stream: &str,
@@ -266,7 +266,7 @@ impl Analytics {
         let minutes = self.store.series(stream, from, to).await?;
         let mut points: Vec<(i64, MinuteStats)> = Vec::new();
         for (minute, stats) in minutes {
-            let bucket = from + (minute - from).div_euclid(interval_ms) * interval_ms;
+            let bucket = minute.div_euclid(interval_ms) * interval_ms;
             match points.last_mut() {
                 Some((b, merged)) if *b == bucket => merged.merge(&stats),
                 _ => points.push((bucket, stats)),
