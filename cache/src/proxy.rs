@@ -183,6 +183,8 @@ pub struct CachingProxy {
     pub keepalive_secs: u64,
     /// This node's id, in `CMSD-Dynamic` and analytics records.
     pub node_id: Arc<str>,
+    /// Read players' CMCD (for metrics and records): viewer-facing tiers with analytics on.
+    pub read_cmcd: bool,
     /// Where viewer analytics records go, if anywhere (edges only).
     pub analytics: Option<Arc<Collector>>,
 }
@@ -564,14 +566,16 @@ impl ProxyHttp for CachingProxy {
             upstream = tracing::field::Empty,
         );
         // Read before the target is normalised: the cache key and the upstream never see it.
-        let req = session.req_header();
-        ctx.cmcd = cascade_cmcd::from_request(
-            req.uri.query(),
-            req.headers
-                .iter()
-                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-        )
-        .map(Box::new);
+        if self.read_cmcd {
+            let req = session.req_header();
+            ctx.cmcd = cascade_cmcd::from_request(
+                req.uri.query(),
+                req.headers
+                    .iter()
+                    .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+            )
+            .map(Box::new);
+        }
         match self.admit(session, ctx) {
             Ok(key) => {
                 ctx.span.record("key", tracing::field::display(&key));

@@ -13,7 +13,8 @@ use crate::values::{HumanDuration, Secret};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeAnalyticsConfig {
-    /// Emit one record per viewer request.
+    /// Read players' CMCD (metrics) and emit one record per viewer request; `false` turns
+    /// both off.
     pub enabled: bool,
     /// Embedded mode: the origin (`http://host:port`) records are posted to; empty with no
     /// Kafka brokers: records are counted in metrics only.

@@ -250,6 +250,7 @@ pub fn build_proxy(
         failover_on_error: tier.failover_on_error,
         keepalive_secs: tier.clients.keepalive_timeout.0.as_secs().max(1),
         node_id: Arc::from(tier.purge.node_id_or_default(tier.name)),
+        read_cmcd: tier.analytics.as_ref().is_some_and(|a| a.enabled),
         analytics: None,
     })
 }
