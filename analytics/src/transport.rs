@@ -1,19 +1,24 @@
 //! The edge's analytics sender. The request path hands each record to [`Collector::offer`],
-//! which never waits: records queue in a bounded buffer and, when it is full, are dropped and
-//! counted. A thread of its own batches them (up to `batch` records or `flush_interval`) and
+//! which never waits, locks or wakes anybody: records go into a bounded lock-free queue and,
+//! when it is full, are dropped and counted. A thread of its own takes what has accumulated
+//! every [`POLL`] (a wake-up per record, or a lock the sender holds while draining, cost more
+//! than building the record), batches it (up to `batch` records or `flush_interval`) and
 //! delivers each batch as JSON lines, to Kafka (`kafka.analytics_topic`, one message per batch,
 //! keyed by edge) or to the origin's collector (`POST /api/v1/analytics/records`). A batch
 //! that is not acknowledged is retried with backoff while new records wait in the buffer.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use crossbeam_queue::SegQueue;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::mpsc;
 
 use cascade_config::{EdgeAnalyticsConfig, KafkaConfig};
+use cascade_geoip::GeoDatabase;
 use cascade_service::metrics::must;
 
 use crate::record::{Record, encode_batch};
@@ -21,11 +26,19 @@ use crate::record::{Record, encode_batch};
 /// The collector's path on the origin.
 pub const COLLECTOR_PATH: &str = "/api/v1/analytics/records";
 
+/// How often the sender takes what has accumulated.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// How often the GeoIP database's file is checked for a new version.
+const GEOIP_RELOAD_EVERY: Duration = Duration::from_secs(5);
+
 /// Longest wait between retries of a batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 struct TransportMetrics {
-    records: IntCounterVec,
+    queued: IntCounter,
+    dropped: IntCounter,
+    sent: IntCounter,
     failures: IntCounter,
 }
 
@@ -45,7 +58,13 @@ fn metrics() -> &'static TransportMetrics {
         ));
         let _ = prometheus::register(Box::new(records.clone()));
         let _ = prometheus::register(Box::new(failures.clone()));
-        TransportMetrics { records, failures }
+        // Resolved once: a labelled lookup per request costs a hash and a lock.
+        TransportMetrics {
+            queued: records.with_label_values(&["queued"]),
+            dropped: records.with_label_values(&["dropped"]),
+            sent: records.with_label_values(&["sent"]),
+            failures,
+        }
     })
 }
 
@@ -114,11 +133,41 @@ impl Destination {
     }
 }
 
+/// Records waiting for the sender, at most `capacity` of them.
+struct Buffer {
+    records: SegQueue<Record>,
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+impl Buffer {
+    /// Takes `record` unless the buffer is full.
+    fn push(&self, record: Record) -> bool {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.records.push(record);
+        true
+    }
+
+    /// Moves everything queued into `into`.
+    fn drain_into(&self, into: &mut Vec<Record>) {
+        let mut taken = 0;
+        while let Some(r) = self.records.pop() {
+            into.push(r);
+            taken += 1;
+        }
+        self.len.fetch_sub(taken, Ordering::AcqRel);
+    }
+}
+
 /// The request path's handle on the sender.
 pub struct Collector {
-    queue: mpsc::Sender<Record>,
+    buffer: Arc<Buffer>,
     edge: String,
     salt: Vec<u8>,
+    geo: Option<Arc<GeoDatabase>>,
 }
 
 impl Collector {
@@ -163,7 +212,20 @@ impl Collector {
         } else {
             config.session_salt.expose().as_bytes().to_vec()
         };
-        let (queue, receiver) = mpsc::channel(config.buffer);
+        let geo = match config.geoip_database.as_str() {
+            "" => None,
+            path => Some(Arc::new(
+                GeoDatabase::open(std::path::Path::new(path))
+                    .map_err(|e| format!("geoip_database: {e}"))?,
+            )),
+        };
+        let reload = geo.clone();
+        let buffer = Arc::new(Buffer {
+            records: SegQueue::new(),
+            len: AtomicUsize::new(0),
+            capacity: config.buffer,
+        });
+        let drained = Arc::clone(&buffer);
         let edge_id = edge.clone();
         let batch = config.batch;
         let flush = config.flush_interval.0;
@@ -184,19 +246,33 @@ impl Collector {
                     prefix: format!("{edge_id}-{}", cascade_service::clock::now_ms()),
                     next: 0,
                 };
-                runtime.block_on(send_batches(receiver, destination, ids, batch, flush));
+                if let Some(geo) = reload {
+                    runtime.spawn(reload_when_changed(geo));
+                }
+                runtime.block_on(send_batches(drained, destination, ids, batch, flush));
             })
             .map_err(|e| format!("analytics sender thread: {e}"))?;
         metrics();
-        Ok(Some(Self { queue, edge, salt }))
+        Ok(Some(Self {
+            buffer,
+            edge,
+            salt,
+            geo,
+        }))
+    }
+
+    /// The viewer's `country/city`, when a GeoIP database is configured and knows `ip`.
+    pub fn locate(&self, ip: Option<IpAddr>) -> Option<String> {
+        self.geo.as_ref()?.lookup(ip?)?.label()
     }
 
     /// Queues a record, or drops and counts it when the buffer is full. Never waits.
     pub fn offer(&self, record: Record) {
         let m = metrics();
-        match self.queue.try_send(record) {
-            Ok(()) => m.records.with_label_values(&["queued"]).inc(),
-            Err(_) => m.records.with_label_values(&["dropped"]).inc(),
+        if self.buffer.push(record) {
+            m.queued.inc();
+        } else {
+            m.dropped.inc();
         }
     }
 
@@ -221,49 +297,57 @@ fn random_salt() -> Vec<u8> {
     salt
 }
 
+/// Re-reads the GeoIP database when its file changes; a bad replacement keeps the last good
+/// one.
+async fn reload_when_changed(geo: Arc<GeoDatabase>) {
+    loop {
+        tokio::time::sleep(GEOIP_RELOAD_EVERY).await;
+        match geo.reload_if_changed() {
+            Ok(true) => tracing::info!("GeoIP database reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "GeoIP database not reloaded; the previous one serves")
+            }
+        }
+    }
+}
+
 async fn send_batches(
-    mut receiver: mpsc::Receiver<Record>,
+    buffer: Arc<Buffer>,
     destination: Destination,
     mut ids: BatchIds,
     batch: usize,
     flush: Duration,
 ) {
     let m = metrics();
-    let mut records = Vec::with_capacity(batch);
+    let mut pending: Vec<Record> = Vec::new();
+    let mut oldest = Instant::now();
     loop {
-        let Some(first) = receiver.recv().await else {
-            return;
-        };
-        records.push(first);
-        let deadline = tokio::time::Instant::now() + flush;
-        while records.len() < batch {
-            tokio::select! {
-                next = receiver.recv() => match next {
-                    Some(r) => records.push(r),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
+        tokio::time::sleep(POLL).await;
+        if pending.is_empty() {
+            oldest = Instant::now();
         }
-        let payload = encode_batch(&records);
-        let id = ids.next();
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match destination.deliver(payload.clone(), &id).await {
-                Ok(()) => {
-                    m.records
-                        .with_label_values(&["sent"])
-                        .inc_by(records.len() as u64);
-                    break;
-                }
-                Err(e) => {
-                    m.failures.inc();
-                    tracing::warn!(error = %e, records = records.len(), "analytics batch not delivered; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+        buffer.drain_into(&mut pending);
+        while pending.len() >= batch || (!pending.is_empty() && oldest.elapsed() >= flush) {
+            let records: Vec<Record> = pending.drain(..pending.len().min(batch)).collect();
+            let payload = encode_batch(&records);
+            let id = ids.next();
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match destination.deliver(payload.clone(), &id).await {
+                    Ok(()) => {
+                        m.sent.inc_by(records.len() as u64);
+                        break;
+                    }
+                    Err(e) => {
+                        m.failures.inc();
+                        tracing::warn!(error = %e, records = records.len(), "analytics batch not delivered; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
                 }
             }
+            oldest = Instant::now();
         }
-        records.clear();
     }
 }

@@ -125,6 +125,8 @@ pub struct CmcdMetrics {
     pub throughput: Histogram,
     /// CMCD values dropped as malformed.
     pub rejected: IntCounter,
+    /// `requests` resolved per label once: a labelled lookup per request costs a hash.
+    by_object: Vec<(&'static str, IntCounter)>,
 }
 
 impl CmcdMetrics {
@@ -133,7 +135,10 @@ impl CmcdMetrics {
         let object = cmcd
             .object_type
             .map_or("none", cascade_cmcd::ObjectType::label);
-        self.requests.with_label_values(&[object]).inc();
+        match self.by_object.iter().find(|(label, _)| *label == object) {
+            Some((_, counter)) => counter.inc(),
+            None => self.requests.with_label_values(&[object]).inc(),
+        }
         if cmcd.buffer_starvation {
             self.starvations.inc();
         }
@@ -154,11 +159,20 @@ impl CmcdMetrics {
 pub fn cmcd_metrics() -> &'static CmcdMetrics {
     static METRICS: OnceLock<CmcdMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
+        let requests = must(IntCounterVec::new(
+            Opts::new("cascade_cmcd_requests_total", "Requests carrying CMCD, by object type"),
+            &["object_type"],
+        ));
+        use cascade_cmcd::ObjectType::*;
+        let by_object = [Video, Audio, Manifest, Init, Muxed, Caption, TimedText, Key, Other]
+            .map(cascade_cmcd::ObjectType::label)
+            .into_iter()
+            .chain(["none"])
+            .map(|label| (label, requests.with_label_values(&[label])))
+            .collect();
         let m = CmcdMetrics {
-            requests: must(IntCounterVec::new(
-                Opts::new("cascade_cmcd_requests_total", "Requests carrying CMCD, by object type"),
-                &["object_type"],
-            )),
+            requests,
+            by_object,
             starvations: must(IntCounter::new(
                 "cascade_cmcd_buffer_starvations_total",
                 "Requests whose player said its buffer ran dry since its previous request (CMCD bs)",

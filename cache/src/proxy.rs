@@ -272,10 +272,7 @@ impl CachingProxy {
         cache: &str,
         protocol: &str,
     ) -> Option<Record> {
-        let key = ctx.key.as_ref()?;
-        let target = key.upstream_target();
-        let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
-        let media = MediaPath::parse(path)?;
+        let media = MediaPath::parse(ctx.key.as_ref()?.path())?;
         let req = session.req_header();
         let user_agent = req
             .headers
@@ -305,6 +302,7 @@ impl CachingProxy {
                 user_agent,
             ),
             device: Device::from_user_agent(user_agent),
+            location: collector.locate(Self::client_ip(session)),
             object_time_ms: ctx.object_time_ms,
             ..Record::default()
         };

@@ -279,6 +279,7 @@ fn integer(text: &str) -> Option<u64> {
 fn string(text: &str, max: usize) -> Option<String> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     let mut out = String::with_capacity(inner.len());
+    let mut length = 0;
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -290,7 +291,9 @@ fn string(text: &str, max: usize) -> Option<String> {
             c if c.is_control() => return None,
             c => out.push(c),
         }
-        if out.chars().count() > max {
+        // Counted as it grows: recounting the output each time made a long value quadratic.
+        length += 1;
+        if length > max {
             return None;
         }
     }

@@ -33,6 +33,9 @@ pub struct EdgeAnalyticsConfig {
     /// edge the same salt so a viewer moving between edges stays one session; empty: a random
     /// salt per process.
     pub session_salt: Secret,
+    /// A MaxMind City database (the router's `geoip_database`) naming each viewer's country
+    /// and city in records; empty: no location. Re-read when the file changes.
+    pub geoip_database: String,
 }
 
 impl Default for EdgeAnalyticsConfig {
@@ -45,6 +48,7 @@ impl Default for EdgeAnalyticsConfig {
             batch: 2_000,
             flush_interval: HumanDuration::secs(1),
             session_salt: Secret::default(),
+            geoip_database: String::new(),
         }
     }
 }

@@ -1,132 +1,23 @@
-//! The MaxMind GeoIP2 / GeoLite2 City database: read at start (a missing or corrupt file stops
-//! the router with a clear error) and re-read when the file changes. A replacement that does
-//! not read keeps the last good database serving, with an error in the log.
+//! The router's use of the GeoIP database (`cascade-geoip`): an address's coordinates and the
+//! name of its place, for [`crate::locate`].
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
-use maxminddb::Reader;
-use serde::Deserialize;
+pub use cascade_geoip::GeoDatabase;
 
 use crate::geo::Coordinates;
 use crate::locate::GeoLookup;
 
-#[derive(Deserialize)]
-struct CityRecord<'a> {
-    #[serde(borrow, default)]
-    city: Option<Named<'a>>,
-    #[serde(borrow, default)]
-    country: Option<Named<'a>>,
-    #[serde(default)]
-    location: Option<Location>,
-}
-
-#[derive(Deserialize)]
-struct Named<'a> {
-    #[serde(borrow, default)]
-    names: Option<Names<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Names<'a> {
-    #[serde(borrow, default)]
-    en: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct Location {
-    latitude: Option<f64>,
-    longitude: Option<f64>,
-}
-
-type Stamp = (Option<SystemTime>, u64);
-
-/// The database, swapped whole on reload.
-pub struct GeoDatabase {
-    path: PathBuf,
-    current: RwLock<Arc<Reader<Vec<u8>>>>,
-    /// The file's modification time and size when last read, good or not.
-    seen: std::sync::Mutex<Stamp>,
-}
-
-fn stamp(path: &Path) -> Result<Stamp, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((meta.modified().ok(), meta.len()))
-}
-
-fn load(path: &Path) -> Result<Reader<Vec<u8>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let reader = Reader::from_source(bytes)
-        .map_err(|e| format!("{}: not a MaxMind database: {e}", path.display()))?;
-    reader
-        .verify()
-        .map_err(|e| format!("{}: the database is corrupt: {e}", path.display()))?;
-    Ok(reader)
-}
-
-impl GeoDatabase {
-    /// Reads and checks the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let seen = stamp(path)?;
-        let reader = load(path)?;
-        let kind = &reader.metadata().database_type;
-        if !kind.contains("City") {
-            tracing::warn!(database_type = %kind, "the GeoIP database is not a City database: addresses without coordinates go to the default PoP");
-        }
-        Ok(Self {
-            path: path.to_owned(),
-            current: RwLock::new(Arc::new(reader)),
-            seen: std::sync::Mutex::new(seen),
-        })
-    }
-
-    fn current(&self) -> Arc<Reader<Vec<u8>>> {
-        match self.current.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    /// Re-reads the file if it changed. `Ok(true)`: a new database serves. `Err`: the file
-    /// changed but does not read; the previous database keeps serving.
-    pub fn reload_if_changed(&self) -> Result<bool, String> {
-        let now = stamp(&self.path)?;
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if *seen == now {
-                return Ok(false);
-            }
-            // Remembered even if the file does not read, so a bad file is reported once.
-            *seen = now;
-        }
-        let reader = load(&self.path)?;
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        *current = Arc::new(reader);
-        Ok(true)
-    }
-}
-
 impl GeoLookup for GeoDatabase {
     fn locate(&self, ip: IpAddr) -> Option<(Coordinates, Option<String>)> {
-        let db = self.current();
-        let found = db.lookup(ip).ok()?;
-        let record: CityRecord<'_> = found.decode().ok()??;
-        let location = record.location?;
-        let at = Coordinates {
-            latitude: location.latitude?,
-            longitude: location.longitude?,
-        };
-        if !(-90.0..=90.0).contains(&at.latitude) || !(-180.0..=180.0).contains(&at.longitude) {
-            return None;
-        }
-        let name = |n: Option<Named<'_>>| {
-            n.and_then(|n| n.names)
-                .and_then(|n| n.en)
-                .map(str::to_owned)
-        };
-        let place = name(record.city).or_else(|| name(record.country));
-        Some((at, place))
+        let place = self.lookup(ip)?;
+        let (latitude, longitude) = place.coordinates?;
+        Some((
+            Coordinates {
+                latitude,
+                longitude,
+            },
+            place.city.or(place.country_name),
+        ))
     }
 }
