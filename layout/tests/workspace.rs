@@ -138,11 +138,21 @@ fn the_router_stands_beside_the_tiers_and_its_decisions_do_no_io() {
     ] {
         assert!(!d.contains(tier), "the router links {tier}: {d:?}");
     }
-    for core in [
-        "choose", "client", "coverage", "geo", "health", "locate", "steering",
-    ] {
-        let path = workspace().join(format!("router/src/{core}.rs"));
-        let source = std::fs::read_to_string(&path).expect("router core module");
+    assert_modules_do_no_io(
+        "router",
+        &[
+            "choose", "client", "coverage", "geo", "health", "locate", "steering",
+        ],
+        &["maxminddb"],
+    );
+}
+
+/// Asserts that the named modules of `member` (files under `src/`) touch no sockets, files or
+/// runtime, nor any of `also`.
+fn assert_modules_do_no_io(member: &str, modules: &[&str], also: &[&str]) {
+    for module in modules {
+        let path = workspace().join(format!("{member}/src/{module}.rs"));
+        let source = std::fs::read_to_string(&path).expect("core module");
         let code = cascade_layout::strip_comments_and_strings(&source);
         for io in [
             "tokio",
@@ -150,9 +160,32 @@ fn the_router_stands_beside_the_tiers_and_its_decisions_do_no_io() {
             "std::fs",
             "TcpStream",
             "UdpSocket",
-            "maxminddb",
-        ] {
-            assert!(!code.contains(io), "router/src/{core}.rs uses {io}");
+            "rdkafka",
+            "sqlx",
+        ]
+        .iter()
+        .chain(also)
+        {
+            assert!(!code.contains(io), "{member}/src/{module}.rs uses {io}");
         }
     }
+}
+
+#[test]
+fn analytics_decisions_do_no_io_and_the_crate_stands_below_the_tiers() {
+    let d = deps("analytics");
+    for tier in [
+        "cascade-cache",
+        "cascade-origin",
+        "cascade-edge",
+        "pingora-proxy",
+    ] {
+        assert!(!d.contains(tier), "cascade-analytics links {tier}: {d:?}");
+    }
+    assert_modules_do_no_io(
+        "analytics",
+        &["device", "events", "live", "minute", "record", "session"],
+        &[],
+    );
+    assert_modules_do_no_io("cmcd", &["cmsd"], &[]);
 }
