@@ -4,6 +4,7 @@
 //! runs closed-loop HTTP/1.1 keep-alive GETs and prints request rate, throughput and latency
 //! percentiles (`--json` for machines). Targets must be on loopback unless `--allow-remote`.
 
+mod analytics;
 mod collapse;
 mod http_load;
 mod live;
@@ -131,6 +132,19 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         rounds: usize,
     },
+    /// Viewer analytics at the origin: records per second ingested (decoded and stored once)
+    /// and aggregated (minutes, sessions, events) on a real SQLite registry, and in memory.
+    Analytics {
+        /// Records to generate.
+        #[arg(long, default_value_t = 300_000)]
+        records: usize,
+        /// Viewer sessions they come from (each requests a part every 0.5 s).
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a synthetic live origin and simulated viewers spread over edges (which must fill,
     /// through their shields, from this origin); reports origin offload and edge hit ratio.
     Live {
@@ -158,6 +172,16 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Analytics {
+            records,
+            sessions,
+            json,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(analytics::run(records, sessions, json))
+        }
         Command::Collapse {
             url,
             viewers,

@@ -278,6 +278,10 @@ fn integer(text: &str) -> Option<u64> {
 /// A quoted string (`"..."` with `\"` and `\\` escapes) of at most `max` characters.
 fn string(text: &str, max: usize) -> Option<String> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    // Most strings have nothing to unescape: take them whole.
+    if !inner.contains(['\\', '"']) && !inner.chars().any(char::is_control) {
+        return (inner.chars().count() <= max).then(|| inner.to_owned());
+    }
     let mut out = String::with_capacity(inner.len());
     let mut length = 0;
     let mut chars = inner.chars();

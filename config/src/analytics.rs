@@ -108,7 +108,9 @@ pub struct OriginAnalyticsConfig {
     pub grace: HumanDuration,
     /// A buffer at least this long counts as healthy.
     pub healthy_buffer: HumanDuration,
-    /// How long request records and sessions are kept.
+    /// How long request records (the raw material of minutes and sessions) are kept.
+    pub record_retention: HumanDuration,
+    /// How long viewer sessions are kept.
     pub detail_retention: HumanDuration,
     /// How long per-minute figures are kept.
     pub minute_retention: HumanDuration,
@@ -128,6 +130,7 @@ impl Default for OriginAnalyticsConfig {
             session_idle: HumanDuration::secs(30),
             grace: HumanDuration::secs(5),
             healthy_buffer: HumanDuration(std::time::Duration::from_millis(500)),
+            record_retention: HumanDuration::secs(86_400),
             detail_retention: HumanDuration::secs(30 * 86_400),
             minute_retention: HumanDuration::secs(400 * 86_400),
             high_latency: HumanDuration::secs(5),
@@ -148,8 +151,14 @@ impl OriginAnalyticsConfig {
         if self.grace.0.as_secs() > 600 {
             p.push("origin.analytics.grace", "must be at most 10m");
         }
-        if self.detail_retention.0.as_secs() < 3_600 {
-            p.push("origin.analytics.detail_retention", "must be at least 1h");
+        if self.record_retention.0.as_secs() < 3_600 {
+            p.push("origin.analytics.record_retention", "must be at least 1h");
+        }
+        if self.detail_retention.0 < self.record_retention.0 {
+            p.push(
+                "origin.analytics.detail_retention",
+                "must be at least origin.analytics.record_retention",
+            );
         }
         if self.minute_retention.0 < self.detail_retention.0 {
             p.push(

@@ -31,6 +31,7 @@ use cascade_analytics::minute::{MINUTE_MS, MinuteStats, Settings, aggregate, min
 use cascade_analytics::record::{MAX_FIELD, decode_batch};
 use cascade_analytics::{Object, Record};
 use cascade_config::OriginAnalyticsConfig;
+use cascade_service::admin::PeerAddr;
 use cascade_service::auth::BearerSecret;
 use cascade_service::clock::now_ms_i64;
 use cascade_service::json::{json_error, json_response, read_body};
@@ -147,7 +148,8 @@ impl Analytics {
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if let Err(e) = secret.check(authorization, None) {
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        if let Err(e) = secret.check(authorization, peer) {
             return json_error(StatusCode::UNAUTHORIZED, e);
         }
         let batch = req.uri().query().and_then(|q| {
@@ -399,9 +401,10 @@ impl Analytics {
                 }
                 if now - last_prune >= millis(PRUNE_EVERY) {
                     last_prune = now;
-                    let detail = now - millis(this.config.detail_retention.0);
+                    let records = now - millis(this.config.record_retention.0);
+                    let sessions = now - millis(this.config.detail_retention.0);
                     let minutes = now - millis(this.config.minute_retention.0);
-                    match this.store.prune(detail, minutes).await {
+                    match this.store.prune(records, sessions, minutes).await {
                         Ok(n) if n > 0 => {
                             tracing::info!(rows = n, "analytics past retention deleted")
                         }

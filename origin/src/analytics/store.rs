@@ -345,17 +345,29 @@ impl AnalyticsStore {
         tx.commit().await
     }
 
-    /// Deletes records and sessions older than `detail_before` and minutes older than
-    /// `minutes_before`; returns the rows deleted.
-    pub async fn prune(&self, detail_before: i64, minutes_before: i64) -> Result<u64, sqlx::Error> {
+    /// Deletes records (and the ids of their batches) older than `records_before`, sessions
+    /// older than `sessions_before` and minutes older than `minutes_before`; returns the rows
+    /// deleted.
+    pub async fn prune(
+        &self,
+        records_before: i64,
+        sessions_before: i64,
+        minutes_before: i64,
+    ) -> Result<u64, sqlx::Error> {
         let mut deleted = 0;
         for (sql, bound) in [
-            ("DELETE FROM analytics_records WHERE at < $1", detail_before),
+            (
+                "DELETE FROM analytics_records WHERE at < $1",
+                records_before,
+            ),
+            (
+                "DELETE FROM analytics_batches WHERE at < $1",
+                records_before,
+            ),
             (
                 "DELETE FROM viewer_sessions WHERE last_at < $1",
-                detail_before,
+                sessions_before,
             ),
-            ("DELETE FROM analytics_batches WHERE at < $1", detail_before),
             (
                 "DELETE FROM analytics_minutes WHERE minute < $1",
                 minutes_before,
