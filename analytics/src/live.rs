@@ -6,8 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::device::Device;
-use crate::record::Record;
+use crate::record::{Identity, Record};
 
 /// Playback samples kept per viewer for its buffer health and rebuffer figures.
 const SAMPLES: usize = 32;
@@ -17,14 +16,8 @@ const SAMPLES: usize = 32;
 pub struct Viewer {
     /// The session.
     pub session_id: String,
-    /// The application's user id, if a beacon said.
-    pub user_id: Option<String>,
-    /// The edge of its last request.
-    pub edge: String,
-    /// Its device.
-    pub device_type: Device,
-    /// Its location, if known.
-    pub location: Option<String>,
+    /// Who it is.
+    pub identity: Identity,
     /// The rendition it fetched last.
     pub rendition: Option<String>,
     /// The bitrate it fetched last, kbit/s.
@@ -129,10 +122,7 @@ impl LiveViewers {
         let viewers = self.streams.entry(r.stream.clone()).or_default();
         let v = viewers.entry(r.session.clone()).or_insert_with(|| Viewer {
             session_id: r.session.clone(),
-            user_id: None,
-            edge: String::new(),
-            device_type: r.device,
-            location: None,
+            identity: Identity::default(),
             rendition: None,
             bitrate_kbps: None,
             buffer_ms: None,
@@ -146,14 +136,7 @@ impl LiveViewers {
         });
         v.last_ms = v.last_ms.max(r.at_ms);
         v.joined_ms = v.joined_ms.min(r.at_ms);
-        v.edge.clone_from(&r.edge);
-        v.device_type = r.device;
-        if r.location.is_some() {
-            v.location.clone_from(&r.location);
-        }
-        if r.user.is_some() {
-            v.user_id.clone_from(&r.user);
-        }
+        v.identity.update(r);
         if r.object.is_media() {
             if r.rendition.is_some() {
                 v.rendition.clone_from(&r.rendition);
@@ -222,7 +205,7 @@ impl LiveViewers {
             {
                 sums.add(v);
                 total.add(v);
-                edges.entry(v.edge.as_str()).or_default().add(v);
+                edges.entry(v.identity.edge.as_str()).or_default().add(v);
             }
             streams.push((stream.clone(), sums.gauges()));
         }

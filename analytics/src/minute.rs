@@ -17,8 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::Device;
-use crate::record::Record;
+use crate::record::{Identity, Record};
 
 /// A minute, in ms.
 pub const MINUTE_MS: i64 = 60_000;
@@ -260,14 +259,8 @@ fn ratio(part: u64, whole: u64) -> Option<f64> {
 pub struct SessionMinute {
     /// The session.
     pub session: String,
-    /// The edge of its last request.
-    pub edge: String,
-    /// Its device.
-    pub device: Device,
-    /// Its location, if known.
-    pub location: Option<String>,
-    /// The application's user id, if a beacon said.
-    pub user: Option<String>,
+    /// Who it is.
+    pub identity: Identity,
     /// First and last request in the minute, Unix ms.
     pub first_ms: i64,
     /// Last request in the minute.
@@ -347,14 +340,7 @@ pub fn aggregate(
             }
             seen.requests += 1;
             seen.bytes += r.bytes;
-            seen.edge.clone_from(&r.edge);
-            seen.device = r.device;
-            if r.location.is_some() {
-                seen.location.clone_from(&r.location);
-            }
-            if r.user.is_some() {
-                seen.user.clone_from(&r.user);
-            }
+            seen.identity.update(r);
             if let Some(rendition) = r.rendition.as_ref().filter(|_| r.object.is_media()) {
                 seen.renditions.insert(rendition.clone());
             }

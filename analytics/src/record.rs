@@ -247,6 +247,35 @@ impl Record {
     }
 }
 
+/// Who a session is, as its latest records say: the edge it reached, its device, and the
+/// location and user id when something said them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Identity {
+    /// The edge of the latest request.
+    pub edge: String,
+    /// The device.
+    pub device: Device,
+    /// Country/city, if known.
+    pub location: Option<String>,
+    /// The application's user id, if a beacon said.
+    pub user: Option<String>,
+}
+
+impl Identity {
+    /// Takes in what `r` says; a record without a location or user keeps the known one.
+    pub fn update(&mut self, r: &Record) {
+        self.edge.clone_from(&r.edge);
+        self.device = r.device;
+        if r.location.is_some() {
+            self.location.clone_from(&r.location);
+        }
+        if r.user.is_some() {
+            self.user.clone_from(&r.user);
+        }
+    }
+}
+
 /// A batch as JSON lines.
 pub fn encode_batch(records: &[Record]) -> Vec<u8> {
     let mut out = Vec::with_capacity(records.len() * 256);

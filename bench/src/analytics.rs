@@ -46,7 +46,14 @@ fn synthetic(records: usize, sessions: usize, start_ms: i64) -> Vec<Record> {
                 at_ms,
                 stream: format!("stream-{}", session % 4),
                 live: true,
-                rendition: Some(if session.is_multiple_of(3) { "360p" } else { "720p" }.into()),
+                rendition: Some(
+                    if session.is_multiple_of(3) {
+                        "360p"
+                    } else {
+                        "720p"
+                    }
+                    .into(),
+                ),
                 object: Object::Part,
                 status: 200,
                 bytes: 60_000,
@@ -60,7 +67,11 @@ fn synthetic(records: usize, sessions: usize, start_ms: i64) -> Vec<Record> {
                 buffer_ms: Some(1_200),
                 starved: tick % 97 == 0,
                 throughput_kbps: Some(25_000),
-                bitrate_kbps: Some(if session.is_multiple_of(3) { 800 } else { 2_800 }),
+                bitrate_kbps: Some(if session.is_multiple_of(3) {
+                    800
+                } else {
+                    2_800
+                }),
                 top_bitrate_kbps: Some(2_800),
                 object_duration_ms: Some(500),
                 format: Some('h'),

@@ -388,13 +388,14 @@ fn merge_session(row: &mut SessionRow, seen: &SessionMinute) {
     row.first_at = row.first_at.min(seen.first_ms);
     row.last_at = row.last_at.max(seen.last_ms);
     let d = &mut row.details;
-    d.edge.clone_from(&seen.edge);
-    d.device_type = seen.device.label().to_owned();
-    if seen.location.is_some() {
-        d.location.clone_from(&seen.location);
+    let who = &seen.identity;
+    d.edge.clone_from(&who.edge);
+    d.device_type = who.device.label().to_owned();
+    if who.location.is_some() {
+        d.location.clone_from(&who.location);
     }
-    if seen.user.is_some() {
-        d.user_id.clone_from(&seen.user);
+    if who.user.is_some() {
+        d.user_id.clone_from(&who.user);
     }
     d.requests += seen.requests;
     d.bytes += seen.bytes;
