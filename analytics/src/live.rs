@@ -150,12 +150,11 @@ impl LiveViewers {
             v.latency_ms = Some(l);
         }
         v.stalls += u64::from(r.starved);
-        if (r.object.is_media() && (r.buffer_ms.is_some() || r.starved)) || r.protocol == "beacon" {
-            let healthy = !r.starved && r.buffer_ms.is_some_and(|b| b >= self.healthy_buffer_ms);
+        if let Some(sample) = r.playback_sample(self.healthy_buffer_ms) {
             if v.samples.len() == SAMPLES {
                 v.samples.pop_front();
             }
-            v.samples.push_back((healthy, r.starved));
+            v.samples.push_back(sample);
         }
         if r.startup && v.startup_ms.is_none() {
             v.starting = true;

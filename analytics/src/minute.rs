@@ -380,7 +380,6 @@ fn count(stats: &mut MinuteStats, latencies: &mut Vec<u64>, r: &Record, settings
     }
     stats.errors += u64::from(r.is_error());
     stats.dropped_frames += u64::from(r.dropped_frames.unwrap_or(0));
-    let beacon = r.protocol == "beacon";
     if r.object.is_media() {
         stats.media_requests += 1;
         if let Some(b) = r.bitrate_kbps {
@@ -394,10 +393,9 @@ fn count(stats: &mut MinuteStats, latencies: &mut Vec<u64>, r: &Record, settings
         stats.buffer_sum_ms += u64::from(b);
         stats.buffer_count += 1;
     }
-    if (r.object.is_media() && (r.buffer_ms.is_some() || r.starved)) || beacon {
+    if let Some((healthy, starved)) = r.playback_sample(settings.healthy_buffer_ms) {
         stats.playback_samples += 1;
-        stats.starved_samples += u64::from(r.starved);
-        let healthy = !r.starved && r.buffer_ms.is_some_and(|b| b >= settings.healthy_buffer_ms);
+        stats.starved_samples += u64::from(starved);
         stats.healthy_samples += u64::from(healthy);
     }
     if let Some(l) = r.live_latency_ms() {

@@ -213,6 +213,18 @@ impl Record {
         (0..=600_000).contains(&latency).then_some(latency)
     }
 
+    /// A playback sample (a media request with a buffer figure or a starvation, or a beacon):
+    /// `(healthy, starved)`, healthy meaning a buffer of at least `healthy_buffer_ms` and no
+    /// starvation. `None` for requests that say nothing about playback.
+    pub fn playback_sample(&self, healthy_buffer_ms: u32) -> Option<(bool, bool)> {
+        let sample = (self.object.is_media() && (self.buffer_ms.is_some() || self.starved))
+            || self.protocol == "beacon";
+        sample.then(|| {
+            let healthy = !self.starved && self.buffer_ms.is_some_and(|b| b >= healthy_buffer_ms);
+            (healthy, self.starved)
+        })
+    }
+
     /// A cache hit of any kind (served without waiting for the upstream).
     pub fn is_hit(&self) -> bool {
         matches!(self.cache.as_str(), "hit" | "stale" | "revalidated")
