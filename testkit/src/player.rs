@@ -49,6 +49,25 @@ pub struct OfferedRendition {
     pub bitrate: u64,
 }
 
+/// One time the play head waited after playback began.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stall {
+    /// Media time it began at, seconds.
+    pub at: f64,
+    /// How long it lasted, ms (`None` if it had not ended).
+    pub ms: Option<u64>,
+    /// Media buffered ahead of the play head when it began, seconds: 0 when the player ran
+    /// out of data, more when the decoder fell behind (a busy machine, not the delivery).
+    pub ahead: f64,
+}
+
+impl Stall {
+    /// Whether the player had run out of media: what delivery causes.
+    pub fn starved(&self) -> bool {
+        self.ahead < 0.1
+    }
+}
+
 /// A player error as the page recorded it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PlayerError {
@@ -78,6 +97,9 @@ pub struct PlayReport {
     pub stalls: Option<u32>,
     /// Time spent stalled.
     pub stall_seconds: Option<f64>,
+    /// The last 30 stalls.
+    #[serde(default)]
+    pub stall_log: Vec<Stall>,
     /// Fatal player errors.
     pub errors: Vec<PlayerError>,
     /// Errors in the page's console.
@@ -95,6 +117,17 @@ pub struct PlayReport {
 }
 
 impl PlayReport {
+    /// Stalls where the player had run out of media.
+    pub fn starved_stalls(&self) -> usize {
+        self.stall_log.iter().filter(|s| s.starved()).count()
+    }
+
+    /// Time stalled over time played.
+    pub fn rebuffer_ratio(&self) -> f64 {
+        let stalled = self.stall_seconds.unwrap_or(0.0);
+        stalled / (stalled + self.played_seconds).max(f64::EPSILON)
+    }
+
     /// The protocol most media requests used.
     pub fn main_protocol(&self) -> Option<&str> {
         self.protocols

@@ -28,6 +28,9 @@
     firstFrameMs: null,
     stalls: 0,
     stallMs: 0,
+    // Each stall: media time, how long, and the media buffered ahead of the play head when it
+    // began (0 when the player ran out of data; more when the decoder fell behind).
+    stallLog: [],
     errors: [],
     warnings: [],
     trace: [],
@@ -51,6 +54,15 @@
     if (stats.warnings.length > 30) stats.warnings.shift();
   }
 
+  // Media buffered from the play head on, within the range that holds it.
+  function bufferedAhead() {
+    const t = video.currentTime;
+    for (let i = 0; i < video.buffered.length; i++) {
+      if (video.buffered.start(i) <= t + 0.05 && t < video.buffered.end(i)) return video.buffered.end(i) - t;
+    }
+    return 0;
+  }
+
   // The last media appended, for diagnosing a stall.
   function trace(message) {
     stats.trace.push(`${video.currentTime.toFixed(2)} ${message}`);
@@ -68,7 +80,9 @@
       stats.firstFrameMs = Math.round(performance.now());
     }
     if (stalledSince !== null) {
-      stats.stallMs += performance.now() - stalledSince;
+      const ms = performance.now() - stalledSince;
+      stats.stallMs += ms;
+      stats.stallLog[stats.stallLog.length - 1].ms = Math.round(ms);
       stalledSince = null;
     }
     stats.state = "playing";
@@ -79,6 +93,8 @@
     if (everPlayed && !video.seeking && stalledSince === null) {
       stats.stalls += 1;
       stalledSince = performance.now();
+      stats.stallLog.push({ at: Number(video.currentTime.toFixed(2)), ms: null, ahead: Number(bufferedAhead().toFixed(2)) });
+      if (stats.stallLog.length > 30) stats.stallLog.shift();
       stats.state = "stalled";
       render();
     }
