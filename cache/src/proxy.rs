@@ -592,6 +592,14 @@ impl ProxyHttp for CachingProxy {
                 {
                     req.insert_header(header::HOST, authority)?;
                 }
+                // Pingora builds a stale-while-revalidate refresh by re-reading this header as
+                // HTTP/1.x text. An `HTTP/2` request line fails that parse, so the refresh never
+                // ran and its cache lock held every later viewer of the object until it aged
+                // out (10-26 s). Upstream requests are HTTP/1.1 anyway; the response still goes
+                // out over the client's own HTTP/2 stream.
+                if req.version == http::Version::HTTP_2 {
+                    req.set_version(http::Version::HTTP_11);
+                }
                 req.set_uri(target);
                 ctx.class = ContentClass::of(key.path(), key.query());
                 ctx.key = Some(key);

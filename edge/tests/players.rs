@@ -707,6 +707,42 @@ fn http2_gets_and_heads_fill_through_the_real_shield_and_origin_and_manifests_st
     );
     assert_eq!(status, 404);
 
+    // Past its `max-age` (2 s), the player page is served stale while the edge refreshes it
+    // in the background; the refreshed copy lands at once and nobody waits on it.
+    let page = format!("/player/{id}");
+    let timed = |path: &str| {
+        let asked = Instant::now();
+        let (status, headers, _) = curl_edge(&tiers, "--http2", false, path);
+        (status, headers, asked.elapsed())
+    };
+    let (status, _, _) = timed(&page);
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(2600));
+    let (status, headers, took) = timed(&page);
+    assert_eq!(status, 200, "{headers}");
+    assert!(headers.contains("x-cache: stale"), "{headers}");
+    assert!(
+        took < Duration::from_secs(1),
+        "a stale answer took {took:?}"
+    );
+    let refreshed_by = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let (status, headers, took) = timed(&page);
+        assert_eq!(status, 200, "{headers}");
+        assert!(
+            took < Duration::from_secs(1),
+            "a viewer waited {took:?}: {headers}"
+        );
+        if headers.contains("x-cache: hit") {
+            break;
+        }
+        assert!(
+            Instant::now() < refreshed_by,
+            "the background refresh never landed: {headers}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // A viewer polling the MPD through both tiers never gets one older than the origin's
     // `max-age` (1 s) allows, nor a stale one.
     let mut oldest = Duration::ZERO;
