@@ -541,15 +541,13 @@ fn part_wait(media: &LiveMedia) -> Duration {
     Duration::from_secs_f64((target * 1.5).max(1.0))
 }
 
-/// Low-latency DASH target: five parts (1.7 s with the default 0.34 s parts), two more than
+/// Low-latency DASH target: four parts (1.36 s with the default 0.34 s parts), one more than
 /// LL-HLS's `PART-HOLD-BACK`, as margin for a player that learns of each segment from a
-/// manifest up to a second old; three segments without LL. At four parts a release build
-/// played at 1.36 s without a stall on every path, but dash.js stalled once in the debug-build
-/// player tests (three tiers, the transcoder and two browsers on two cores).
+/// manifest up to a second old; three segments without LL.
 fn target_latency_ms(state: &StreamPackager) -> u64 {
     let s = state.settings();
     let seconds = if s.low_latency {
-        5.0 * s.part_target
+        4.0 * s.part_target
     } else {
         3.0 * s.segment_target
     };
