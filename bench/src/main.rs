@@ -12,6 +12,7 @@ mod purge_apply;
 mod stats;
 mod tls_load;
 mod transcode;
+mod viewers;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -49,6 +50,37 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Allow a target that is not on loopback.
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Simulated players watching an HLS stream through a scenario of ramping stages; the
+    /// scenario's thresholds set the exit code (99 when one fails, as k6).
+    Viewers {
+        /// The multivariant playlist, `http(s)://host:port/live/<id>/master.m3u8`.
+        #[arg(long)]
+        url: String,
+        /// Scenario file (TOML: `name`, `stages`, `thresholds`; see `bench/scenarios/`).
+        #[arg(long)]
+        scenario: std::path::PathBuf,
+        /// HTTP/1.1, HTTP/2 or HTTP/3.
+        #[arg(long, value_enum, default_value = "h1")]
+        protocol: viewers::client::Protocol,
+        /// PEM certificate to trust, for https:// URLs.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Write the HTML report (charts over time) here.
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
+        /// Progress line interval (`0s`: none).
+        #[arg(long, default_value = "5s")]
+        progress: HumanDuration,
+        /// Per-request timeout.
+        #[arg(long, default_value = "15s")]
+        timeout: HumanDuration,
         /// Allow a target that is not on loopback.
         #[arg(long)]
         allow_remote: bool,
@@ -225,6 +257,85 @@ fn main() -> anyhow::Result<()> {
                 rounds,
             }))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Viewers {
+            url,
+            scenario,
+            protocol,
+            ca,
+            json,
+            html,
+            progress,
+            timeout,
+            allow_remote,
+        } => {
+            let text = std::fs::read_to_string(&scenario)
+                .with_context(|| format!("cannot read {}", scenario.display()))?;
+            let (scenario_file, thresholds) = viewers::scenario::Scenario::parse(&text)
+                .with_context(|| format!("{}", scenario.display()))?;
+            let (target, path) = viewers::run::target(&url, protocol, ca.as_deref(), allow_remote)?;
+            let plan = viewers::run::ViewersPlan {
+                url,
+                target,
+                path,
+                scenario: scenario_file,
+                thresholds,
+                progress: progress.0,
+                timeout: timeout.0,
+            };
+            let report = runtime()?.block_on(viewers::run::run(plan))?;
+            let s = &report.summary;
+            println!(
+                "{}: {} viewers over {} for {:.0} s (peak {}), {:.1} % played",
+                s.scenario,
+                s.viewers,
+                s.protocol,
+                s.seconds,
+                s.peak_viewers,
+                s.viewers_started * 100.0
+            );
+            let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} s"));
+            println!(
+                "  startup p50 {} p95 {} | live latency p50 {} p95 {} p99 {}",
+                fmt(s.startup_p50),
+                fmt(s.startup_p95),
+                fmt(s.latency_p50),
+                fmt(s.latency_p95),
+                fmt(s.latency_p99)
+            );
+            println!(
+                "  stalls {} ({:.3} per viewer-minute), rebuffer {:.3} % | requests {} errors {} ({:.3} %) | {:.1} Mbit/s | switches {}",
+                s.stalls,
+                s.stalls_per_viewer_minute,
+                s.rebuffer_ratio * 100.0,
+                s.requests,
+                s.errors,
+                s.error_ratio * 100.0,
+                s.egress_mbps,
+                s.switches
+            );
+            for v in &s.thresholds {
+                println!(
+                    "  {} {} (measured {:.4})",
+                    if v.passed { "PASS" } else { "FAIL" },
+                    v.threshold,
+                    v.actual
+                );
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(path) = html {
+                std::fs::write(&path, viewers::report::html(&report))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if !s.passed {
+                println!("  FAILED: a threshold was not met");
+                // As k6 does when a threshold fails.
+                std::process::exit(99);
+            }
             Ok(())
         }
         Command::Https {

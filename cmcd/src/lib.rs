@@ -12,6 +12,7 @@
 //! The servers' answer, Common Media Server Data (CTA-5006), is [`cmsd`].
 
 pub mod cmsd;
+mod write;
 
 /// Longest CMCD text read from one request (query parameter and headers together); the rest
 /// is ignored.

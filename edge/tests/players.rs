@@ -1011,3 +1011,152 @@ fn a_player_pages_cmcd_shows_its_session_in_viewers_and_in_analytics() {
     assert_eq!(beacon.status, 400, "{}", beacon.text());
     assert_eq!(analytics(&tiers, &id, &query)["sessions"], body["sessions"]);
 }
+
+/// `cascade-bench viewers` with a scenario of `viewers` for `seconds` and `thresholds`;
+/// returns its exit code and JSON report.
+fn load_tool(
+    tiers: &Tiers,
+    url: &str,
+    protocol: &str,
+    seconds: u32,
+    thresholds: &str,
+) -> (Option<i32>, Value, PathBuf) {
+    let scenario = tiers.dir.path().join(format!("scenario-{protocol}.toml"));
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"smoke {protocol}\"\nstages = [{{ duration = \"2s\", viewers = 4 }}, \
+             {{ duration = \"{seconds}s\", viewers = 4 }}]\nthresholds = [{thresholds}]\n"
+        ),
+    )
+    .unwrap();
+    let json = tiers.dir.path().join(format!("report-{protocol}.json"));
+    let html = tiers.dir.path().join(format!("report-{protocol}.html"));
+    let out = std::process::Command::new(cascade_testkit::binary_path("cascade-bench").unwrap())
+        .args([
+            "viewers",
+            "--url",
+            url,
+            "--protocol",
+            protocol,
+            "--progress",
+            "0s",
+        ])
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--ca")
+        .arg(tiers.dir.path().join("edge.pem"))
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    eprintln!(
+        "cascade-bench viewers over {protocol}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = std::fs::read(&json)
+        .map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    (out.status.code(), report, html)
+}
+
+#[test]
+fn the_load_tools_players_watch_through_the_tiers_over_h1_h2_and_h3_and_thresholds_set_the_exit_code()
+ {
+    let _heavy = one_at_a_time();
+    let tiers = Tiers::start("[[edge.sites]]\nhosts = [\"localhost\", \"127.0.0.1\"]\n");
+    let (id, ingest) = tiers.create_stream();
+    let _broadcaster = tiers.broadcast(&ingest);
+    tiers.wait_live(&id);
+    let plain = tiers.edge.addr("listen").unwrap().port();
+    let tls = tiers.edge.addr("tls_listen").unwrap().port();
+    let thresholds = "\"viewers_started >= 100%\", \"rebuffer_ratio < 1%\", \"p95_live_latency < 4s\", \"errors < 1%\"";
+    for (protocol, url) in [
+        (
+            "h1",
+            format!("http://127.0.0.1:{plain}/live/{id}/master.m3u8"),
+        ),
+        (
+            "h2",
+            format!("https://localhost:{tls}/live/{id}/master.m3u8"),
+        ),
+        (
+            "h3",
+            format!("https://localhost:{tls}/live/{id}/master.m3u8"),
+        ),
+    ] {
+        let (code, report, html) = load_tool(&tiers, &url, protocol, 20, thresholds);
+        let s = &report["summary"];
+        assert_eq!(code, Some(0), "{protocol}: {report:#}");
+        assert_eq!(s["viewers"], 4, "{report:#}");
+        assert_eq!(s["protocol"], protocol);
+        assert!(s["passed"].as_bool().unwrap(), "{report:#}");
+        // The simulated players followed the live edge part by part, as hls.js does.
+        let latency = s["latency_p50"].as_f64().unwrap();
+        assert!((0.3..4.0).contains(&latency), "{report:#}");
+        assert!(s["startup_p95"].as_f64().unwrap() < 5.0, "{report:#}");
+        // 4 viewers × (a part every ~0.34 s, video and audio, plus the blocking reloads).
+        assert!(s["requests"].as_u64().unwrap() > 4 * 20 * 8, "{report:#}");
+        assert!(s["egress_mbps"].as_f64().unwrap() > 0.5, "{report:#}");
+        let series = report["series"].as_array().unwrap();
+        assert!(series.len() >= 20, "{report:#}");
+        assert!(series.iter().any(|x| x["playing"] == 4), "{report:#}");
+        if protocol == "h1" {
+            // The HTML report renders in Chromium.
+            let png = tiers.dir.path().join("report.png");
+            let out = std::process::Command::new(cascade_testkit::chromium_path().unwrap())
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--window-size=800,1600",
+                ])
+                .arg(format!("--screenshot={}", png.display()))
+                .arg(format!("file://{}", html.display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+            assert!(size > 20_000, "a {size}-byte screenshot");
+            let page = std::fs::read_to_string(&html).unwrap();
+            assert_eq!(page.matches("<svg").count(), 5);
+        }
+    }
+    // The players' CMCD reached the edge with each request.
+    assert!(
+        tiers
+            .edge
+            .metric("cascade_cmcd_requests_total{object_type=\"video\"}")
+            > 100.0
+    );
+
+    // A threshold the run cannot meet fails it, with the exit code and the verdict.
+    let (code, report, _) = load_tool(
+        &tiers,
+        &format!("http://127.0.0.1:{plain}/live/{id}/master.m3u8"),
+        "h1",
+        5,
+        "\"p95_live_latency < 10ms\"",
+    );
+    assert_eq!(code, Some(99), "{report:#}");
+    assert_eq!(report["summary"]["passed"], false);
+    assert_eq!(report["summary"]["thresholds"][0]["passed"], false);
+
+    // A stream that does not exist is one clear error, not a run.
+    let (code, report, _) = load_tool(
+        &tiers,
+        &format!("http://127.0.0.1:{plain}/live/nope/master.m3u8"),
+        "h1",
+        5,
+        "",
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(report, Value::Null);
+}

@@ -1,0 +1,14 @@
+//! `cascade-bench viewers`: simulated players watching a live (or VOD) HLS stream, so that a
+//! run says how many real-behaving viewers a server carries at what rebuffering and latency.
+//!
+//! The decisions are pure and unit-tested: reading playlists ([`playlist`]), one viewer's
+//! player model ([`player`]: start position, blocking reloads, parts and preload hints, ABR,
+//! the buffer playing in real time), scenarios and thresholds ([`scenario`]) and the report
+//! ([`report`]). The shells move bytes: [`client`] (HTTP/1.1, HTTP/2, HTTP/3) and [`run`].
+
+pub mod client;
+pub mod player;
+pub mod playlist;
+pub mod report;
+pub mod run;
+pub mod scenario;

@@ -1,0 +1,1268 @@
+//! One simulated viewer's decisions, no IO: what an LL-HLS player (modelled on hls.js with its
+//! defaults) asks for and when, and what a viewer sees as a result.
+//!
+//! The shell calls [`Player::next_requests`] for what to fetch now, hands back each answer
+//! ([`Player::on_playlist`], [`Player::on_init`], [`Player::on_media`], [`Player::on_error`]),
+//! and calls [`Player::advance`] as time passes. Time is given, never read: `now` is seconds
+//! since the viewer joined, `wall_ms` the wall clock (Unix ms) for live latency.
+//!
+//! - **Start**: the multivariant playlist, then the first variant's playlist (and the audio
+//!   rendition's). A live stream starts at the independent part `PART-HOLD-BACK` behind the
+//!   newest (`HOLD-BACK`, else three target durations, without parts); VOD at the start.
+//! - **Reloads**: with `CAN-BLOCK-RELOAD`, the next playlist is asked for as soon as the last
+//!   arrives, blocking on the part after the newest (`_HLS_msn`, `_HLS_part`), as a delta
+//!   update (`_HLS_skip=YES`) when the server can skip. Without, once a target duration.
+//! - **Media**: parts in order, then the preload hint when the cursor reaches it (the
+//!   request waits at the server until the part exists); whole segments for a stream
+//!   without parts, or old segments listed without them.
+//! - **Buffer**: media plays in real time. The play head waiting for data after playback
+//!   began is a stall, until `resume_buffer` seconds are buffered again.
+//! - **ABR**: throughput samples from media downloads feed a fast and a slow moving average;
+//!   the lower of the two picks the highest variant under `up_factor` of it (staying on the
+//!   current one while it stays under `down_factor`); a switch takes effect at the next
+//!   segment boundary, after the new variant's playlist and init segment are loaded.
+
+use cascade_cmcd::{Cmcd, ObjectType, StreamType, StreamingFormat};
+
+use super::playlist::{MediaPlaylist, Multivariant, Segment};
+
+/// Tunables, defaults as hls.js's.
+#[derive(Debug, Clone)]
+pub struct PlayerConfig {
+    /// CMCD session id.
+    pub session_id: String,
+    /// CMCD content id.
+    pub content_id: String,
+    /// Seconds of media needed to start, and to resume after a stall.
+    pub resume_buffer: f64,
+    /// Largest buffer ahead of the play head, seconds (VOD; live is held by the live edge).
+    pub max_buffer: f64,
+    /// Share of the estimate a higher variant may use.
+    pub up_factor: f64,
+    /// Share of the estimate the current variant may use before switching down.
+    pub down_factor: f64,
+    /// Seconds to wait before asking again after an error.
+    pub retry_after: f64,
+}
+
+impl Default for PlayerConfig {
+    fn default() -> Self {
+        Self {
+            session_id: String::new(),
+            content_id: String::new(),
+            resume_buffer: 0.3,
+            max_buffer: 30.0,
+            up_factor: 0.7,
+            down_factor: 0.95,
+            retry_after: 0.5,
+        }
+    }
+}
+
+/// What a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// The multivariant playlist.
+    Multivariant,
+    /// A track's media playlist (`blocking`: an LL-HLS blocking reload).
+    Playlist {
+        /// Whether the server holds it until the asked part exists.
+        blocking: bool,
+        /// The playlist of a variant being switched to.
+        switch: bool,
+    },
+    /// A track's init segment.
+    Init,
+    /// A part or segment.
+    Media {
+        /// Media sequence number.
+        msn: u64,
+        /// Part index (`None`: the whole segment).
+        part: Option<usize>,
+        /// Asked for from the preload hint, before it existed.
+        hinted: bool,
+    },
+}
+
+/// One request to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Track index (0 video, 1 audio); 0 for the multivariant playlist.
+    pub track: usize,
+    /// What it fetches.
+    pub fetch: Fetch,
+    /// Path and query to GET, CMCD included.
+    pub target: String,
+}
+
+/// Where a viewer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Before the first frame.
+    Starting,
+    /// The play head moves.
+    Playing,
+    /// Waiting for media after playback began.
+    Stalled,
+    /// VOD played to the end.
+    Ended,
+}
+
+/// What one viewer got.
+#[derive(Debug, Clone, Default)]
+pub struct ViewerStats {
+    /// Seconds from joining to the first frame.
+    pub startup: Option<f64>,
+    /// Stalls after playback began.
+    pub stalls: u32,
+    /// Seconds stalled.
+    pub stalled: f64,
+    /// Seconds of media played.
+    pub played: f64,
+    /// Seconds played per variant (index into the variants).
+    pub played_by_variant: Vec<f64>,
+    /// Rendition switches.
+    pub switches: u32,
+    /// Requests answered or failed (counted by the shell that sends them).
+    pub requests: u64,
+    /// Failed requests: a transport error, a status other than 200, or a body that did not
+    /// read.
+    pub errors: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    object: ObjectType,
+    variant: usize,
+    playlist_path: String,
+    playlist: Option<MediaPlaylist>,
+    playlist_pending: bool,
+    last_reload: f64,
+    init_loaded: bool,
+    init_pending: bool,
+    cursor: Option<(u64, Option<usize>)>,
+    media_pending: bool,
+    /// Timeline position (ms) up to which media is loaded.
+    loaded_until: Option<i64>,
+    retry_at: f64,
+    /// A variant being switched to: its playlist path and, once loaded, the playlist.
+    switching: Option<(usize, String, Option<MediaPlaylist>)>,
+}
+
+impl Track {
+    fn new(object: ObjectType, variant: usize, playlist_path: String) -> Self {
+        Self {
+            object,
+            variant,
+            playlist_path,
+            playlist: None,
+            playlist_pending: false,
+            last_reload: f64::NEG_INFINITY,
+            init_loaded: false,
+            init_pending: false,
+            cursor: None,
+            media_pending: false,
+            loaded_until: None,
+            retry_at: 0.0,
+            switching: None,
+        }
+    }
+}
+
+/// Exponentially weighted moving average over seconds of samples, as hls.js's estimator.
+#[derive(Debug, Clone)]
+struct Ewma {
+    half_life: f64,
+    estimate: f64,
+    weight: f64,
+}
+
+impl Ewma {
+    fn new(half_life: f64) -> Self {
+        Self {
+            half_life,
+            estimate: 0.0,
+            weight: 0.0,
+        }
+    }
+
+    fn sample(&mut self, seconds: f64, value: f64) {
+        let alpha = 0.5f64.powf(seconds / self.half_life);
+        self.estimate = value * (1.0 - alpha) + alpha * self.estimate;
+        self.weight += seconds;
+    }
+
+    fn value(&self) -> Option<f64> {
+        (self.weight > 0.0).then(|| {
+            let zero_factor = 1.0 - 0.5f64.powf(self.weight / self.half_life);
+            self.estimate / zero_factor
+        })
+    }
+}
+
+/// Resolves `uri` against the path of the playlist that named it (`/a/b/master.m3u8`).
+pub fn resolve(base: &str, uri: &str) -> String {
+    if let Some(rest) = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+    {
+        return rest
+            .find('/')
+            .map_or("/".to_owned(), |i| rest[i..].to_owned());
+    }
+    if uri.starts_with('/') {
+        return uri.to_owned();
+    }
+    let base = base.split('?').next().unwrap_or(base);
+    let mut parts: Vec<&str> = base.split('/').collect();
+    parts.pop();
+    for piece in uri.split('/') {
+        match piece {
+            ".." => {
+                if parts.len() > 1 {
+                    parts.pop();
+                }
+            }
+            "." => {}
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// One simulated viewer.
+#[derive(Debug, Clone)]
+pub struct Player {
+    config: PlayerConfig,
+    multivariant_path: String,
+    multivariant: Option<Multivariant>,
+    multivariant_pending: bool,
+    multivariant_retry: f64,
+    tracks: Vec<Track>,
+    state: State,
+    clock: f64,
+    stall_began: f64,
+    playhead: Option<i64>,
+    dated: bool,
+    live: bool,
+    fast: Ewma,
+    slow: Ewma,
+    starved_since_request: bool,
+    stats: ViewerStats,
+}
+
+impl Player {
+    /// A viewer about to open `multivariant_path`.
+    pub fn new(config: PlayerConfig, multivariant_path: &str) -> Self {
+        Self {
+            config,
+            multivariant_path: multivariant_path.to_owned(),
+            multivariant: None,
+            multivariant_pending: false,
+            multivariant_retry: 0.0,
+            tracks: Vec::new(),
+            state: State::Starting,
+            clock: 0.0,
+            stall_began: 0.0,
+            playhead: None,
+            dated: false,
+            live: true,
+            fast: Ewma::new(3.0),
+            slow: Ewma::new(9.0),
+            starved_since_request: false,
+            stats: ViewerStats::default(),
+        }
+    }
+
+    /// Where the viewer is.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// What the viewer got so far.
+    pub fn stats(&self) -> &ViewerStats {
+        &self.stats
+    }
+
+    /// The variant playing (index), once known.
+    pub fn variant(&self) -> Option<usize> {
+        self.tracks.first().map(|t| t.variant)
+    }
+
+    /// Seconds of media buffered ahead of the play head (all tracks).
+    pub fn buffer(&self) -> f64 {
+        match (self.playhead, self.loaded_until()) {
+            (Some(head), Some(end)) => ((end - head) as f64 / 1000.0).max(0.0),
+            _ => 0.0,
+        }
+    }
+
+    /// Live latency now, seconds: wall clock − the program date-time at the play head.
+    pub fn latency(&self, wall_ms: i64) -> Option<f64> {
+        (self.dated && self.live && self.state == State::Playing)
+            .then_some(self.playhead?)
+            .map(|head| (wall_ms - head) as f64 / 1000.0)
+    }
+
+    /// The throughput estimate, bit/s.
+    pub fn estimate(&self) -> Option<f64> {
+        match (self.fast.value(), self.slow.value()) {
+            (Some(f), Some(s)) => Some(f.min(s)),
+            (f, s) => f.or(s),
+        }
+    }
+
+    fn loaded_until(&self) -> Option<i64> {
+        self.tracks
+            .iter()
+            .map(|t| t.loaded_until)
+            .collect::<Option<Vec<i64>>>()?
+            .into_iter()
+            .min()
+    }
+
+    fn cmcd(&self, object: ObjectType, duration: Option<f64>, bitrate: Option<u64>) -> String {
+        let cmcd = Cmcd {
+            session_id: Some(self.config.session_id.clone()).filter(|s| !s.is_empty()),
+            content_id: Some(self.config.content_id.clone()).filter(|s| !s.is_empty()),
+            object_type: Some(object),
+            streaming_format: Some(StreamingFormat::Hls),
+            stream_type: Some(if self.live {
+                StreamType::Live
+            } else {
+                StreamType::Vod
+            }),
+            buffer_length_ms: (object != ObjectType::Manifest)
+                .then(|| (self.buffer() * 10.0).round() as u64 * 100),
+            measured_throughput_kbps: self
+                .estimate()
+                .map(|e| (e / 100_000.0).round() as u64 * 100),
+            object_duration_ms: duration.map(|d| (d * 1000.0).round() as u64),
+            bitrate_kbps: bitrate.map(|b| b / 1000),
+            top_bitrate_kbps: self
+                .multivariant
+                .as_ref()
+                .and_then(|m| m.variants.iter().map(|v| v.bandwidth / 1000).max()),
+            startup: self.state == State::Starting,
+            buffer_starvation: self.starved_since_request,
+            ..Cmcd::default()
+        };
+        cmcd.to_query()
+    }
+
+    fn with_query(path: &str, query: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{path}{sep}{query}")
+    }
+
+    /// What to send now. Each request is marked in flight until its answer comes back.
+    pub fn next_requests(&mut self, now: f64) -> Vec<Request> {
+        let mut out = Vec::new();
+        if self.multivariant.is_none() {
+            if !self.multivariant_pending && now >= self.multivariant_retry {
+                self.multivariant_pending = true;
+                self.starved_since_request = false;
+                let cmcd = self.cmcd(ObjectType::Manifest, None, None);
+                out.push(Request {
+                    track: 0,
+                    fetch: Fetch::Multivariant,
+                    target: Self::with_query(&self.multivariant_path, &cmcd),
+                });
+            }
+            return out;
+        }
+        for index in 0..self.tracks.len() {
+            if now < self.tracks[index].retry_at {
+                continue;
+            }
+            self.switch_at_boundary(index);
+            if let Some(request) = self.playlist_request(index, now) {
+                out.push(request);
+            }
+            if let Some(request) = self.init_request(index) {
+                out.push(request);
+            }
+            if let Some(request) = self.media_request(index) {
+                out.push(request);
+            }
+        }
+        if !out.is_empty() {
+            self.starved_since_request = false;
+        }
+        out
+    }
+
+    fn playlist_request(&mut self, index: usize, now: f64) -> Option<Request> {
+        let cmcd = self.cmcd(ObjectType::Manifest, None, None);
+        let track = &mut self.tracks[index];
+        if track.playlist_pending {
+            return None;
+        }
+        if let Some((_, path, None)) = &track.switching {
+            track.playlist_pending = true;
+            return Some(Request {
+                track: index,
+                fetch: Fetch::Playlist {
+                    blocking: false,
+                    switch: true,
+                },
+                target: Self::with_query(path, &cmcd),
+            });
+        }
+        let (target, blocking) = match &track.playlist {
+            None => (track.playlist_path.clone(), false),
+            Some(p) if p.ended => return None,
+            Some(p) if p.can_block_reload => {
+                let (msn, part) = p.next_after_last();
+                let mut query = format!("_HLS_msn={msn}");
+                if let Some(part) = part {
+                    query.push_str(&format!("&_HLS_part={part}"));
+                }
+                if p.can_skip_until.is_some() {
+                    query.push_str("&_HLS_skip=YES");
+                }
+                (format!("{}?{query}", track.playlist_path), true)
+            }
+            Some(p) => {
+                if now - track.last_reload < p.target_duration.max(0.5) {
+                    return None;
+                }
+                (track.playlist_path.clone(), false)
+            }
+        };
+        track.playlist_pending = true;
+        track.last_reload = now;
+        Some(Request {
+            track: index,
+            fetch: Fetch::Playlist {
+                blocking,
+                switch: false,
+            },
+            target: Self::with_query(&target, &cmcd),
+        })
+    }
+
+    fn init_request(&mut self, index: usize) -> Option<Request> {
+        let cmcd = self.cmcd(ObjectType::Init, None, None);
+        let track = &mut self.tracks[index];
+        let playlist = track.playlist.as_ref()?;
+        if track.init_loaded || track.init_pending {
+            return None;
+        }
+        let init = playlist.init.as_ref()?;
+        track.init_pending = true;
+        Some(Request {
+            track: index,
+            fetch: Fetch::Init,
+            target: Self::with_query(&resolve(&track.playlist_path, init), &cmcd),
+        })
+    }
+
+    /// A switch whose playlist is in takes effect at a segment boundary.
+    fn switch_at_boundary(&mut self, index: usize) {
+        let track = &self.tracks[index];
+        if let Some((variant, path, Some(_))) = &track.switching
+            && !track.media_pending
+            && track.cursor.is_some_and(|(_, part)| part.unwrap_or(0) == 0)
+        {
+            let (variant, path) = (*variant, path.clone());
+            self.complete_switch(index, variant, path);
+        }
+    }
+
+    fn media_request(&mut self, index: usize) -> Option<Request> {
+        let buffer = self.buffer();
+        let bitrate = self.track_bitrate(index);
+        let track = &self.tracks[index];
+        let playlist = track.playlist.as_ref()?;
+        let wants_init = playlist.init.is_some() && !track.init_loaded;
+        if track.media_pending || wants_init {
+            return None;
+        }
+        if !self.live && buffer >= self.config.max_buffer {
+            return None;
+        }
+        let (msn, part) = track.cursor?;
+        let (uri, duration, part, hinted) = match playlist.segment(msn) {
+            Some(segment) => match part {
+                Some(i) if i < segment.parts.len() => {
+                    let p = &segment.parts[i];
+                    (p.uri.clone(), p.duration, Some(i), false)
+                }
+                Some(i) if i == 0 && segment.parts.is_empty() && segment.complete() => {
+                    (segment.uri.clone()?, segment.duration, None, false)
+                }
+                Some(_) if segment.complete() => {
+                    self.tracks[index].cursor = Some((msn + 1, Some(0)));
+                    return self.media_request(index);
+                }
+                Some(i) => {
+                    // The part is not listed yet: ask for it if it is the preload hint.
+                    let hint = playlist.preload_hint.clone()?;
+                    if playlist.next_after_last() != (msn, Some(i)) {
+                        return None;
+                    }
+                    (hint, playlist.part_target.unwrap_or(0.0), Some(i), true)
+                }
+                None if segment.complete() => (segment.uri.clone()?, segment.duration, None, false),
+                None => return None,
+            },
+            None => {
+                let first = playlist.segments.first()?.msn;
+                if msn < first {
+                    // Fell out of the playlist's window: carry on from its oldest segment.
+                    let cursor = (first, part.map(|_| 0));
+                    self.tracks[index].cursor = Some(cursor);
+                    return self.media_request(index);
+                }
+                if playlist.next_after_last() == (msn, part)
+                    && let (Some(hint), Some(i)) = (playlist.preload_hint.clone(), part)
+                {
+                    (hint, playlist.part_target.unwrap_or(0.0), Some(i), true)
+                } else {
+                    return None;
+                }
+            }
+        };
+        let object = track.object;
+        let target = resolve(&track.playlist_path, &uri);
+        let cmcd = self.cmcd(object, Some(duration), bitrate);
+        self.tracks[index].media_pending = true;
+        Some(Request {
+            track: index,
+            fetch: Fetch::Media { msn, part, hinted },
+            target: Self::with_query(&target, &cmcd),
+        })
+    }
+
+    fn track_bitrate(&self, index: usize) -> Option<u64> {
+        let track = self.tracks.get(index)?;
+        if track.object == ObjectType::Video {
+            self.multivariant
+                .as_ref()?
+                .variants
+                .get(track.variant)
+                .map(|v| v.bandwidth)
+        } else {
+            None
+        }
+    }
+
+    /// The multivariant playlist arrived.
+    pub fn on_multivariant(&mut self, multivariant: Multivariant) {
+        self.multivariant_pending = false;
+        let Some(first) = multivariant.variants.first() else {
+            return;
+        };
+        let video = resolve(&self.multivariant_path, &first.uri);
+        self.tracks = vec![Track::new(ObjectType::Video, 0, video)];
+        if let Some(audio) = &multivariant.audio {
+            let path = resolve(&self.multivariant_path, audio);
+            self.tracks.push(Track::new(ObjectType::Audio, 0, path));
+        }
+        self.stats.played_by_variant = vec![0.0; multivariant.variants.len()];
+        self.multivariant = Some(multivariant);
+    }
+
+    /// A track's media playlist arrived (a full one or a delta update), for `fetch`.
+    pub fn on_playlist(&mut self, index: usize, fetch: Fetch, update: MediaPlaylist) {
+        let Some(track) = self.tracks.get_mut(index) else {
+            return;
+        };
+        track.playlist_pending = false;
+        if matches!(fetch, Fetch::Playlist { switch: true, .. }) {
+            if let Some((_, _, pending @ None)) = &mut track.switching {
+                *pending = Some(update);
+            }
+            return;
+        }
+        match &mut track.playlist {
+            Some(p) => p.merge(update),
+            None => track.playlist = Some(update),
+        }
+        if self.tracks.iter().all(|t| t.playlist.is_some()) && self.playhead.is_none() {
+            self.choose_start();
+        }
+    }
+
+    fn complete_switch(&mut self, index: usize, variant: usize, path: String) {
+        let track = &mut self.tracks[index];
+        let Some((_, _, Some(playlist))) = track.switching.take() else {
+            return;
+        };
+        track.variant = variant;
+        track.playlist_path = path;
+        track.playlist = Some(playlist);
+        track.init_loaded = false;
+        self.stats.switches += 1;
+    }
+
+    fn choose_start(&mut self) {
+        let Some(video) = self.tracks.first().and_then(|t| t.playlist.as_ref()) else {
+            return;
+        };
+        self.live = !video.ended;
+        self.dated = video.dated;
+        let start = if video.ended {
+            video.segments.first().and_then(|s| s.start_ms)
+        } else {
+            live_start(video)
+        };
+        let Some(start) = start else {
+            return;
+        };
+        self.playhead = Some(start);
+        for track in &mut self.tracks {
+            if let Some(p) = &track.playlist {
+                track.cursor = position_of(p, start);
+                track.loaded_until = Some(start);
+            }
+        }
+    }
+
+    /// A track's init segment arrived.
+    pub fn on_init(&mut self, index: usize) {
+        if let Some(track) = self.tracks.get_mut(index) {
+            track.init_pending = false;
+            track.init_loaded = true;
+        }
+    }
+
+    /// A part or segment arrived after `seconds` of download.
+    pub fn on_media(&mut self, index: usize, fetch: Fetch, bytes: u64, seconds: f64) {
+        let Fetch::Media { msn, part, hinted } = fetch else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(index) else {
+            return;
+        };
+        track.media_pending = false;
+        let end = track
+            .playlist
+            .as_ref()
+            .and_then(|p| media_end(p, msn, part));
+        let duration = track
+            .playlist
+            .as_ref()
+            .and_then(|p| media_duration(p, msn, part));
+        if let Some(end) = end {
+            track.loaded_until = Some(track.loaded_until.map_or(end, |l| l.max(end)));
+        } else if let (Some(loaded), Some(d)) = (track.loaded_until, duration) {
+            track.loaded_until = Some(loaded + (d * 1000.0).round() as i64);
+        } else if let Some(loaded) = track.loaded_until {
+            // A hinted part not yet listed: it lasts about a part.
+            let d = track
+                .playlist
+                .as_ref()
+                .and_then(|p| p.part_target)
+                .unwrap_or(0.0);
+            track.loaded_until = Some(loaded + (d * 1000.0).round() as i64);
+        }
+        let segment_ends = match part {
+            None => true,
+            Some(i) => track
+                .playlist
+                .as_ref()
+                .and_then(|p| p.segment(msn))
+                .is_some_and(|s| s.complete() && i + 1 >= s.parts.len()),
+        };
+        let parts = track
+            .playlist
+            .as_ref()
+            .is_some_and(|p| p.part_target.is_some());
+        track.cursor = Some(match part {
+            None => (msn + 1, parts.then_some(0)),
+            Some(_) if segment_ends => (msn + 1, Some(0)),
+            Some(i) => (msn, Some(i + 1)),
+        });
+        if index == 0 && !hinted && seconds > 0.0 && bytes > 0 {
+            let bits = bytes as f64 * 8.0;
+            let weight = duration.unwrap_or(seconds).max(0.05);
+            self.fast.sample(weight, bits / seconds);
+            self.slow.sample(weight, bits / seconds);
+        }
+        if index == 0 {
+            self.choose_variant();
+        }
+    }
+
+    fn choose_variant(&mut self) {
+        let (Some(estimate), Some(m)) = (self.estimate(), self.multivariant.as_ref()) else {
+            return;
+        };
+        let Some(track) = self.tracks.first() else {
+            return;
+        };
+        if track.switching.is_some() {
+            return;
+        }
+        let current = track.variant;
+        let fits = |v: usize, factor: f64| {
+            m.variants
+                .get(v)
+                .is_some_and(|x| (x.bandwidth as f64) <= estimate * factor)
+        };
+        let mut order: Vec<usize> = (0..m.variants.len()).collect();
+        order.sort_by_key(|&v| std::cmp::Reverse(m.variants[v].bandwidth));
+        let best_up = order
+            .iter()
+            .copied()
+            .find(|&v| fits(v, self.config.up_factor));
+        let lowest = order.last().copied().unwrap_or(current);
+        let wanted = if fits(current, self.config.down_factor) {
+            match best_up {
+                Some(v) if m.variants[v].bandwidth > m.variants[current].bandwidth => v,
+                _ => current,
+            }
+        } else {
+            best_up.unwrap_or(lowest)
+        };
+        if wanted != current {
+            let path = resolve(&self.multivariant_path, &m.variants[wanted].uri);
+            if let Some(track) = self.tracks.first_mut() {
+                track.switching = Some((wanted, path, None));
+            }
+        }
+    }
+
+    /// A request failed (transport error, or a status other than 200).
+    pub fn on_error(&mut self, index: usize, fetch: Fetch, now: f64) {
+        let retry = now + self.config.retry_after;
+        if fetch == Fetch::Multivariant {
+            self.multivariant_pending = false;
+            self.multivariant_retry = retry;
+            return;
+        }
+        let Some(track) = self.tracks.get_mut(index) else {
+            return;
+        };
+        match fetch {
+            Fetch::Playlist { switch, .. } => {
+                track.playlist_pending = false;
+                if switch {
+                    track.switching = None;
+                }
+            }
+            Fetch::Init => track.init_pending = false,
+            Fetch::Media { .. } => track.media_pending = false,
+            Fetch::Multivariant => {}
+        }
+        track.retry_at = retry;
+    }
+
+    /// Time passes to `now`: the play head moves through what is buffered.
+    pub fn advance(&mut self, now: f64) {
+        let dt = (now - self.clock).max(0.0);
+        self.clock = now;
+        let (Some(head), Some(end)) = (self.playhead, self.loaded_until()) else {
+            return;
+        };
+        let buffered = (end - head) as f64 / 1000.0;
+        match self.state {
+            State::Playing => {
+                let played = dt.min(buffered.max(0.0));
+                self.playhead = Some(head + (played * 1000.0).round() as i64);
+                self.stats.played += played;
+                if let Some(v) = self.variant()
+                    && let Some(slot) = self.stats.played_by_variant.get_mut(v)
+                {
+                    *slot += played;
+                }
+                if played < dt {
+                    if !self.live && self.all_loaded() {
+                        self.state = State::Ended;
+                    } else {
+                        self.state = State::Stalled;
+                        self.stats.stalls += 1;
+                        self.stall_began = now - (dt - played);
+                        self.starved_since_request = true;
+                    }
+                }
+            }
+            State::Starting | State::Stalled => {
+                if buffered >= self.config.resume_buffer.min(self.min_media()) {
+                    if self.state == State::Starting {
+                        self.stats.startup = Some(now);
+                    } else {
+                        self.stats.stalled += now - self.stall_began;
+                    }
+                    self.state = State::Playing;
+                }
+            }
+            State::Ended => {}
+        }
+    }
+
+    /// Seconds stalled so far, the stall in progress included.
+    pub fn stalled_now(&self, now: f64) -> f64 {
+        self.stats.stalled
+            + if self.state == State::Stalled {
+                (now - self.stall_began).max(0.0)
+            } else {
+                0.0
+            }
+    }
+
+    fn min_media(&self) -> f64 {
+        self.tracks
+            .first()
+            .and_then(|t| t.playlist.as_ref())
+            .map(|p| p.part_target.unwrap_or(p.target_duration))
+            .unwrap_or(0.0)
+            .max(0.05)
+    }
+
+    fn all_loaded(&self) -> bool {
+        self.tracks.iter().all(|t| {
+            t.playlist.as_ref().is_some_and(|p| {
+                p.ended && t.cursor.is_some_and(|(msn, _)| p.segment(msn).is_none())
+            })
+        })
+    }
+
+    /// Seconds until the player next needs the shell's attention without an answer arriving
+    /// (a timed reload or a retry), if any.
+    pub fn next_wakeup(&self, now: f64) -> Option<f64> {
+        let mut next: Option<f64> = None;
+        let mut at = |t: f64| next = Some(next.map_or(t, |n: f64| n.min(t)));
+        if self.multivariant.is_none() && !self.multivariant_pending {
+            at(self.multivariant_retry);
+        }
+        for t in &self.tracks {
+            if t.retry_at > now {
+                at(t.retry_at);
+            }
+            if let Some(p) = &t.playlist
+                && !p.can_block_reload
+                && !p.ended
+            {
+                at(t.last_reload + p.target_duration.max(0.5));
+            }
+        }
+        next.map(|t| (t - now).max(0.0))
+    }
+}
+
+fn live_start(p: &MediaPlaylist) -> Option<i64> {
+    let last = p.segments.last()?;
+    let edge = last.start_ms? + (last.duration * 1000.0).round() as i64;
+    let back = p
+        .part_target
+        .and(p.part_hold_back)
+        .or(p.hold_back)
+        .unwrap_or(3.0 * p.target_duration);
+    let target = edge - (back * 1000.0).round() as i64;
+    // The latest independent part (or segment start) at or before the target.
+    let mut best: Option<i64> = None;
+    for s in &p.segments {
+        let start = s.start_ms?;
+        if start <= target {
+            best = Some(start);
+        }
+        let mut t = start;
+        for part in &s.parts {
+            if part.independent && t <= target {
+                best = Some(t);
+            }
+            t += (part.duration * 1000.0).round() as i64;
+        }
+    }
+    best.or_else(|| p.segments.first()?.start_ms)
+}
+
+/// The media holding timeline position `at` in `p`: a part where parts are listed.
+fn position_of(p: &MediaPlaylist, at: i64) -> Option<(u64, Option<usize>)> {
+    let parts = p.part_target.is_some();
+    for s in &p.segments {
+        let start = s.start_ms?;
+        let end = start + (s.duration * 1000.0).round() as i64;
+        if at >= end && s.complete() {
+            continue;
+        }
+        if !parts || s.parts.is_empty() {
+            return Some((s.msn, parts.then_some(0)));
+        }
+        let mut t = start;
+        for (i, part) in s.parts.iter().enumerate() {
+            let e = t + (part.duration * 1000.0).round() as i64;
+            if at < e {
+                return Some((s.msn, Some(i)));
+            }
+            t = e;
+        }
+        return Some((s.msn, Some(s.parts.len())));
+    }
+    p.segments.last().map(|s| (s.msn + 1, parts.then_some(0)))
+}
+
+fn segment_part_start(s: &Segment, part: Option<usize>) -> Option<i64> {
+    let start = s.start_ms?;
+    let offset: f64 = match part {
+        Some(i) => s.parts.iter().take(i).map(|p| p.duration).sum(),
+        None => 0.0,
+    };
+    Some(start + (offset * 1000.0).round() as i64)
+}
+
+fn media_duration(p: &MediaPlaylist, msn: u64, part: Option<usize>) -> Option<f64> {
+    let s = p.segment(msn)?;
+    match part {
+        Some(i) => s.parts.get(i).map(|x| x.duration),
+        None => Some(s.duration),
+    }
+}
+
+fn media_end(p: &MediaPlaylist, msn: u64, part: Option<usize>) -> Option<i64> {
+    let s = p.segment(msn)?;
+    let d = media_duration(p, msn, part)?;
+    Some(segment_part_start(s, part)? + (d * 1000.0).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::viewers::playlist::{parse_media, parse_multivariant};
+
+    const MULTIVARIANT: &str = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,URI=\"audio/playlist.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=3000000,RESOLUTION=1280x720,AUDIO=\"audio\"\n720p/playlist.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=1000000,RESOLUTION=640x360,AUDIO=\"audio\"\n360p/playlist.m3u8\n";
+
+    /// A live LL-HLS playlist: segments 40 and 41 complete (41 listed with its six 1/3 s
+    /// parts), 42 with `parts` parts so far (complete at 6), then the hint.
+    fn live(parts: usize) -> String {
+        let mut text = String::from(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.334\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.0,PART-HOLD-BACK=1.0\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2026-12-07T10:00:00.000Z\n#EXTINF:2.0,\n40.m4s\n",
+        );
+        for i in 0..6 {
+            let independent = if i == 0 { ",INDEPENDENT=YES" } else { "" };
+            text.push_str(&format!(
+                "#EXT-X-PART:DURATION=0.33333,URI=\"41.{i}.m4s\"{independent}\n"
+            ));
+        }
+        text.push_str("#EXTINF:2.0,\n41.m4s\n");
+        for i in 0..parts {
+            let independent = if i == 0 { ",INDEPENDENT=YES" } else { "" };
+            text.push_str(&format!(
+                "#EXT-X-PART:DURATION=0.33333,URI=\"42.{i}.m4s\"{independent}\n"
+            ));
+        }
+        if parts == 6 {
+            text.push_str("#EXTINF:2.0,\n42.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"43.0.m4s\"\n");
+        } else {
+            text.push_str(&format!(
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"42.{parts}.m4s\"\n"
+            ));
+        }
+        text
+    }
+
+    fn start_ms() -> i64 {
+        crate::viewers::playlist::parse_date_time("2026-12-07T10:00:00.000Z").unwrap()
+    }
+
+    /// A player that has both playlists (42 with `parts` parts) and both init segments.
+    fn joined(parts: usize) -> Player {
+        let mut p = Player::new(
+            PlayerConfig {
+                session_id: "s1".into(),
+                ..PlayerConfig::default()
+            },
+            "/live/s/master.m3u8",
+        );
+        let first = p.next_requests(0.0);
+        assert_eq!(first.len(), 1);
+        assert!(first[0].target.starts_with("/live/s/master.m3u8?CMCD="));
+        assert!(first[0].target.contains("su"), "{}", first[0].target);
+        p.on_multivariant(parse_multivariant(MULTIVARIANT).unwrap());
+        let playlists = p.next_requests(0.1);
+        let targets: Vec<&str> = playlists.iter().map(|r| r.target.as_str()).collect();
+        assert!(
+            targets[0].starts_with("/live/s/720p/playlist.m3u8?CMCD="),
+            "{targets:?}"
+        );
+        assert!(
+            targets[1].starts_with("/live/s/audio/playlist.m3u8?CMCD="),
+            "{targets:?}"
+        );
+        for r in &playlists {
+            p.on_playlist(r.track, r.fetch, parse_media(&live(parts)).unwrap());
+        }
+        let next = p.next_requests(0.2);
+        let inits: Vec<&Request> = next.iter().filter(|r| r.fetch == Fetch::Init).collect();
+        assert_eq!(inits.len(), 2, "{next:?}");
+        assert!(
+            next.iter().all(|r| !matches!(r.fetch, Fetch::Media { .. })),
+            "media before init: {next:?}"
+        );
+        p.on_init(0);
+        p.on_init(1);
+        // The first blocking reloads come back with the same playlist.
+        for r in next
+            .iter()
+            .filter(|r| matches!(r.fetch, Fetch::Playlist { .. }))
+        {
+            p.on_playlist(r.track, r.fetch, parse_media(&live(parts)).unwrap());
+        }
+        p
+    }
+
+    fn media_of(requests: &[Request], track: usize) -> Option<&Request> {
+        requests
+            .iter()
+            .find(|r| r.track == track && matches!(r.fetch, Fetch::Media { .. }))
+    }
+
+    #[test]
+    fn paths_resolve_against_the_playlist_that_names_them() {
+        assert_eq!(
+            resolve("/live/s/master.m3u8", "720p/playlist.m3u8"),
+            "/live/s/720p/playlist.m3u8"
+        );
+        assert_eq!(
+            resolve("/live/s/720p/playlist.m3u8?x=1", "../audio/p.m3u8"),
+            "/live/s/audio/p.m3u8"
+        );
+        assert_eq!(resolve("/a/b.m3u8", "/c/d.m4s"), "/c/d.m4s");
+        assert_eq!(
+            resolve("/a/b.m3u8", "https://cdn.example/c/d.m4s"),
+            "/c/d.m4s"
+        );
+    }
+
+    #[test]
+    fn a_live_join_starts_at_an_independent_part_behind_the_hold_back_and_reloads_blocking() {
+        // Newest part ends at 42.3 (+5.0 s); PART-HOLD-BACK 1.0 s puts the target at +4.0 s,
+        // where part 42.0 (independent) starts.
+        let mut p = joined(3);
+        let requests = p.next_requests(0.3);
+        let video = media_of(&requests, 0).expect("a video part");
+        assert_eq!(
+            video.fetch,
+            Fetch::Media {
+                msn: 42,
+                part: Some(0),
+                hinted: false
+            }
+        );
+        assert!(video.target.starts_with("/live/s/720p/42.0.m4s?CMCD="));
+        assert!(
+            video.target.contains("ot%3Dv") && video.target.contains("br%3D3000"),
+            "{}",
+            video.target
+        );
+        let audio = media_of(&requests, 1).expect("an audio part");
+        assert!(audio.target.starts_with("/live/s/audio/42.0.m4s"));
+        // The reload after a playlist asks for the part after the newest, as a delta update.
+        let reload = requests
+            .iter()
+            .find(|r| r.track == 0 && matches!(r.fetch, Fetch::Playlist { blocking: true, .. }))
+            .expect("a blocking reload");
+        assert!(
+            reload.target.starts_with(
+                "/live/s/720p/playlist.m3u8?_HLS_msn=42&_HLS_part=3&_HLS_skip=YES&CMCD="
+            ),
+            "{}",
+            reload.target
+        );
+        // Only one request per kind and track is ever in flight.
+        assert!(p.next_requests(0.35).is_empty());
+        assert_eq!(p.buffer(), 0.0);
+        assert!(
+            p.latency(start_ms() + 6000).is_none(),
+            "no latency before the first frame"
+        );
+    }
+
+    #[test]
+    fn parts_come_in_order_then_the_preload_hint() {
+        let mut p = joined(3);
+        for expected in ["42.0", "42.1", "42.2"] {
+            let requests = p.next_requests(0.3);
+            let video = media_of(&requests, 0).expect("a video part").clone();
+            assert!(
+                video.target.contains(&format!("/{expected}.m4s")),
+                "{}",
+                video.target
+            );
+            p.on_media(0, video.fetch, 40_000, 0.01);
+            if let Some(audio) = media_of(&requests, 1) {
+                p.on_media(1, audio.fetch, 4_000, 0.01);
+            }
+        }
+        let requests = p.next_requests(0.4);
+        let hinted = media_of(&requests, 0).expect("the hinted part");
+        assert_eq!(
+            hinted.fetch,
+            Fetch::Media {
+                msn: 42,
+                part: Some(3),
+                hinted: true
+            }
+        );
+        assert!(hinted.target.starts_with("/live/s/720p/42.3.m4s"));
+    }
+
+    #[test]
+    fn the_buffer_plays_in_real_time_and_a_dry_buffer_is_a_stall() {
+        let mut p = joined(3);
+        // Two parts of video and audio: 0.667 s buffered.
+        for _ in 0..2 {
+            let requests = p.next_requests(0.3);
+            for r in requests
+                .iter()
+                .filter(|r| matches!(r.fetch, Fetch::Media { .. }))
+            {
+                p.on_media(r.track, r.fetch, 40_000, 0.01);
+            }
+        }
+        assert!((p.buffer() - 0.667).abs() < 0.01, "{}", p.buffer());
+        p.advance(0.5);
+        assert_eq!(p.state(), State::Playing);
+        assert_eq!(p.stats().startup, Some(0.5));
+        // Live latency: the play head is at 42.0 (+4.0 s).
+        let latency = p.latency(start_ms() + 5500).unwrap();
+        assert!((latency - 1.5).abs() < 1e-9, "{latency}");
+        p.advance(1.0);
+        assert!((p.stats().played - 0.5).abs() < 1e-9);
+        assert!((p.buffer() - 0.167).abs() < 0.01, "{}", p.buffer());
+        // The buffer runs dry at 1.167 s: a stall, counted once, timed from then.
+        p.advance(1.5);
+        assert_eq!(p.state(), State::Stalled);
+        assert_eq!(p.stats().stalls, 1);
+        assert!((p.stats().played - 0.667).abs() < 0.01);
+        p.advance(1.8);
+        assert_eq!(p.stats().stalls, 1);
+        assert!(
+            (p.stalled_now(1.8) - 0.633).abs() < 0.01,
+            "{}",
+            p.stalled_now(1.8)
+        );
+        // The next request says the buffer ran dry (CMCD bs).
+        let requests = p.next_requests(1.8);
+        let media = media_of(&requests, 0).expect("the next part");
+        assert!(media.target.contains("bs"), "{}", media.target);
+        p.on_media(0, media.fetch, 40_000, 0.01);
+        let audio = media_of(&requests, 1).expect("the next audio part").fetch;
+        p.on_media(1, audio, 4_000, 0.01);
+        p.advance(2.0);
+        assert_eq!(p.state(), State::Playing);
+        assert!(
+            (p.stats().stalled - 0.833).abs() < 0.01,
+            "{}",
+            p.stats().stalled
+        );
+    }
+
+    #[test]
+    fn slow_downloads_switch_down_at_the_next_segment_and_load_the_new_init() {
+        let mut p = joined(6);
+        // 40 KB parts taking 0.5 s each: 640 kbit/s, under the 720p variant's 3 Mbit/s.
+        let mut switched_playlist = None;
+        for _ in 0..6 {
+            let requests = p.next_requests(1.0);
+            for r in &requests {
+                match r.fetch {
+                    Fetch::Playlist { switch: true, .. } => switched_playlist = Some(r.clone()),
+                    Fetch::Playlist { .. } => {
+                        p.on_playlist(r.track, r.fetch, parse_media(&live(6)).unwrap())
+                    }
+                    _ => {}
+                }
+            }
+            for r in requests
+                .iter()
+                .filter(|r| matches!(r.fetch, Fetch::Media { .. }))
+            {
+                p.on_media(r.track, r.fetch, 40_000, 0.5);
+            }
+        }
+        let switch = switched_playlist.expect("the 360p playlist was asked for");
+        assert!(
+            switch.target.starts_with("/live/s/360p/playlist.m3u8"),
+            "{}",
+            switch.target
+        );
+        assert!(p.estimate().unwrap() < 1_000_000.0);
+        p.on_playlist(0, switch.fetch, parse_media(&live(6)).unwrap());
+        // The boundary (42.5 loaded) is reached: the switch completes, the init comes first.
+        let requests = p.next_requests(1.1);
+        assert_eq!(p.variant(), Some(1));
+        assert_eq!(p.stats().switches, 1);
+        let init = requests
+            .iter()
+            .find(|r| r.track == 0 && r.fetch == Fetch::Init)
+            .expect("the 360p init");
+        assert!(init.target.starts_with("/live/s/360p/init.mp4"));
+        assert!(
+            media_of(&requests, 0).is_none(),
+            "media before the new init: {requests:?}"
+        );
+    }
+
+    #[test]
+    fn without_blocking_reloads_the_playlist_is_reloaded_once_a_target_duration() {
+        let mut p = Player::new(PlayerConfig::default(), "/v/master.m3u8");
+        p.next_requests(0.0);
+        p.on_multivariant(
+            parse_multivariant("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nv.m3u8\n").unwrap(),
+        );
+        let first = p.next_requests(0.0);
+        assert_eq!(first.len(), 1);
+        let live = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\n7.ts\n#EXTINF:2.0,\n8.ts\n#EXTINF:2.0,\n9.ts\n#EXTINF:2.0,\n10.ts\n";
+        p.on_playlist(0, first[0].fetch, parse_media(live).unwrap());
+        let requests = p.next_requests(0.5);
+        // Three target durations behind the end (8 s after 7's start): segment 8's start.
+        let media = media_of(&requests, 0).expect("a segment");
+        assert_eq!(
+            media.fetch,
+            Fetch::Media {
+                msn: 8,
+                part: None,
+                hinted: false
+            }
+        );
+        assert!(
+            requests
+                .iter()
+                .all(|r| !matches!(r.fetch, Fetch::Playlist { .. }))
+        );
+        assert_eq!(p.next_wakeup(0.5), Some(1.5));
+        let reload = p.next_requests(2.0);
+        assert!(reload.iter().any(|r| r.fetch
+            == Fetch::Playlist {
+                blocking: false,
+                switch: false
+            }
+            && r.target.starts_with("/v/v.m3u8?CMCD=")));
+    }
+
+    #[test]
+    fn a_vod_stream_plays_from_the_start_to_the_end() {
+        let mut p = Player::new(PlayerConfig::default(), "/vod/r/master.m3u8");
+        p.next_requests(0.0);
+        p.on_multivariant(
+            parse_multivariant("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nv.m3u8\n").unwrap(),
+        );
+        let first = p.next_requests(0.0);
+        let vod = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n0.m4s\n#EXTINF:1.0,\n1.m4s\n#EXT-X-ENDLIST\n";
+        p.on_playlist(0, first[0].fetch, parse_media(vod).unwrap());
+        for _ in 0..2 {
+            let requests = p.next_requests(0.1);
+            assert!(
+                requests
+                    .iter()
+                    .all(|r| !matches!(r.fetch, Fetch::Playlist { .. }))
+            );
+            let media = media_of(&requests, 0).expect("a segment").clone();
+            p.on_media(0, media.fetch, 100_000, 0.05);
+        }
+        assert!(p.next_requests(0.2).is_empty());
+        p.advance(0.2);
+        assert_eq!(p.state(), State::Playing);
+        assert!(p.latency(0).is_none(), "VOD has no live latency");
+        p.advance(3.5);
+        assert_eq!(p.state(), State::Ended);
+        assert_eq!(p.stats().stalls, 0);
+        assert!((p.stats().played - 3.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,438 @@
+//! Runs a scenario: spawns and retires simulated viewers as the stages ask, moves each one's
+//! requests ([`super::client`]) for its player model ([`super::player`]), samples every
+//! second, prints progress, and builds the report.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use tokio::sync::mpsc;
+
+use super::client::{Answer, Client, Protocol, Target};
+use super::player::{Fetch, Player, PlayerConfig, Request, State, ViewerStats};
+use super::playlist::{parse_media, parse_multivariant};
+use super::report::{self, Report, Second, Summary, quantile, sorted};
+use super::scenario::{Scenario, Threshold};
+
+/// A viewers run.
+#[derive(Debug, Clone)]
+pub struct ViewersPlan {
+    /// The multivariant playlist's URL, as given.
+    pub url: String,
+    /// Where viewers connect.
+    pub target: Target,
+    /// The multivariant playlist's path.
+    pub path: String,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Its thresholds.
+    pub thresholds: Vec<Threshold>,
+    /// Print a progress line every `progress` (none if zero).
+    pub progress: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// Splits `http(s)://host[:port]/path` into TLS, host, address and path; off loopback only
+/// with `allow_remote`.
+pub fn parse_url(
+    url: &str,
+    allow_remote: bool,
+) -> anyhow::Result<(bool, String, SocketAddr, String)> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        bail!("{url:?}: the URL must start with http:// or https://");
+    };
+    let (authority, path) = rest
+        .find('/')
+        .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<u16>().unwrap_or(0)),
+        _ => (authority, if tls { 443 } else { 80 }),
+    };
+    if host.is_empty() {
+        bail!("{url:?}: no host");
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("{url:?}: cannot resolve {host}"))?
+        .collect();
+    let addr = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("{url:?}: {host} has no address"))?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!(
+            "{url} resolves to {addr}, which is not loopback; pass --allow-remote to load a remote host"
+        );
+    }
+    Ok((tls, host.to_owned(), addr, path.to_owned()))
+}
+
+/// What a viewer shows the sampler.
+#[derive(Debug, Clone, Copy, Default)]
+struct Now {
+    joined: bool,
+    state: Option<State>,
+    variant: Option<usize>,
+    latency: Option<f64>,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    stalls: AtomicU32,
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Viewer {
+    id: usize,
+    plan: Arc<ViewersPlan>,
+    counters: Arc<Counters>,
+    slot: Arc<Mutex<Now>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Viewer {
+    async fn watch(self) -> ViewerStats {
+        let start = Instant::now();
+        let publish = |player: &Player| {
+            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            *slot = Now {
+                joined: true,
+                state: Some(player.state()),
+                variant: player.variant(),
+                latency: player.latency(wall_ms()),
+            };
+        };
+        let config = PlayerConfig {
+            session_id: format!("bench-{}-{}", std::process::id(), self.id),
+            content_id: self.plan.path.clone(),
+            ..PlayerConfig::default()
+        };
+        let mut player = Player::new(config, &self.plan.path);
+        publish(&player);
+        let (mut requests, mut errors, mut bytes) = (0u64, 0u64, 0u64);
+        let client = match Client::connect(&self.plan.target).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing_note(&format!("viewer {}: cannot connect: {e:#}", self.id));
+                self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                let mut stats = player.stats().clone();
+                stats.requests = 1;
+                stats.errors = 1;
+                return stats;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Request, anyhow::Result<Answer>, f64)>();
+        let mut stalls_seen = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = start.elapsed().as_secs_f64();
+            player.advance(now);
+            for request in player.next_requests(now) {
+                let (client, tx, timeout) = (Arc::clone(&client), tx.clone(), self.plan.timeout);
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let answer =
+                        match tokio::time::timeout(timeout, client.get(&request.target)).await {
+                            Ok(answer) => answer,
+                            Err(_) => Err(anyhow::anyhow!("timed out after {timeout:?}")),
+                        };
+                    let _ = tx.send((request, answer, sent.elapsed().as_secs_f64()));
+                });
+            }
+            let stalls = player.stats().stalls;
+            if stalls > stalls_seen {
+                self.counters
+                    .stalls
+                    .fetch_add(stalls - stalls_seen, Ordering::Relaxed);
+                stalls_seen = stalls;
+            }
+            publish(&player);
+            let wait = player.next_wakeup(now).unwrap_or(0.1).clamp(0.0, 0.1);
+            tokio::select! {
+                Some((request, answer, seconds)) = rx.recv() => {
+                    let now = start.elapsed().as_secs_f64();
+                    requests += 1;
+                    self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                    let ok = match answer {
+                        Ok(answer) if answer.status == 200 => {
+                            let size = answer.body.len() as u64;
+                            bytes += size;
+                            self.counters.bytes.fetch_add(size, Ordering::Relaxed);
+                            handle(&mut player, &request, &answer, seconds)
+                        }
+                        Ok(_) | Err(_) => false,
+                    };
+                    if !ok {
+                        errors += 1;
+                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        player.on_error(request.track, request.fetch, now);
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+            }
+        }
+        let now = start.elapsed().as_secs_f64();
+        player.advance(now);
+        let mut stats = player.stats().clone();
+        stats.stalled = player.stalled_now(now);
+        stats.requests = requests;
+        stats.errors = errors;
+        stats.bytes = bytes;
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Now::default();
+        stats
+    }
+}
+
+fn tracing_note(message: &str) {
+    eprintln!("cascade-bench viewers: {message}");
+}
+
+/// Feeds one 200 answer to the player; `false` if its body did not read.
+fn handle(player: &mut Player, request: &Request, answer: &Answer, seconds: f64) -> bool {
+    let text = || std::str::from_utf8(&answer.body).ok();
+    match request.fetch {
+        Fetch::Multivariant => match text().map(parse_multivariant) {
+            Some(Ok(m)) => {
+                player.on_multivariant(m);
+                true
+            }
+            _ => false,
+        },
+        Fetch::Playlist { .. } => match text().map(parse_media) {
+            Some(Ok(p)) => {
+                player.on_playlist(request.track, request.fetch, p);
+                true
+            }
+            _ => false,
+        },
+        Fetch::Init => {
+            player.on_init(request.track);
+            true
+        }
+        Fetch::Media { .. } => {
+            player.on_media(
+                request.track,
+                request.fetch,
+                answer.body.len() as u64,
+                seconds,
+            );
+            true
+        }
+    }
+}
+
+/// Runs `plan` to the end of its scenario.
+pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
+    // One look first, so a wrong URL is one clear error rather than a run of failures.
+    let preflight = Client::connect(&plan.target)
+        .await
+        .with_context(|| format!("cannot connect to {}", plan.url))?;
+    let answer = preflight
+        .get(&plan.path)
+        .await
+        .with_context(|| format!("GET {}", plan.url))?;
+    if answer.status != 200 {
+        bail!("{} answered {}", plan.url, answer.status);
+    }
+    let multivariant = std::str::from_utf8(&answer.body)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| Ok(parse_multivariant(text)?))
+        .with_context(|| format!("{} is not a multivariant playlist", plan.url))?;
+    if multivariant.variants.is_empty() {
+        bail!("{} lists no variant", plan.url);
+    }
+    let variants: Vec<String> = multivariant
+        .variants
+        .iter()
+        .map(|v| {
+            let height = v.height.map_or("?".to_owned(), |h| format!("{h}p"));
+            format!("{height} {:.1} Mbit/s", v.bandwidth as f64 / 1e6)
+        })
+        .collect();
+    drop(preflight);
+    let plan = Arc::new(plan);
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    let total = plan.scenario.duration();
+    let mut viewers: Vec<(
+        Arc<AtomicBool>,
+        Arc<Mutex<Now>>,
+        tokio::task::JoinHandle<ViewerStats>,
+    )> = Vec::new();
+    let mut active: Vec<usize> = Vec::new();
+    let mut series: Vec<Second> = Vec::new();
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut last = (0u64, 0u64, 0u64, 0u32);
+    let mut next_second = Duration::from_secs(1);
+    let mut next_progress = plan.progress;
+    let mut peak = 0u32;
+    loop {
+        let elapsed = started.elapsed();
+        let ending = elapsed >= total;
+        let want = if ending {
+            0
+        } else {
+            plan.scenario.viewers_at(elapsed) as usize
+        };
+        while active.len() < want {
+            let id = viewers.len();
+            let stop = Arc::new(AtomicBool::new(false));
+            let slot = Arc::new(Mutex::new(Now::default()));
+            let viewer = Viewer {
+                id,
+                plan: Arc::clone(&plan),
+                counters: Arc::clone(&counters),
+                slot: Arc::clone(&slot),
+                stop: Arc::clone(&stop),
+            };
+            viewers.push((stop, slot, tokio::spawn(viewer.watch())));
+            active.push(id);
+        }
+        while active.len() > want {
+            if let Some(id) = active.pop() {
+                viewers[id].0.store(true, Ordering::Relaxed);
+            }
+        }
+        peak = peak.max(active.len() as u32);
+        if elapsed >= next_second || ending {
+            let mut second = Second {
+                t: series.len() as u32 + 1,
+                ..Second::default()
+            };
+            let mut now_latencies = Vec::new();
+            for &id in &active {
+                let now = *viewers[id].1.lock().unwrap_or_else(PoisonError::into_inner);
+                if !now.joined {
+                    continue;
+                }
+                second.viewers += 1;
+                match now.state {
+                    Some(State::Playing) => second.playing += 1,
+                    Some(State::Stalled) => second.stalled += 1,
+                    _ => {}
+                }
+                if let Some(v) = now.variant {
+                    if second.variants.len() <= v {
+                        second.variants.resize(v + 1, 0);
+                    }
+                    second.variants[v] += 1;
+                }
+                if let Some(l) = now.latency {
+                    now_latencies.push(l);
+                }
+            }
+            let totals = (
+                counters.requests.load(Ordering::Relaxed),
+                counters.errors.load(Ordering::Relaxed),
+                counters.bytes.load(Ordering::Relaxed),
+                counters.stalls.load(Ordering::Relaxed),
+            );
+            second.requests = totals.0 - last.0;
+            second.errors = totals.1 - last.1;
+            second.bytes = totals.2 - last.2;
+            second.new_stalls = totals.3 - last.3;
+            last = totals;
+            let s = sorted(now_latencies.clone());
+            second.latency_p50 = quantile(&s, 0.5);
+            second.latency_p95 = quantile(&s, 0.95);
+            latencies.extend(now_latencies);
+            if plan.progress > Duration::ZERO && (elapsed >= next_progress || ending) {
+                eprintln!(
+                    "[{:>4.0} s] viewers {:>5} (playing {}, stalled {}) | {} req/s | {:.1} Mbit/s | errors {} | stalls {} | latency p50 {} p95 {}",
+                    elapsed.as_secs_f64(),
+                    second.viewers,
+                    second.playing,
+                    second.stalled,
+                    second.requests,
+                    second.bytes as f64 * 8.0 / 1e6,
+                    totals.1,
+                    totals.3,
+                    second
+                        .latency_p50
+                        .map_or("-".into(), |l| format!("{l:.2} s")),
+                    second
+                        .latency_p95
+                        .map_or("-".into(), |l| format!("{l:.2} s")),
+                );
+                next_progress += plan.progress;
+            }
+            series.push(second);
+            next_second += Duration::from_secs(1);
+        }
+        if ending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut stats = Vec::with_capacity(viewers.len());
+    for (_, _, handle) in viewers {
+        stats.push(handle.await.unwrap_or_default());
+    }
+    let mut summary = Summary {
+        scenario: plan.scenario.name.clone(),
+        protocol: plan.target.protocol.label().to_owned(),
+        url: plan.url.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        peak_viewers: peak,
+        ..Summary::default()
+    };
+    report::summarise(&mut summary, &stats, latencies);
+    report::judge(&mut summary, &plan.thresholds);
+    Ok(Report {
+        summary,
+        variants,
+        series,
+    })
+}
+
+/// Builds the target for `url` over `protocol`.
+pub fn target(
+    url: &str,
+    protocol: Protocol,
+    ca: Option<&std::path::Path>,
+    allow_remote: bool,
+) -> anyhow::Result<(Target, String)> {
+    let (tls, host, addr, path) = parse_url(url, allow_remote)?;
+    if protocol != Protocol::H1 && !tls {
+        bail!("HTTP/2 and HTTP/3 need an https:// URL");
+    }
+    let tls_config = match (tls, ca) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(super::client::tls_config(
+            ca,
+            match protocol {
+                Protocol::H1 => b"http/1.1",
+                Protocol::H2 => b"h2",
+                Protocol::H3 => b"h3",
+            },
+        )?),
+        (true, None) => bail!("an https:// URL needs --ca (the certificate to trust)"),
+    };
+    Ok((
+        Target {
+            addr,
+            host,
+            tls,
+            protocol,
+            tls_config,
+        },
+        path,
+    ))
+}
