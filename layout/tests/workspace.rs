@@ -189,3 +189,18 @@ fn analytics_decisions_do_no_io_and_the_crate_stands_below_the_tiers() {
     );
     assert_modules_do_no_io("cmcd", &["cmsd"], &[]);
 }
+
+#[test]
+fn the_simulated_players_decisions_do_no_io() {
+    assert_modules_do_no_io(
+        "bench",
+        &[
+            "viewers/player",
+            "viewers/playlist",
+            "viewers/scenario",
+            "viewers/report",
+        ],
+        &["Instant", "SystemTime", "quinn", "rustls"],
+    );
+    assert_modules_do_no_io("cmcd", &["write"], &[]);
+}
