@@ -1032,6 +1032,7 @@ fn load_tool(
     .unwrap();
     let json = tiers.dir.path().join(format!("report-{protocol}.json"));
     let html = tiers.dir.path().join(format!("report-{protocol}.html"));
+    let _ = std::fs::remove_file(&json);
     let out = std::process::Command::new(cascade_testkit::binary_path("cascade-bench").unwrap())
         .args([
             "viewers",

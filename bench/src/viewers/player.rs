@@ -606,18 +606,24 @@ impl Player {
         self.live = !video.ended;
         self.dated = video.dated;
         let start = if video.ended {
-            video.segments.first().and_then(|s| s.start_ms)
+            video
+                .segments
+                .first()
+                .and_then(|s| s.start_ms)
+                .map(|s| (s, s))
         } else {
             live_start(video)
         };
-        let Some(start) = start else {
+        let Some((load_from, play_from)) = start else {
             return;
         };
-        self.playhead = Some(start);
+        // Media is loaded from a key frame; the first frame shown is the hold-back position,
+        // as hls.js seeks there once the media before it is buffered.
+        self.playhead = Some(play_from);
         for track in &mut self.tracks {
             if let Some(p) = &track.playlist {
-                track.cursor = position_of(p, start);
-                track.loaded_until = Some(start);
+                track.cursor = position_of(p, load_from);
+                track.loaded_until = Some(load_from);
             }
         }
     }
@@ -845,7 +851,9 @@ impl Player {
     }
 }
 
-fn live_start(p: &MediaPlaylist) -> Option<i64> {
+/// Where a live join loads from (the latest key frame at or before the hold-back position)
+/// and where it starts playing (that position).
+fn live_start(p: &MediaPlaylist) -> Option<(i64, i64)> {
     let last = p.segments.last()?;
     let edge = last.start_ms? + (last.duration * 1000.0).round() as i64;
     let back = p
@@ -869,7 +877,8 @@ fn live_start(p: &MediaPlaylist) -> Option<i64> {
             t += (part.duration * 1000.0).round() as i64;
         }
     }
-    best.or_else(|| p.segments.first()?.start_ms)
+    let load_from = best.or_else(|| p.segments.first()?.start_ms)?;
+    Some((load_from, target.max(load_from)))
 }
 
 /// The media holding timeline position `at` in `p`: a part where parts are listed.
@@ -1010,6 +1019,40 @@ mod tests {
         requests
             .iter()
             .find(|r| r.track == track && matches!(r.fetch, Fetch::Media { .. }))
+    }
+
+    #[test]
+    fn a_join_between_key_frames_loads_from_the_key_frame_and_plays_from_the_hold_back() {
+        // Newest part 42.1 ends at +4.667 s: the hold-back position is +3.667 s, inside
+        // segment 41, whose only key frame is 41.0 (+2.0 s).
+        let mut p = joined(2);
+        for i in 0..6 {
+            let requests = p.next_requests(0.3);
+            let video = media_of(&requests, 0).expect("a video part");
+            assert!(
+                video
+                    .target
+                    .starts_with(&format!("/live/s/720p/41.{i}.m4s")),
+                "{}",
+                video.target
+            );
+            for r in requests
+                .iter()
+                .filter(|r| matches!(r.fetch, Fetch::Media { .. }))
+            {
+                p.on_media(r.track, r.fetch, 40_000, 0.01);
+            }
+            p.advance(0.3 + f64::from(i) * 0.01);
+            // 41.0-41.4 end at +3.667 s: nothing past the hold-back position until 41.5.
+            let expected = if i < 5 {
+                State::Starting
+            } else {
+                State::Playing
+            };
+            assert_eq!(p.state(), expected, "after 41.{i}: buffer {}", p.buffer());
+        }
+        let latency = p.latency(start_ms() + 4667).unwrap();
+        assert!((latency - 1.0).abs() < 0.01, "{latency}");
     }
 
     #[test]
