@@ -99,6 +99,13 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A viewer watching: its stop flag, what it shows the sampler, and its task.
+struct Running(
+    Arc<AtomicBool>,
+    Arc<Mutex<Now>>,
+    tokio::task::JoinHandle<ViewerStats>,
+);
+
 struct Viewer {
     id: usize,
     plan: Arc<ViewersPlan>,
@@ -271,11 +278,7 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let total = plan.scenario.duration();
-    let mut viewers: Vec<(
-        Arc<AtomicBool>,
-        Arc<Mutex<Now>>,
-        tokio::task::JoinHandle<ViewerStats>,
-    )> = Vec::new();
+    let mut viewers: Vec<Running> = Vec::new();
     let mut active: Vec<usize> = Vec::new();
     let mut series: Vec<Second> = Vec::new();
     let mut latencies: Vec<f64> = Vec::new();
@@ -302,7 +305,7 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
                 slot: Arc::clone(&slot),
                 stop: Arc::clone(&stop),
             };
-            viewers.push((stop, slot, tokio::spawn(viewer.watch())));
+            viewers.push(Running(stop, slot, tokio::spawn(viewer.watch())));
             active.push(id);
         }
         while active.len() > want {
@@ -382,7 +385,7 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut stats = Vec::with_capacity(viewers.len());
-    for (_, _, handle) in viewers {
+    for Running(_, _, handle) in viewers {
         stats.push(handle.await.unwrap_or_default());
     }
     let mut summary = Summary {
