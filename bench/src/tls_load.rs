@@ -8,13 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::task::JoinHandle;
 
 use crate::stats::{Recorder, Summary};
@@ -51,28 +50,13 @@ pub struct TlsLoadPlan {
     pub ca: PathBuf,
 }
 
-fn tls_config(plan: &TlsLoadPlan) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&plan.ca)
-        .with_context(|| format!("cannot read {}", plan.ca.display()))?
-    {
-        roots.add(cert.with_context(|| format!("{} is not PEM", plan.ca.display()))?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![match plan.protocol {
-        TlsProtocol::H2 => b"h2".to_vec(),
-        TlsProtocol::H3 => b"h3".to_vec(),
-    }];
-    Ok(config)
-}
-
 /// Runs `plan` and summarises it.
 pub async fn run(plan: TlsLoadPlan) -> anyhow::Result<Summary> {
-    let config = Arc::new(tls_config(&plan)?);
+    let alpn: &[u8] = match plan.protocol {
+        TlsProtocol::H2 => b"h2",
+        TlsProtocol::H3 => b"h3",
+    };
+    let config = crate::viewers::client::tls_config(&plan.ca, alpn)?;
     let uri = format!("https://{}:{}{}", plan.host, plan.addr.port(), plan.path);
     let start = Instant::now();
     let deadline = start + plan.duration;

@@ -172,38 +172,9 @@ pub fn parse_multivariant(text: &str) -> Result<Multivariant, PlaylistError> {
 
 /// `2026-12-07T10:03:31.112Z` (or with an offset) as Unix ms.
 pub fn parse_date_time(text: &str) -> Option<i64> {
-    let (date, time) = text.trim().split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
-    let (clock, offset_minutes) = if let Some(c) = time.strip_suffix('Z') {
-        (c, 0)
-    } else if let Some(i) = time.rfind(['+', '-']) {
-        let (c, o) = time.split_at(i);
-        let sign = if o.starts_with('-') { -1 } else { 1 };
-        let (h, m) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
-        (
-            c,
-            sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?),
-        )
-    } else {
-        (time, 0)
-    };
-    let mut t = clock.split(':');
-    let (hour, minute) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let seconds: f64 = t.next()?.parse().ok()?;
-    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let ms = ((days * 24 + hour) * 60 + minute - offset_minutes) * 60_000;
-    Some(ms + (seconds * 1000.0).round() as i64)
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// Reads a media playlist.
