@@ -137,7 +137,7 @@ impl Viewer {
         let client = match Client::connect(&self.plan.target).await {
             Ok(c) => Arc::new(c),
             Err(e) => {
-                tracing_note(&format!("viewer {}: cannot connect: {e:#}", self.id));
+                note(&format!("viewer {}: cannot connect: {e:#}", self.id));
                 self.counters.requests.fetch_add(1, Ordering::Relaxed);
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 let mut stats = player.stats().clone();
@@ -207,7 +207,7 @@ impl Viewer {
     }
 }
 
-fn tracing_note(message: &str) {
+fn note(message: &str) {
     eprintln!("cascade-bench viewers: {message}");
 }
 
