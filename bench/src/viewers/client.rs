@@ -97,12 +97,22 @@ pub enum Client {
     },
 }
 
-/// An answer: status and body.
+/// An answer: status, `Age` and body.
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
+    /// Seconds the answer spent in caches (`Age`; 0 when absent or unreadable).
+    pub age: f64,
     /// The whole body.
     pub body: Bytes,
+}
+
+fn age_of(headers: &hyper::HeaderMap) -> f64 {
+    headers
+        .get(hyper::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(0.0, f64::from)
 }
 
 async fn tls_stream(
@@ -179,11 +189,12 @@ impl Client {
                     .body(Empty::<Bytes>::new())?;
                 let response = sender.send_request(request).await?;
                 let status = response.status().as_u16();
+                let age = age_of(response.headers());
                 let body = response.into_body().collect().await?.to_bytes();
                 idle.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(sender);
-                Ok(Answer { status, body })
+                Ok(Answer { status, age, body })
             }
             Self::H2 { sender, authority } => {
                 let mut sender = sender.clone();
@@ -191,8 +202,9 @@ impl Client {
                     .body(Empty::<Bytes>::new())?;
                 let response = sender.send_request(request).await?;
                 let status = response.status().as_u16();
+                let age = age_of(response.headers());
                 let body = response.into_body().collect().await?.to_bytes();
-                Ok(Answer { status, body })
+                Ok(Answer { status, age, body })
             }
             Self::H3 {
                 sender, authority, ..
@@ -213,6 +225,7 @@ impl Client {
                 }
                 Ok(Answer {
                     status: response.status().as_u16(),
+                    age: age_of(response.headers()),
                     body: body.freeze(),
                 })
             }

@@ -149,6 +149,8 @@ struct Track {
     retry_at: f64,
     /// A variant being switched to: its playlist path and, once loaded, the playlist.
     switching: Option<(usize, String, Option<MediaPlaylist>)>,
+    /// The part a join from a cached playlist asks for before starting ([`tune_in_target`]).
+    tune_in: Option<(u64, Option<usize>)>,
 }
 
 impl Track {
@@ -167,6 +169,7 @@ impl Track {
             loaded_until: None,
             retry_at: 0.0,
             switching: None,
+            tune_in: None,
         }
     }
 }
@@ -415,7 +418,7 @@ impl Player {
             None => (track.playlist_path.clone(), false),
             Some(p) if p.ended => return None,
             Some(p) if p.can_block_reload => {
-                let (msn, part) = p.next_after_last();
+                let (msn, part) = track.tune_in.unwrap_or_else(|| p.next_after_last());
                 let mut query = format!("_HLS_msn={msn}");
                 if let Some(part) = part {
                     query.push_str(&format!("&_HLS_part={part}"));
@@ -579,10 +582,24 @@ impl Player {
             return;
         }
         match &mut track.playlist {
-            Some(p) => p.merge(update),
-            None => track.playlist = Some(update),
+            Some(p) => {
+                if matches!(fetch, Fetch::Playlist { blocking: true, .. }) {
+                    track.tune_in = None;
+                }
+                p.merge(update);
+            }
+            None => {
+                if self.playhead.is_none() {
+                    track.tune_in = tune_in_target(&update);
+                }
+                track.playlist = Some(update);
+            }
         }
-        if self.tracks.iter().all(|t| t.playlist.is_some()) && self.playhead.is_none() {
+        let ready = self
+            .tracks
+            .iter()
+            .all(|t| t.playlist.is_some() && t.tune_in.is_none());
+        if ready && self.playhead.is_none() {
             self.choose_start();
         }
     }
@@ -851,6 +868,21 @@ impl Player {
     }
 }
 
+/// hls.js's CDN tune-in. A live low-latency playlist that waited `age` seconds in a cache is
+/// about that far behind the live edge, so before starting, the player's first blocking
+/// reload asks for the part that should be newest by now, and the start is chosen from that
+/// answer. As in hls.js, the goal is the age less one part target, at most 1.5 target
+/// durations; `None` when the answer is fresh enough to start from.
+fn tune_in_target(p: &MediaPlaylist) -> Option<(u64, Option<usize>)> {
+    let part_target = p.part_target.filter(|t| *t > 0.0)?;
+    if p.ended || !p.can_block_reload {
+        return None;
+    }
+    let goal = (p.age - part_target).min(1.5 * p.target_duration);
+    let parts = (goal / part_target).round();
+    (parts >= 1.0).then(|| p.parts_after(p.next_after_last(), parts as usize))
+}
+
 /// Where a live join loads from (the latest key frame at or before the hold-back position)
 /// and where it starts playing (that position).
 fn live_start(p: &MediaPlaylist) -> Option<(i64, i64)> {
@@ -1114,6 +1146,68 @@ mod tests {
             p.latency(start_ms() + 6000).is_none(),
             "no latency before the first frame"
         );
+    }
+
+    #[test]
+    fn a_join_from_a_cached_playlist_tunes_in_to_the_part_its_age_says_is_newest() {
+        let mut p = Player::new(PlayerConfig::default(), "/live/s/master.m3u8");
+        p.next_requests(0.0);
+        p.on_multivariant(parse_multivariant(MULTIVARIANT).unwrap());
+        let cached = |age: f64| MediaPlaylist {
+            age,
+            ..parse_media(&live(3)).unwrap()
+        };
+        // A second in a cache: the newest part is about 1.0 − 0.334 s ≈ 2 parts past 42.2.
+        for r in p.next_requests(0.1) {
+            p.on_playlist(r.track, r.fetch, cached(1.0));
+        }
+        let requests = p.next_requests(0.2);
+        assert!(
+            requests
+                .iter()
+                .all(|r| !matches!(r.fetch, Fetch::Media { .. })),
+            "no media before the tune-in answer: {requests:?}"
+        );
+        let reload = requests
+            .iter()
+            .find(|r| r.track == 0 && matches!(r.fetch, Fetch::Playlist { blocking: true, .. }))
+            .expect("a blocking reload");
+        assert!(
+            reload.target.contains("_HLS_msn=42&_HLS_part=5&"),
+            "{}",
+            reload.target
+        );
+        // The answer (fresh: the part it waited for is the newest) starts the viewer there.
+        for r in requests
+            .iter()
+            .filter(|r| matches!(r.fetch, Fetch::Playlist { .. }))
+        {
+            p.on_playlist(r.track, r.fetch, parse_media(&live(6)).unwrap());
+        }
+        p.on_init(0);
+        p.on_init(1);
+        let video = media_of(&p.next_requests(0.3), 0)
+            .expect("a video part")
+            .clone();
+        // Newest part 42.5 ends at +6.0 s: the play head starts at the hold-back, +5.0 s (from
+        // the cached playlist it would have been +4.0 s), loading from 42.0, the key frame.
+        assert_eq!(p.playhead, Some(start_ms() + 5000));
+        assert_eq!(
+            video.fetch,
+            Fetch::Media {
+                msn: 42,
+                part: Some(0),
+                hinted: false
+            }
+        );
+
+        // Across a segment boundary, and not at all when the age is under a part target.
+        let playlist = cached(1.7);
+        assert_eq!(tune_in_target(&playlist), Some((43, Some(1))));
+        assert_eq!(tune_in_target(&cached(0.4)), None);
+        assert_eq!(tune_in_target(&cached(0.0)), None);
+        // At most 1.5 target durations (3 s here: 9 parts).
+        assert_eq!(tune_in_target(&cached(60.0)), Some((44, Some(0))));
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct MediaPlaylist {
     pub ended: bool,
     /// Whether segment times come from `EXT-X-PROGRAM-DATE-TIME` (else they count from 0).
     pub dated: bool,
+    /// Seconds the answer had spent in caches (its HTTP `Age`), set by whoever fetched it; 0
+    /// when it came fresh from the packager.
+    pub age: f64,
 }
 
 /// Why a playlist could not be read.
@@ -306,6 +309,34 @@ impl MediaPlaylist {
             Some(last) if !last.complete() => (last.msn, Some(last.parts.len())),
             Some(last) => (last.msn + 1, self.part_target.map(|_| 0)),
         }
+    }
+
+    /// The part `count` parts after (`msn`, `part`), counting each segment as many parts as
+    /// the newest complete one has (else target duration over part target).
+    pub fn parts_after(
+        &self,
+        (msn, part): (u64, Option<usize>),
+        count: usize,
+    ) -> (u64, Option<usize>) {
+        let Some(part) = part else {
+            return (msn, None);
+        };
+        let per_segment = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.complete() && !s.parts.is_empty())
+            .map(|s| s.parts.len())
+            .or_else(|| {
+                let part_target = self.part_target.filter(|t| *t > 0.0)?;
+                Some((self.target_duration / part_target).round().max(1.0) as usize)
+            })
+            .unwrap_or(1);
+        let index = part + count;
+        (
+            msn + (index / per_segment) as u64,
+            Some(index % per_segment),
+        )
     }
 
     /// Folds a delta update (or a full reload) into this playlist: segments the update

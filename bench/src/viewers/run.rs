@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::client::{Answer, Client, Protocol, Target};
 use super::player::{Fetch, Player, PlayerConfig, Request, State, ViewerStats};
-use super::playlist::{parse_media, parse_multivariant};
+use super::playlist::{MediaPlaylist, parse_media, parse_multivariant};
 use super::report::{self, Report, Second, Summary, quantile, sorted};
 use super::scenario::{Scenario, Threshold};
 
@@ -224,6 +224,10 @@ fn handle(player: &mut Player, request: &Request, answer: &Answer, seconds: f64)
         },
         Fetch::Playlist { .. } => match text().map(parse_media) {
             Some(Ok(p)) => {
+                let p = MediaPlaylist {
+                    age: answer.age,
+                    ..p
+                };
                 player.on_playlist(request.track, request.fetch, p);
                 true
             }
