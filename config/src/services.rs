@@ -221,6 +221,12 @@ pub struct CacheConfig {
     /// The same for live playlists and MPDs: short, so players see the outage instead of
     /// freezing on a live edge that no longer moves.
     pub live_stale_if_error: HumanDuration,
+    /// Longest a live playlist or MPD stays fresh here, whatever the upstream allows. A viewer
+    /// who joins from a cached copy starts that much further behind the live edge (an LL-HLS
+    /// player starts a fixed hold-back behind the newest part it is shown), and `max-age` can
+    /// say no less than a second. A playlist the upstream keeps fresh for under a minute counts
+    /// as live.
+    pub live_playlist_fresh: HumanDuration,
 }
 
 impl CacheConfig {
@@ -235,6 +241,7 @@ impl CacheConfig {
             health_check_interval: HumanDuration::secs(2),
             stale_if_error: HumanDuration::secs(300),
             live_stale_if_error: HumanDuration::secs(6),
+            live_playlist_fresh: HumanDuration::millis(250),
         }
     }
 
@@ -263,6 +270,12 @@ impl CacheConfig {
             if d.0.is_zero() {
                 p.push(format!("{section}.cache.{field}"), "must be longer than 0s");
             }
+        }
+        if self.live_playlist_fresh.0 > std::time::Duration::from_secs(60) {
+            p.push(
+                format!("{section}.cache.live_playlist_fresh"),
+                format!("{} is longer than a minute", self.live_playlist_fresh),
+            );
         }
     }
 }

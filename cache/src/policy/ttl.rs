@@ -72,7 +72,14 @@ pub struct TtlPolicy {
     pub stale_if_error: Duration,
     /// Cap on stale-if-error for live playlists, so players do not freeze on a dead live edge.
     pub playlist_stale_if_error: Duration,
+    /// Cap on a live playlist's freshness: a player joining from a cached copy starts that much
+    /// behind the live edge, and `max-age` cannot say less than a second.
+    pub live_playlist_fresh: Duration,
 }
+
+/// A playlist or MPD the upstream keeps fresh for less than this is a live one (a finished
+/// recording's is kept for hours).
+pub const LIVE_PLAYLIST_LIFETIME: Duration = Duration::from_secs(60);
 
 impl Default for TtlPolicy {
     fn default() -> Self {
@@ -86,6 +93,7 @@ impl Default for TtlPolicy {
             playlist_stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::from_secs(300),
             playlist_stale_if_error: Duration::from_secs(6),
+            live_playlist_fresh: Duration::from_millis(250),
         }
     }
 }
@@ -185,6 +193,11 @@ impl TtlPolicy {
         let Some(fresh) = fresh else {
             return Decision::Uncacheable("status is not cacheable by default");
         };
+        let fresh = if class == ContentClass::Playlist && fresh < LIVE_PLAYLIST_LIFETIME {
+            fresh.min(self.live_playlist_fresh)
+        } else {
+            fresh
+        };
         // Upstream-given stale windows win; otherwise the policy's, with live playlists capped.
         let live = class == ContentClass::Playlist;
         let sie_default = if live {
@@ -262,8 +275,7 @@ mod tests {
     fn age_counts_against_freshness() {
         let p = TtlPolicy::default();
         let d = Directives::parse(["public, max-age=10"]);
-        let aged =
-            |secs| fresh(p.decide(ContentClass::Playlist, 200, &d, Duration::from_secs(secs)));
+        let aged = |secs| fresh(p.decide(ContentClass::Other, 200, &d, Duration::from_secs(secs)));
         assert_eq!(aged(0), Duration::from_secs(10));
         assert_eq!(aged(4), Duration::from_secs(6));
         // Older than its lifetime: stored, but stale at once (the next request refetches).
@@ -325,7 +337,7 @@ mod tests {
         let none = Directives::default();
         assert_eq!(
             fresh(p.decide(ContentClass::Playlist, 200, &none, Duration::ZERO)),
-            p.playlist
+            p.playlist.min(p.live_playlist_fresh)
         );
         assert_eq!(
             fresh(p.decide(ContentClass::BlockingPlaylist, 200, &none, Duration::ZERO)),
@@ -350,6 +362,55 @@ mod tests {
     }
 
     #[test]
+    fn a_live_playlist_is_fresh_for_a_fraction_of_a_second_whatever_max_age_says() {
+        let p = TtlPolicy::default();
+        let max_age = |secs: u64| Directives {
+            max_age: Some(secs),
+            ..Directives::default()
+        };
+        // The origin's `max-age=1` (its least) would let a joining viewer start a second late.
+        assert_eq!(
+            fresh(p.decide(ContentClass::Playlist, 200, &max_age(1), Duration::ZERO)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            fresh(p.decide(ContentClass::Playlist, 200, &max_age(3), Duration::ZERO)),
+            Duration::from_millis(250)
+        );
+        // A finished recording's playlist, blocking-reload answers and media keep theirs.
+        assert_eq!(
+            fresh(p.decide(
+                ContentClass::Playlist,
+                200,
+                &max_age(86_400),
+                Duration::ZERO
+            )),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            fresh(p.decide(
+                ContentClass::BlockingPlaylist,
+                200,
+                &max_age(6),
+                Duration::ZERO
+            )),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            fresh(p.decide(ContentClass::Media, 200, &max_age(1), Duration::ZERO)),
+            Duration::from_secs(1)
+        );
+        let off = TtlPolicy {
+            live_playlist_fresh: Duration::from_secs(60),
+            ..TtlPolicy::default()
+        };
+        assert_eq!(
+            fresh(off.decide(ContentClass::Playlist, 200, &max_age(1), Duration::ZERO)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
     fn upstream_cache_control_overrides() {
         let p = TtlPolicy::default();
         let cc = |v: &str| Directives::parse([v]);
@@ -364,7 +425,7 @@ mod tests {
         );
         assert_eq!(
             fresh(p.decide(
-                ContentClass::Playlist,
+                ContentClass::Other,
                 200,
                 &cc("max-age=10, s-maxage=1"),
                 Duration::ZERO

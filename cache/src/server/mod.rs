@@ -219,6 +219,7 @@ pub fn build_proxy(
     let ttl = TtlPolicy {
         stale_if_error: cache.stale_if_error.0,
         playlist_stale_if_error: cache.live_stale_if_error.0,
+        live_playlist_fresh: cache.live_playlist_fresh.0,
         ..TtlPolicy::default()
     };
     Ok(CachingProxy {

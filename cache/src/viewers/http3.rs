@@ -76,7 +76,14 @@ pub fn server_config(
                 )
             })?,
         ))
-        .enable_segmentation_offload(config.gso);
+        .enable_segmentation_offload(config.gso)
+        .send_fairness(config.interleave_streams);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(config.max_udp_payload);
+    transport.mtu_discovery_config(Some(mtu));
+    if config.ack_frequency {
+        transport.ack_frequency_config(Some(quinn::AckFrequencyConfig::default()));
+    }
     match config.congestion {
         CongestionController::Cubic => {
             transport
