@@ -149,8 +149,9 @@ struct Track {
     retry_at: f64,
     /// A variant being switched to: its playlist path and, once loaded, the playlist.
     switching: Option<(usize, String, Option<MediaPlaylist>)>,
-    /// The part a join from a cached playlist asks for before starting ([`tune_in_target`]).
-    tune_in: Option<(u64, Option<usize>)>,
+    /// Where the next blocking reload asks to be when the last playlist came from a cache
+    /// ([`tune_in`]).
+    tune_in: Option<TuneIn>,
 }
 
 impl Track {
@@ -418,7 +419,9 @@ impl Player {
             None => (track.playlist_path.clone(), false),
             Some(p) if p.ended => return None,
             Some(p) if p.can_block_reload => {
-                let (msn, part) = track.tune_in.unwrap_or_else(|| p.next_after_last());
+                let (msn, part) = track
+                    .tune_in
+                    .map_or_else(|| p.next_after_last(), |t| t.target);
                 let mut query = format!("_HLS_msn={msn}");
                 if let Some(part) = part {
                     query.push_str(&format!("&_HLS_part={part}"));
@@ -581,24 +584,15 @@ impl Player {
             }
             return;
         }
+        track.tune_in = tune_in(&update);
         match &mut track.playlist {
-            Some(p) => {
-                if matches!(fetch, Fetch::Playlist { blocking: true, .. }) {
-                    track.tune_in = None;
-                }
-                p.merge(update);
-            }
-            None => {
-                if self.playhead.is_none() {
-                    track.tune_in = tune_in_target(&update);
-                }
-                track.playlist = Some(update);
-            }
+            Some(p) => p.merge(update),
+            None => track.playlist = Some(update),
         }
         let ready = self
             .tracks
             .iter()
-            .all(|t| t.playlist.is_some() && t.tune_in.is_none());
+            .all(|t| t.playlist.is_some() && !t.tune_in.is_some_and(|t| t.wait));
         if ready && self.playhead.is_none() {
             self.choose_start();
         }
@@ -868,19 +862,32 @@ impl Player {
     }
 }
 
+/// Where hls.js's CDN tune-in sends the next blocking reload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TuneIn {
+    /// `_HLS_msn` and `_HLS_part` to ask for.
+    target: (u64, Option<usize>),
+    /// Whether a viewer not yet started waits for that answer to choose where to start.
+    wait: bool,
+}
+
 /// hls.js's CDN tune-in. A live low-latency playlist that waited `age` seconds in a cache is
-/// about that far behind the live edge, so before starting, the player's first blocking
-/// reload asks for the part that should be newest by now, and the start is chosen from that
-/// answer. As in hls.js, the goal is the age less one part target, at most 1.5 target
-/// durations; `None` when the answer is fresh enough to start from.
-fn tune_in_target(p: &MediaPlaylist) -> Option<(u64, Option<usize>)> {
+/// about that far behind the live edge, so the next blocking reload asks for the part that
+/// should be newest by now rather than the one after the newest listed. As in hls.js, the goal
+/// is the age less one part target, at most 1.5 target durations, and a viewer starts from
+/// the cached playlist unless the goal is beyond both `PART-HOLD-BACK` and three part targets.
+/// `None` when the answer is fresh enough (the `Age` header counts whole seconds).
+fn tune_in(p: &MediaPlaylist) -> Option<TuneIn> {
     let part_target = p.part_target.filter(|t| *t > 0.0)?;
     if p.ended || !p.can_block_reload {
         return None;
     }
     let goal = (p.age - part_target).min(1.5 * p.target_duration);
     let parts = (goal / part_target).round();
-    (parts >= 1.0).then(|| p.parts_after(p.next_after_last(), parts as usize))
+    (parts >= 1.0).then(|| TuneIn {
+        target: p.parts_after(p.next_after_last(), parts as usize),
+        wait: goal > p.part_hold_back.unwrap_or(0.0).max(3.0 * part_target),
+    })
 }
 
 /// Where a live join loads from (the latest key frame at or before the hold-back position)
@@ -1150,64 +1157,66 @@ mod tests {
 
     #[test]
     fn a_join_from_a_cached_playlist_tunes_in_to_the_part_its_age_says_is_newest() {
-        let mut p = Player::new(PlayerConfig::default(), "/live/s/master.m3u8");
-        p.next_requests(0.0);
-        p.on_multivariant(parse_multivariant(MULTIVARIANT).unwrap());
         let cached = |age: f64| MediaPlaylist {
             age,
             ..parse_media(&live(3)).unwrap()
         };
-        // A second in a cache: the newest part is about 1.0 − 0.334 s ≈ 2 parts past 42.2.
-        for r in p.next_requests(0.1) {
-            p.on_playlist(r.track, r.fetch, cached(1.0));
-        }
-        let requests = p.next_requests(0.2);
-        assert!(
+        let joined_from = |age: f64| {
+            let mut p = Player::new(PlayerConfig::default(), "/live/s/master.m3u8");
+            p.next_requests(0.0);
+            p.on_multivariant(parse_multivariant(MULTIVARIANT).unwrap());
+            for r in p.next_requests(0.1) {
+                p.on_playlist(r.track, r.fetch, cached(age));
+            }
+            p
+        };
+        let reload_of = |requests: &[Request]| {
             requests
                 .iter()
-                .all(|r| !matches!(r.fetch, Fetch::Media { .. })),
-            "no media before the tune-in answer: {requests:?}"
+                .find(|r| r.track == 0 && matches!(r.fetch, Fetch::Playlist { blocking: true, .. }))
+                .expect("a blocking reload")
+                .target
+                .clone()
+        };
+
+        // A second in a cache: the newest part is about 1.0 - 0.334 s, 2 parts, past 42.2. The
+        // reload asks for 42.5, but the viewer starts from what it has, as hls.js does.
+        let mut p = joined_from(1.0);
+        let requests = p.next_requests(0.2);
+        assert!(reload_of(&requests).contains("_HLS_msn=42&_HLS_part=5&"));
+        assert_eq!(
+            p.playhead,
+            Some(start_ms() + 4000),
+            "newest part ends at +5.0 s"
         );
-        let reload = requests
-            .iter()
-            .find(|r| r.track == 0 && matches!(r.fetch, Fetch::Playlist { blocking: true, .. }))
-            .expect("a blocking reload");
+
+        // Two seconds: past PART-HOLD-BACK, so the start waits for the tuned-in answer.
+        let mut p = joined_from(2.0);
+        let requests = p.next_requests(0.2);
         assert!(
-            reload.target.contains("_HLS_msn=42&_HLS_part=5&"),
+            reload_of(&requests).contains("_HLS_msn=43&_HLS_part=2&"),
             "{}",
-            reload.target
+            reload_of(&requests)
         );
-        // The answer (fresh: the part it waited for is the newest) starts the viewer there.
+        assert!(p.playhead.is_none(), "no start before the tune-in answer");
         for r in requests
             .iter()
             .filter(|r| matches!(r.fetch, Fetch::Playlist { .. }))
         {
             p.on_playlist(r.track, r.fetch, parse_media(&live(6)).unwrap());
         }
-        p.on_init(0);
-        p.on_init(1);
-        let video = media_of(&p.next_requests(0.3), 0)
-            .expect("a video part")
-            .clone();
-        // Newest part 42.5 ends at +6.0 s: the play head starts at the hold-back, +5.0 s (from
-        // the cached playlist it would have been +4.0 s), loading from 42.0, the key frame.
+        // Newest part 42.5 ends at +6.0 s: the play head starts at the hold-back, +5.0 s.
         assert_eq!(p.playhead, Some(start_ms() + 5000));
-        assert_eq!(
-            video.fetch,
-            Fetch::Media {
-                msn: 42,
-                part: Some(0),
-                hinted: false
-            }
-        );
 
-        // Across a segment boundary, and not at all when the age is under a part target.
-        let playlist = cached(1.7);
-        assert_eq!(tune_in_target(&playlist), Some((43, Some(1))));
-        assert_eq!(tune_in_target(&cached(0.4)), None);
-        assert_eq!(tune_in_target(&cached(0.0)), None);
-        // At most 1.5 target durations (3 s here: 9 parts).
-        assert_eq!(tune_in_target(&cached(60.0)), Some((44, Some(0))));
+        // Across a segment boundary; nothing under a part target; at most 1.5 target
+        // durations (3 s: 9 parts).
+        assert_eq!(tune_in(&cached(1.7)).map(|t| t.target), Some((43, Some(1))));
+        assert_eq!(tune_in(&cached(0.0)), None);
+        assert_eq!(tune_in(&cached(0.4)), None);
+        assert_eq!(
+            tune_in(&cached(60.0)).map(|t| t.target),
+            Some((44, Some(0)))
+        );
     }
 
     #[test]
