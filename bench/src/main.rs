@@ -112,10 +112,6 @@ enum Command {
         /// Per-request timeout.
         #[arg(long, default_value = "10s")]
         timeout: HumanDuration,
-        /// HTTP/3: the largest UDP payload the client accepts (QUIC's `max_udp_payload_size`;
-        /// 1472, quinn's default, fits a 1500-byte path).
-        #[arg(long, default_value_t = 1472)]
-        max_udp_payload: u16,
     },
     /// N viewers request one not-yet-cached object at the same instant; reports the spread
     /// of their times to first byte (request collapsing).
@@ -351,7 +347,6 @@ fn main() -> anyhow::Result<()> {
             streams,
             duration,
             timeout,
-            max_udp_payload,
         } => {
             if !connect.ip().is_loopback() {
                 bail!("{connect} is not loopback: this benchmark runs on this machine only");
@@ -377,7 +372,6 @@ fn main() -> anyhow::Result<()> {
                 duration: duration.0,
                 timeout: timeout.0,
                 ca,
-                max_udp_payload,
             };
             let summary = runtime()?.block_on(tls_load::run(plan))?;
             println!("{}", serde_json::to_string_pretty(&summary)?);

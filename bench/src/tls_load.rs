@@ -48,8 +48,6 @@ pub struct TlsLoadPlan {
     pub timeout: Duration,
     /// PEM certificate to trust (the edge's).
     pub ca: PathBuf,
-    /// HTTP/3: the largest UDP payload accepted from the edge.
-    pub max_udp_payload: u16,
 }
 
 /// Runs `plan` and summarises it.
@@ -137,12 +135,12 @@ async fn h3_connection(
         // The edge's socket set-up: large buffers, as the default drops datagrams under load.
         let socket =
             cascade_cache::viewers::http3::bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-        let mut endpoint_config = quinn::EndpointConfig::default();
-        endpoint_config
-            .max_udp_payload_size(plan.max_udp_payload)
-            .map_err(|e| anyhow!("--max-udp-payload {}: {e}", plan.max_udp_payload))?;
-        let mut endpoint =
-            quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let connection = endpoint.connect(plan.addr, &plan.host)?.await?;
         let (mut driver, sender) = h3::client::builder()
