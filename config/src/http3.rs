@@ -10,11 +10,6 @@ use crate::values::HumanDuration;
 /// varint, but a viewer needs a few dozen.
 pub const MAX_HTTP3_STREAMS: u32 = 10_000;
 
-/// QUIC's smallest UDP payload (RFC 9000 §14).
-pub const MIN_UDP_PAYLOAD: u16 = 1200;
-/// The largest UDP payload over IPv4 (65535 less the IP and UDP headers).
-pub const MAX_UDP_PAYLOAD: u16 = 65_527;
-
 /// QUIC's congestion controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,17 +41,6 @@ pub struct Http3Config {
     /// Most QUIC connections open at once; further handshakes are refused
     /// (`CONNECTION_REFUSED`), and clients fall back to HTTPS over TCP.
     pub max_connections: u32,
-    /// Share each connection's packets among its busy streams in turn (`true`), or send the
-    /// streams' data in the order it was written (`false`: fuller frames, fewer per packet,
-    /// and each response completes as soon as it can rather than all of them together).
-    pub interleave_streams: bool,
-    /// Largest UDP payload, in bytes, path MTU discovery may try (1200-65527). 1452 fits a
-    /// 1500-byte Ethernet path; raise it where paths carry jumbo frames. Larger packets are
-    /// used only once a probe of that size got through, and only to clients that accept them.
-    pub max_udp_payload: u16,
-    /// Ask clients that support QUIC's ACK-frequency extension to acknowledge less often
-    /// (every 10th packet or a round trip's eighth, whichever comes first).
-    pub ack_frequency: bool,
 }
 
 impl Default for Http3Config {
@@ -70,9 +54,6 @@ impl Default for Http3Config {
             gso: true,
             zero_rtt: false,
             max_connections: 10_000,
-            interleave_streams: true,
-            max_udp_payload: 1452,
-            ack_frequency: false,
         }
     }
 }
@@ -99,15 +80,6 @@ impl Http3Config {
             p.push(
                 "edge.http3.max_connections",
                 "must be at least 1 (set edge.http3.enabled = false to serve no HTTP/3)",
-            );
-        }
-        if !(MIN_UDP_PAYLOAD..=MAX_UDP_PAYLOAD).contains(&self.max_udp_payload) {
-            p.push(
-                "edge.http3.max_udp_payload",
-                format!(
-                    "{} must be between {MIN_UDP_PAYLOAD} (QUIC's minimum) and {MAX_UDP_PAYLOAD}",
-                    self.max_udp_payload
-                ),
             );
         }
         if self.alt_svc_max_age.0.as_secs() > u64::from(u32::MAX) {

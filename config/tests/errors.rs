@@ -47,12 +47,6 @@ fn bad_configs_are_refused_with_a_line_naming_origin_field_and_fix() {
             ],
         ),
         (
-            "a UDP payload below QUIC's minimum",
-            "[edge.http3]\nmax_udp_payload = 1000\n",
-            &[],
-            &["edge.http3.max_udp_payload: 1000 must be between 1200 (QUIC's minimum) and 65527"],
-        ),
-        (
             "a live playlist kept fresh for longer than a minute",
             "[shield.cache]\nlive_playlist_fresh = \"2m\"\n",
             &[],

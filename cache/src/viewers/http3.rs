@@ -76,14 +76,7 @@ pub fn server_config(
                 )
             })?,
         ))
-        .enable_segmentation_offload(config.gso)
-        .send_fairness(config.interleave_streams);
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(config.max_udp_payload);
-    transport.mtu_discovery_config(Some(mtu));
-    if config.ack_frequency {
-        transport.ack_frequency_config(Some(quinn::AckFrequencyConfig::default()));
-    }
+        .enable_segmentation_offload(config.gso);
     match config.congestion {
         CongestionController::Cubic => {
             transport
