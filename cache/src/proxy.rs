@@ -198,6 +198,53 @@ impl Drop for InflightGuard {
     }
 }
 
+/// A connection's delivery rate and round-trip time, as the kernel estimates them (TCP_INFO).
+#[derive(Debug, Clone, Copy)]
+struct TcpEstimate {
+    throughput_kbps: u64,
+    rtt_ms: u64,
+}
+
+/// How long a connection's [`TcpEstimate`] is reused. One `getsockopt` per response was about
+/// 3 % of a small cache hit's cost, and the kernel's estimates move over round trips.
+const TCP_ESTIMATE_REUSE: Duration = Duration::from_millis(250);
+
+/// Connections whose estimates one worker thread holds before it drops the old ones.
+const TCP_ESTIMATES_HELD: usize = 4096;
+
+/// Per connection (its socket digest, which lives as long as it does, and the peer): when the
+/// estimate was read, and the estimate.
+type HeldEstimates = HashMap<(usize, Option<SocketAddr>), (Instant, Option<TcpEstimate>)>;
+
+thread_local! {
+    static TCP_ESTIMATES: std::cell::RefCell<HeldEstimates> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// The connection's [`TcpEstimate`], read from the kernel at most every
+/// [`TCP_ESTIMATE_REUSE`].
+fn tcp_estimate(socket: &Arc<pingora_core::protocols::SocketDigest>) -> Option<TcpEstimate> {
+    let peer = socket.peer_addr().and_then(|a| a.as_inet()).copied();
+    let key = (Arc::as_ptr(socket) as usize, peer);
+    let now = Instant::now();
+    TCP_ESTIMATES.with(|held| {
+        let mut held = held.borrow_mut();
+        if let Some((read, estimate)) = held.get(&key)
+            && now.duration_since(*read) < TCP_ESTIMATE_REUSE
+        {
+            return *estimate;
+        }
+        let estimate = socket.tcp_info().map(|t| TcpEstimate {
+            throughput_kbps: t.tcpi_delivery_rate * 8 / 1000,
+            rtt_ms: u64::from(t.tcpi_rtt) / 1000,
+        });
+        if held.len() >= TCP_ESTIMATES_HELD {
+            held.retain(|_, (read, _)| now.duration_since(*read) < TCP_ESTIMATE_REUSE);
+        }
+        held.insert(key, (now, estimate));
+        estimate
+    })
+}
+
 /// Numbers requests for their tracing spans (unique within the process).
 static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -239,7 +286,7 @@ impl CachingProxy {
         let tcp = session
             .digest()
             .and_then(|d| d.socket_digest.as_ref())
-            .and_then(|s| s.tcp_info());
+            .and_then(tcp_estimate);
         let fresh_from_upstream = matches!(
             session.cache.phase(),
             CachePhase::Miss | CachePhase::Expired | CachePhase::Disabled(_) | CachePhase::Uninit
@@ -250,11 +297,8 @@ impl CachingProxy {
             .and_then(|v| v.to_str().ok());
         let entry = cmsd::DynamicEntry {
             server: &self.node_id,
-            estimated_throughput_kbps: tcp
-                .as_ref()
-                .map(|t| t.tcpi_delivery_rate * 8 / 1000)
-                .filter(|kbps| *kbps > 0),
-            rtt_ms: tcp.as_ref().map(|t| u64::from(t.tcpi_rtt) / 1000),
+            estimated_throughput_kbps: tcp.map(|t| t.throughput_kbps).filter(|kbps| *kbps > 0),
+            rtt_ms: tcp.map(|t| t.rtt_ms),
             response_delay_ms: Some(u64::try_from(held.as_millis()).unwrap_or(u64::MAX)),
         };
         let value = entry.prepend_to(upstream);
@@ -449,9 +493,11 @@ impl CachingProxy {
             }
             None => (None, path),
         };
-        let target = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
+        // The target without its token (unchanged when the site has no tokens).
+        let target = match (&token, query) {
+            (None, _) => std::borrow::Cow::Borrowed(target),
+            (Some(_), Some(q)) => std::borrow::Cow::Owned(format!("{path}?{q}")),
+            (Some(_), None) => std::borrow::Cow::Borrowed(path),
         };
         let key = RequestKey::new(&host, &target, &self.core.keyed_query)
             .map_err(|e| LocalResponse::new(400, e.to_string()))?;

@@ -9,6 +9,8 @@
 //!   (`rtt`, ms) and how long the response was held before its first byte (`rd`, ms: a
 //!   blocking playlist reload or a part not yet produced).
 
+use std::fmt::Write as _;
+
 use crate::{ObjectType, StreamType, StreamingFormat};
 
 /// Custom `CMSD-Static` key: Unix ms of the object's first sample (its program date time).
@@ -100,31 +102,33 @@ impl DynamicEntry<'_> {
     /// response arrived with). A server id with characters a structured-field string cannot
     /// hold has them replaced by `_`.
     pub fn prepend_to(&self, upstream: Option<&str>) -> String {
-        let server: String = self
-            .server
-            .chars()
-            .map(|c| {
-                if (' '..='~').contains(&c) && c != '"' && c != '\\' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let mut out = format!("\"{server}\"");
+        let upstream = upstream.map(str::trim).filter(|u| !u.is_empty());
+        let mut out =
+            String::with_capacity(self.server.len() + 40 + upstream.map_or(0, |u| u.len() + 2));
+        out.push('"');
+        out.extend(self.server.chars().map(|c| {
+            if (' '..='~').contains(&c) && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        }));
+        out.push('"');
+        // Writing into a String cannot fail.
         if let Some(etp) = self.estimated_throughput_kbps {
-            out.push_str(&format!(";etp={etp}"));
+            let _ = write!(out, ";etp={etp}");
         }
         if let Some(rtt) = self.rtt_ms {
-            out.push_str(&format!(";rtt={rtt}"));
+            let _ = write!(out, ";rtt={rtt}");
         }
         if let Some(rd) = self.response_delay_ms {
-            out.push_str(&format!(";rd={rd}"));
+            let _ = write!(out, ";rd={rd}");
         }
-        match upstream.map(str::trim).filter(|u| !u.is_empty()) {
-            Some(upstream) => format!("{out}, {upstream}"),
-            None => out,
+        if let Some(upstream) = upstream {
+            out.push_str(", ");
+            out.push_str(upstream);
         }
+        out
     }
 }
 
