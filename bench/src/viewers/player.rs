@@ -12,6 +12,9 @@
 //! - **Reloads**: with `CAN-BLOCK-RELOAD`, the next playlist is asked for as soon as the last
 //!   arrives, blocking on the part after the newest (`_HLS_msn`, `_HLS_part`), as a delta
 //!   update (`_HLS_skip=YES`) when the server can skip. Without, once a target duration.
+//! - **CDN tune-in** (hls.js's): an answer that waited in a cache (`Age`) moves the next
+//!   blocking reload forward by that age less one part target; a viewer not yet started
+//!   waits for that answer only when the age is beyond `PART-HOLD-BACK`.
 //! - **Media**: parts in order, then the preload hint when the cursor reaches it (the
 //!   request waits at the server until the part exists); whole segments for a stream
 //!   without parts, or old segments listed without them.
