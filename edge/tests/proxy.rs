@@ -885,6 +885,38 @@ fn the_first_tier_stamps_when_it_fetched_from_the_origin() {
 }
 
 #[test]
+fn a_live_playlist_is_fresh_only_for_live_playlist_fresh_and_a_recordings_for_its_max_age() {
+    let upstream = TestUpstream::start().unwrap();
+    let live = "/live/s/720p/playlist.m3u8";
+    let recording = "/vod/r/720p/playlist.m3u8";
+    // max-age=5 would keep it fresh past the wait below; the cap must cut it short.
+    upstream.route(
+        live,
+        Route::ok("#EXTM3U\n").header("cache-control", "public, max-age=5"),
+    );
+    upstream.route(
+        recording,
+        Route::ok("#EXTM3U\n#EXT-X-ENDLIST\n").header("cache-control", "public, max-age=86400"),
+    );
+    let edge = edge_for(&upstream, "[edge.cache]\nlive_playlist_fresh = \"600ms\"\n");
+    for path in [live, recording] {
+        assert_eq!(get(&edge, path).header("x-cache"), Some("miss"), "{path}");
+        assert_eq!(get(&edge, path).header("x-cache"), Some("hit"), "{path}");
+    }
+    std::thread::sleep(Duration::from_millis(900));
+    let again = get(&edge, live);
+    assert_eq!(again.status, 200);
+    assert_ne!(
+        again.header("x-cache"),
+        Some("hit"),
+        "a live playlist older than live_playlist_fresh is fetched again"
+    );
+    assert_eq!(upstream.hits(live), 2);
+    assert_eq!(get(&edge, recording).header("x-cache"), Some("hit"));
+    assert_eq!(upstream.hits(recording), 1);
+}
+
+#[test]
 fn blocking_playlist_requests_that_wait_at_the_upstream_collapse_and_are_not_cut() {
     let upstream = TestUpstream::start().unwrap();
     // An LL-HLS origin holds a blocking reload until the part exists (here 3 s).

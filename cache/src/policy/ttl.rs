@@ -193,13 +193,13 @@ impl TtlPolicy {
         let Some(fresh) = fresh else {
             return Decision::Uncacheable("status is not cacheable by default");
         };
-        let fresh = if class == ContentClass::Playlist && fresh < LIVE_PLAYLIST_LIFETIME {
+        let live = class == ContentClass::Playlist;
+        let fresh = if live && fresh < LIVE_PLAYLIST_LIFETIME {
             fresh.min(self.live_playlist_fresh)
         } else {
             fresh
         };
         // Upstream-given stale windows win; otherwise the policy's, with live playlists capped.
-        let live = class == ContentClass::Playlist;
         let sie_default = if live {
             self.playlist_stale_if_error
         } else {
