@@ -225,7 +225,8 @@ pub struct CacheConfig {
     /// who joins from a cached copy starts that much further behind the live edge (an LL-HLS
     /// player starts a fixed hold-back behind the newest part it is shown), and `max-age` can
     /// say no less than a second. A playlist the upstream keeps fresh for under a minute counts
-    /// as live.
+    /// as live. The default, 60 s, caps nothing: with 250 ms, hls.js through the tiers
+    /// sometimes never started (under investigation).
     pub live_playlist_fresh: HumanDuration,
 }
 
@@ -241,7 +242,7 @@ impl CacheConfig {
             health_check_interval: HumanDuration::secs(2),
             stale_if_error: HumanDuration::secs(300),
             live_stale_if_error: HumanDuration::secs(6),
-            live_playlist_fresh: HumanDuration::millis(250),
+            live_playlist_fresh: HumanDuration::secs(60),
         }
     }
 

@@ -73,7 +73,8 @@ pub struct TtlPolicy {
     /// Cap on stale-if-error for live playlists, so players do not freeze on a dead live edge.
     pub playlist_stale_if_error: Duration,
     /// Cap on a live playlist's freshness: a player joining from a cached copy starts that much
-    /// behind the live edge, and `max-age` cannot say less than a second.
+    /// behind the live edge, and `max-age` cannot say less than a second. The default,
+    /// [`LIVE_PLAYLIST_LIFETIME`], caps nothing.
     pub live_playlist_fresh: Duration,
 }
 
@@ -93,7 +94,7 @@ impl Default for TtlPolicy {
             playlist_stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::from_secs(300),
             playlist_stale_if_error: Duration::from_secs(6),
-            live_playlist_fresh: Duration::from_millis(250),
+            live_playlist_fresh: LIVE_PLAYLIST_LIFETIME,
         }
     }
 }
@@ -363,7 +364,10 @@ mod tests {
 
     #[test]
     fn a_live_playlist_is_fresh_for_a_fraction_of_a_second_whatever_max_age_says() {
-        let p = TtlPolicy::default();
+        let p = TtlPolicy {
+            live_playlist_fresh: Duration::from_millis(250),
+            ..TtlPolicy::default()
+        };
         let max_age = |secs: u64| Directives {
             max_age: Some(secs),
             ..Directives::default()
@@ -400,10 +404,8 @@ mod tests {
             fresh(p.decide(ContentClass::Media, 200, &max_age(1), Duration::ZERO)),
             Duration::from_secs(1)
         );
-        let off = TtlPolicy {
-            live_playlist_fresh: Duration::from_secs(60),
-            ..TtlPolicy::default()
-        };
+        // The default: no cap.
+        let off = TtlPolicy::default();
         assert_eq!(
             fresh(off.decide(ContentClass::Playlist, 200, &max_age(1), Duration::ZERO)),
             Duration::from_secs(1)
