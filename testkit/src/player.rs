@@ -114,6 +114,18 @@ pub struct PlayReport {
     pub switched: Option<bool>,
     /// Media and manifest requests by protocol (`http/1.1`, `h2`, `h3`).
     pub protocols: std::collections::BTreeMap<String, u32>,
+    /// The play head at the end, seconds.
+    #[serde(default)]
+    pub current_time: Option<f64>,
+    /// The media buffered at the end, as `start-end` ranges in seconds.
+    #[serde(default)]
+    pub buffered: String,
+    /// The player's last non-fatal warnings.
+    #[serde(default)]
+    pub warnings: Vec<PlayerError>,
+    /// The player's last fragment and part loads, to see what a failed start was given.
+    #[serde(default)]
+    pub trace: Vec<String>,
 }
 
 impl PlayReport {
@@ -208,6 +220,10 @@ impl Viewer {
     /// Waits for the run to end and returns the report.
     pub fn finish(mut self, timeout: Duration) -> Result<PlayReport> {
         let status = self.process.wait_timeout(timeout)?;
+        if let Some(keep) = std::env::var_os("CASCADE_KEEP_PLAYER_LOGS") {
+            let name = format!("drive-{}.log", self.process.pid());
+            let _ = std::fs::copy(self.process.log_path(), PathBuf::from(keep).join(name));
+        }
         let text = std::fs::read_to_string(&self.report).unwrap_or_default();
         match status {
             Some(s) if s.success() => serde_json::from_str(text.trim()).map_err(|e| {

@@ -88,6 +88,11 @@ impl ChildProcess {
         })
     }
 
+    /// Where the output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The OS process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
