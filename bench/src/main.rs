@@ -323,6 +323,26 @@ fn main() -> anyhow::Result<()> {
                     v.actual
                 );
             }
+            for step in &report.steps {
+                println!(
+                    "  step {:>5} viewers (s {}-{}): rebuffer {:.3} %, latency p95 {}, errors {:.3} %: {}",
+                    step.viewers,
+                    step.from_second,
+                    step.to_second,
+                    step.rebuffer_ratio * 100.0,
+                    fmt(step.latency_p95),
+                    step.error_ratio * 100.0,
+                    if step.passed { "pass" } else { "FAIL" }
+                );
+            }
+            if !report.steps.is_empty() {
+                let or_none = |c: Option<u32>| c.map_or("none".to_owned(), |c| c.to_string());
+                println!(
+                    "  capacity: {} viewers with every step threshold met, {} ignoring live latency",
+                    or_none(report.capacity),
+                    or_none(report.capacity_ignoring_latency)
+                );
+            }
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;

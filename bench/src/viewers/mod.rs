@@ -3,8 +3,8 @@
 //!
 //! The decisions are pure and unit-tested: reading playlists ([`playlist`]), one viewer's
 //! player model ([`player`]: start position, blocking reloads, parts and preload hints, ABR,
-//! the buffer playing in real time), scenarios and thresholds ([`scenario`]) and the report
-//! ([`report`]). The shells move bytes: [`client`] (HTTP/1.1, HTTP/2, HTTP/3) and [`run`].
+//! the buffer playing in real time), scenarios and thresholds ([`scenario`]), the report
+//! ([`report`]) and ramp-to-break steps with the capacity they show ([`steps`]). The shells move bytes: [`client`] (HTTP/1.1, HTTP/2, HTTP/3) and [`run`].
 
 pub mod client;
 pub mod player;
@@ -12,3 +12,4 @@ pub mod playlist;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod steps;

@@ -107,6 +107,13 @@ pub struct Report {
     pub variants: Vec<String>,
     /// Second by second.
     pub series: Vec<Second>,
+    /// Each stage that held its viewers steady, judged on its own (a ramp-to-break run).
+    pub steps: Vec<super::steps::Step>,
+    /// The most viewers a step held with its thresholds met, before the first that missed
+    /// them (`None` without steps, or if the first step missed them).
+    pub capacity: Option<u32>,
+    /// The same with the live-latency thresholds left out.
+    pub capacity_ignoring_latency: Option<u32>,
 }
 
 /// The `q` quantile of `sorted` (nearest rank).
@@ -364,6 +371,29 @@ pub fn html(report: &Report) -> String {
         }
         body.push_str("</table>");
     }
+    if !report.steps.is_empty() {
+        let or_none = |c: Option<u32>| c.map_or("none".to_owned(), |c| c.to_string());
+        body.push_str(&format!(
+            "<p>Capacity: <strong>{}</strong> viewers with every step threshold met, {} ignoring live latency.</p>",
+            or_none(report.capacity),
+            or_none(report.capacity_ignoring_latency)
+        ));
+        body.push_str("<table><tr><th>step</th><th>seconds</th><th>rebuffer</th><th>latency p95</th><th>errors</th><th></th></tr>");
+        for step in &report.steps {
+            body.push_str(&format!(
+                "<tr><td>{} viewers</td><td>{}–{}</td><td>{:.3} %</td><td>{}</td><td>{:.3} %</td><td class=\"{}\">{}</td></tr>",
+                step.viewers,
+                step.from_second,
+                step.to_second,
+                step.rebuffer_ratio * 100.0,
+                fmt_opt(step.latency_p95, "s"),
+                step.error_ratio * 100.0,
+                if step.passed { "pass" } else { "fail" },
+                if step.passed { "pass" } else { "fail" }
+            ));
+        }
+        body.push_str("</table>");
+    }
     body.push_str(&chart(
         "Viewers",
         "",
@@ -508,6 +538,7 @@ mod tests {
                     ..Second::default()
                 })
                 .collect(),
+            ..Report::default()
         };
         let page = html(&report);
         assert!(page.contains("&lt;smoke&gt;") && !page.contains("<smoke>"));

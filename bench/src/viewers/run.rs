@@ -15,6 +15,7 @@ use super::player::{Fetch, Player, PlayerConfig, Request, State, ViewerStats};
 use super::playlist::{MediaPlaylist, parse_media, parse_multivariant};
 use super::report::{self, Report, Second, Summary, quantile, sorted};
 use super::scenario::{Scenario, Threshold};
+use super::steps;
 
 /// A viewers run.
 #[derive(Debug, Clone)]
@@ -286,6 +287,7 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
     let mut active: Vec<usize> = Vec::new();
     let mut series: Vec<Second> = Vec::new();
     let mut latencies: Vec<f64> = Vec::new();
+    let mut latencies_by_second: Vec<Vec<f64>> = Vec::new();
     let mut last = (0u64, 0u64, 0u64, 0u32);
     let mut next_second = Duration::from_secs(1);
     let mut next_progress = plan.progress;
@@ -359,7 +361,8 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
             let s = sorted(now_latencies.clone());
             second.latency_p50 = quantile(&s, 0.5);
             second.latency_p95 = quantile(&s, 0.95);
-            latencies.extend(now_latencies);
+            latencies.extend_from_slice(&now_latencies);
+            latencies_by_second.push(now_latencies);
             if plan.progress > Duration::ZERO && (elapsed >= next_progress || ending) {
                 eprintln!(
                     "[{:>4.0} s] viewers {:>5} (playing {}, stalled {}) | {} req/s | {:.1} Mbit/s | errors {} | stalls {} | latency p50 {} p95 {}",
@@ -402,10 +405,19 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
     };
     report::summarise(&mut summary, &stats, latencies);
     report::judge(&mut summary, &plan.thresholds);
+    let steps = steps::judge_steps(
+        &steps::holds(&plan.scenario),
+        &series,
+        &latencies_by_second,
+        &plan.thresholds,
+    );
     Ok(Report {
         summary,
         variants,
         series,
+        capacity: steps::capacity(&steps, |s| s.passed),
+        capacity_ignoring_latency: steps::capacity(&steps, steps::Step::passed_ignoring_latency),
+        steps,
     })
 }
 
