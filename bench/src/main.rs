@@ -336,11 +336,11 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             if !report.steps.is_empty() {
-                let or_none = |c: Option<u32>| c.map_or("none".to_owned(), |c| c.to_string());
+                let words = |c| viewers::steps::describe_capacity(&report.steps, c);
                 println!(
                     "  capacity: {} viewers with every step threshold met, {} ignoring live latency",
-                    or_none(report.capacity),
-                    or_none(report.capacity_ignoring_latency)
+                    words(report.capacity),
+                    words(report.capacity_ignoring_latency)
                 );
             }
             if let Some(path) = json {

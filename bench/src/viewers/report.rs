@@ -372,11 +372,11 @@ pub fn html(report: &Report) -> String {
         body.push_str("</table>");
     }
     if !report.steps.is_empty() {
-        let or_none = |c: Option<u32>| c.map_or("none".to_owned(), |c| c.to_string());
+        let words = |c| super::steps::describe_capacity(&report.steps, c);
         body.push_str(&format!(
             "<p>Capacity: <strong>{}</strong> viewers with every step threshold met, {} ignoring live latency.</p>",
-            or_none(report.capacity),
-            or_none(report.capacity_ignoring_latency)
+            words(report.capacity),
+            words(report.capacity_ignoring_latency)
         ));
         body.push_str("<table><tr><th>step</th><th>seconds</th><th>rebuffer</th><th>latency p95</th><th>errors</th><th></th></tr>");
         for step in &report.steps {
@@ -545,5 +545,33 @@ mod tests {
         assert_eq!(page.matches("<svg").count(), 5);
         assert!(page.contains("PASSED"));
         assert!(!page.contains("http://") && !page.contains("https://"));
+        assert!(!page.contains("Capacity"), "no steps, no capacity");
+    }
+
+    #[test]
+    fn the_html_report_shows_each_step_and_the_capacity() {
+        let step = |viewers, passed| crate::viewers::steps::Step {
+            viewers,
+            from_second: 6,
+            to_second: 30,
+            viewer_seconds: 100,
+            rebuffer_ratio: if passed { 0.0 } else { 0.05 },
+            error_ratio: 0.0,
+            latency_p50: Some(1.1),
+            latency_p95: Some(1.4),
+            latency_p99: Some(1.5),
+            thresholds: Vec::new(),
+            passed,
+        };
+        let report = Report {
+            steps: vec![step(20, true), step(40, false)],
+            capacity: Some(20),
+            capacity_ignoring_latency: Some(20),
+            ..Report::default()
+        };
+        let page = html(&report);
+        assert!(page.contains("Capacity: <strong>20</strong>"), "{page}");
+        assert!(page.contains("<td>20 viewers</td>") && page.contains("<td>40 viewers</td>"));
+        assert!(page.contains("5.000 %"));
     }
 }

@@ -160,6 +160,16 @@ pub fn capacity(steps: &[Step], passes: impl Fn(&Step) -> bool) -> Option<u32> {
         .max()
 }
 
+/// A capacity in words: `none`, `120`, or `at least 200` when every step up to the last
+/// passed (the ramp ended before the server broke).
+pub fn describe_capacity(steps: &[Step], capacity: Option<u32>) -> String {
+    match capacity {
+        None => "none".to_owned(),
+        Some(c) if steps.last().map(|s| s.viewers) == Some(c) => format!("at least {c}"),
+        Some(c) => c.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +271,9 @@ mod tests {
         ];
         assert_eq!(capacity(&steps, |s| s.passed), None);
         assert_eq!(capacity(&steps, Step::passed_ignoring_latency), Some(100));
+        assert_eq!(describe_capacity(&steps, None), "none");
+        assert_eq!(describe_capacity(&steps, Some(100)), "100");
+        assert_eq!(describe_capacity(&steps, Some(200)), "at least 200");
     }
 
     #[test]
