@@ -3,10 +3,12 @@
 //!
 //! The decisions are pure and unit-tested: reading playlists ([`playlist`]), one viewer's
 //! player model ([`player`]: start position, blocking reloads, parts and preload hints, ABR,
-//! the buffer playing in real time), scenarios and thresholds ([`scenario`]), the report
+//! the buffer playing in real time), scenarios and thresholds ([`scenario`]), the figures runs are measured in
+//! ([`figures`]), the report
 //! ([`report`]) and ramp-to-break steps with the capacity they show ([`steps`]). The shells move bytes: [`client`] (HTTP/1.1, HTTP/2, HTTP/3) and [`run`].
 
 pub mod client;
+pub mod figures;
 pub mod player;
 pub mod playlist;
 pub mod report;

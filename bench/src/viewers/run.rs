@@ -11,9 +11,10 @@ use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
 
 use super::client::{Answer, Client, Protocol, Target};
+use super::figures::{Second, quantile, sorted};
 use super::player::{Fetch, Player, PlayerConfig, Request, State, ViewerStats};
 use super::playlist::{MediaPlaylist, parse_media, parse_multivariant};
-use super::report::{self, Report, Second, Summary, quantile, sorted};
+use super::report::{self, Report, Summary};
 use super::scenario::{Scenario, Threshold};
 use super::steps;
 

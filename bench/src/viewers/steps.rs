@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::report::{Second, Verdict, quantile, sorted};
+use super::figures::{Second, Verdict, quantile, sorted};
 use super::scenario::{Scenario, Threshold};
 
 /// Seconds skipped at the start of each step: viewers that joined during the ramp before it
