@@ -287,7 +287,6 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
     let mut viewers: Vec<Running> = Vec::new();
     let mut active: Vec<usize> = Vec::new();
     let mut series: Vec<Second> = Vec::new();
-    let mut latencies: Vec<f64> = Vec::new();
     let mut latencies_by_second: Vec<Vec<f64>> = Vec::new();
     let mut last = (0u64, 0u64, 0u64, 0u32);
     let mut next_second = Duration::from_secs(1);
@@ -362,7 +361,6 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
             let s = sorted(now_latencies.clone());
             second.latency_p50 = quantile(&s, 0.5);
             second.latency_p95 = quantile(&s, 0.95);
-            latencies.extend_from_slice(&now_latencies);
             latencies_by_second.push(now_latencies);
             if plan.progress > Duration::ZERO && (elapsed >= next_progress || ending) {
                 eprintln!(
@@ -404,6 +402,7 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
         peak_viewers: peak,
         ..Summary::default()
     };
+    let latencies = latencies_by_second.iter().flatten().copied().collect();
     report::summarise(&mut summary, &stats, latencies);
     report::judge(&mut summary, &plan.thresholds);
     let steps = steps::judge_steps(
