@@ -572,9 +572,12 @@ fn an_origin_crash_mid_recording_loses_at_most_one_segment() {
         &std::fs::read(store.join(format!("recordings/{rec}/index.json"))).unwrap(),
     )
     .unwrap();
-    let recorded: Vec<u64> = index["renditions"][0]["segments"]
+    // Renditions are listed in the order they first archived a segment: audio may be first.
+    let recorded: Vec<u64> = index["renditions"]
         .as_array()
-        .unwrap()
+        .and_then(|all| all.iter().find(|r| r["name"] == "240p"))
+        .and_then(|video| video["segments"].as_array())
+        .unwrap_or_else(|| panic!("no 240p segments in {index}"))
         .iter()
         .map(|s| s["msn"].as_u64().unwrap())
         .collect();

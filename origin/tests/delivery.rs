@@ -766,6 +766,14 @@ fn an_unreachable_archive_does_not_stop_live_delivery() {
     });
 }
 
+/// Where the rendition called `name` is in a recording index's list.
+fn rendition_position(index: &Value, name: &str) -> usize {
+    index["renditions"]
+        .as_array()
+        .and_then(|all| all.iter().position(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no rendition {name} in {index}"))
+}
+
 fn libc_sigterm() -> i32 {
     15
 }
@@ -790,14 +798,17 @@ fn segments_stored_after_the_last_index_write_are_recovered_when_a_killed_origin
         .path()
         .join(format!("objects/recordings/{rec}/index.json"));
     let full: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    let segments = full["renditions"][0]["segments"]
+    // Renditions are listed in the order they first archived a segment, so audio may come
+    // before video: find the video one by name.
+    let video = rendition_position(&full, "240p");
+    let segments = full["renditions"][video]["segments"]
         .as_array()
         .unwrap()
         .clone();
     assert!(segments.len() >= 5, "{full}");
     let kept = segments.len() - 3;
     let mut truncated = full.clone();
-    truncated["renditions"][0]["segments"] = Value::Array(segments[..kept].to_vec());
+    truncated["renditions"][video]["segments"] = Value::Array(segments[..kept].to_vec());
     std::fs::write(&index_path, serde_json::to_vec(&truncated).unwrap()).unwrap();
     let orphans: Vec<u64> = segments[kept..]
         .iter()
@@ -816,7 +827,9 @@ fn segments_stored_after_the_last_index_write_are_recovered_when_a_killed_origin
         dir,
     };
     let recovered: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    let after = recovered["renditions"][0]["segments"].as_array().unwrap();
+    let after = recovered["renditions"][rendition_position(&recovered, "240p")]["segments"]
+        .as_array()
+        .unwrap();
     assert_eq!(after.len(), segments.len(), "{recovered}");
     for (was, now) in segments.iter().zip(after) {
         for field in ["msn", "start", "duration", "size", "init_id", "independent"] {
