@@ -54,10 +54,11 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
     },
-    /// Simulated players watching an HLS stream through a scenario of ramping stages; the
-    /// scenario's thresholds set the exit code (99 when one fails, as k6).
+    /// Simulated players watching an HLS or DASH stream through a scenario of ramping stages;
+    /// the scenario's thresholds set the exit code (99 when one fails, as k6).
     Viewers {
-        /// The multivariant playlist, `http(s)://host:port/live/<id>/master.m3u8`.
+        /// The multivariant playlist (`http(s)://host:port/live/<id>/master.m3u8`) or, for
+        /// DASH, the manifest (`…/manifest.mpd`).
         #[arg(long)]
         url: String,
         /// Scenario file (TOML: `name`, `stages`, `thresholds`; see `bench/scenarios/`).
@@ -278,6 +279,7 @@ fn main() -> anyhow::Result<()> {
             let plan = viewers::run::ViewersPlan {
                 url,
                 target,
+                format: viewers::run::Format::of_path(&path),
                 path,
                 scenario: scenario_file,
                 thresholds,

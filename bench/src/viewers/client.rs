@@ -115,6 +115,20 @@ fn age_of(headers: &hyper::HeaderMap) -> f64 {
         .map_or(0.0, f64::from)
 }
 
+async fn read_body(
+    mut body: hyper::body::Incoming,
+    on_piece: &mut (impl FnMut(&[u8]) + Send),
+) -> anyhow::Result<Bytes> {
+    let mut whole = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            on_piece(&data);
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
+}
+
 async fn tls_stream(
     target: &Target,
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
@@ -171,8 +185,18 @@ impl Client {
         }
     }
 
-    /// GETs `target` (path and query) and reads the whole body.
+    /// GETs `path` (and query) and reads the whole body.
     pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        self.get_in_pieces(path, |_| {}).await
+    }
+
+    /// GETs `path` (and query), handing each piece of the body to `on_piece` as it arrives,
+    /// and returns the whole.
+    pub async fn get_in_pieces(
+        &self,
+        path: &str,
+        mut on_piece: impl FnMut(&[u8]) + Send,
+    ) -> anyhow::Result<Answer> {
         match self {
             Self::H1 { target, idle } => {
                 let pooled = idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
@@ -190,7 +214,7 @@ impl Client {
                 let response = sender.send_request(request).await?;
                 let status = response.status().as_u16();
                 let age = age_of(response.headers());
-                let body = response.into_body().collect().await?.to_bytes();
+                let body = read_body(response.into_body(), &mut on_piece).await?;
                 idle.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(sender);
@@ -203,7 +227,7 @@ impl Client {
                 let response = sender.send_request(request).await?;
                 let status = response.status().as_u16();
                 let age = age_of(response.headers());
-                let body = response.into_body().collect().await?.to_bytes();
+                let body = read_body(response.into_body(), &mut on_piece).await?;
                 Ok(Answer { status, age, body })
             }
             Self::H3 {
@@ -218,6 +242,7 @@ impl Client {
                 while let Some(mut chunk) = stream.recv_data().await? {
                     while chunk.has_remaining() {
                         let piece = chunk.chunk();
+                        on_piece(piece);
                         body.extend_from_slice(piece);
                         let n = piece.len();
                         chunk.advance(n);

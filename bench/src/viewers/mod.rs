@@ -9,7 +9,10 @@
 
 pub mod client;
 pub mod figures;
-pub mod player;
+pub mod dash_player;
+pub mod hls_player;
+pub mod model;
+pub mod mpd;
 pub mod playlist;
 pub mod report;
 pub mod run;

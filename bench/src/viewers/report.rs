@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::figures::{Second, Verdict, quantile, sorted};
-use super::player::ViewerStats;
+use super::model::ViewerStats;
 use super::scenario::Threshold;
 
 /// The whole run in figures.

@@ -10,10 +10,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
 
+use cascade_media::fmp4::{Fmp4Item, Fmp4Splitter};
+
 use super::client::{Answer, Client, Protocol, Target};
+use super::dash_player::{DashPlayer, active_seconds};
 use super::figures::{Second, quantile, sorted};
-use super::player::{Fetch, Player, PlayerConfig, Request, State, ViewerStats};
-use super::playlist::{MediaPlaylist, parse_media, parse_multivariant};
+use super::hls_player::Player;
+use super::model::{Fetch, PlayerConfig, Request, State, ViewerModel, ViewerStats};
+use super::mpd::{ContentKind, parse_mpd};
+use super::playlist::parse_multivariant;
 use super::report::{self, Report, Summary};
 use super::scenario::{Scenario, Threshold};
 use super::steps;
@@ -25,8 +30,10 @@ pub struct ViewersPlan {
     pub url: String,
     /// Where viewers connect.
     pub target: Target,
-    /// The multivariant playlist's path.
+    /// The multivariant playlist's or manifest's path.
     pub path: String,
+    /// HLS or DASH, from the path.
+    pub format: Format,
     /// The scenario.
     pub scenario: Scenario,
     /// Its thresholds.
@@ -35,6 +42,27 @@ pub struct ViewersPlan {
     pub progress: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
+}
+
+/// What the viewers play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// HLS (LL-HLS when the playlists say so): a multivariant playlist.
+    Hls,
+    /// DASH (LL-DASH when the manifest says so): an MPD.
+    Dash,
+}
+
+impl Format {
+    /// DASH for a path ending in `.mpd`, else HLS.
+    pub fn of_path(path: &str) -> Self {
+        let path = path.split('?').next().unwrap_or(path);
+        if path.ends_with(".mpd") {
+            Self::Dash
+        } else {
+            Self::Hls
+        }
+    }
 }
 
 /// Splits `http(s)://host[:port]/path` into TLS, host, address and path; off loopback only
@@ -119,7 +147,7 @@ struct Viewer {
 impl Viewer {
     async fn watch(self) -> ViewerStats {
         let start = Instant::now();
-        let publish = |player: &Player| {
+        let publish = |player: &dyn ViewerModel| {
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
             *slot = Now {
                 joined: true,
@@ -133,8 +161,11 @@ impl Viewer {
             content_id: self.plan.path.clone(),
             ..PlayerConfig::default()
         };
-        let mut player = Player::new(config, &self.plan.path);
-        publish(&player);
+        let mut player: Box<dyn ViewerModel> = match self.plan.format {
+            Format::Hls => Box::new(Player::new(config, &self.plan.path)),
+            Format::Dash => Box::new(DashPlayer::new(config, &self.plan.path, wall_ms())),
+        };
+        publish(player.as_ref());
         let (mut requests, mut errors, mut bytes) = (0u64, 0u64, 0u64);
         let client = match Client::connect(&self.plan.target).await {
             Ok(c) => Arc::new(c),
@@ -148,22 +179,18 @@ impl Viewer {
                 return stats;
             }
         };
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Request, anyhow::Result<Answer>, f64)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let mut stalls_seen = 0;
         while !self.stop.load(Ordering::Relaxed) {
             let now = start.elapsed().as_secs_f64();
             player.advance(now);
             for request in player.next_requests(now) {
                 let (client, tx, timeout) = (Arc::clone(&client), tx.clone(), self.plan.timeout);
-                tokio::spawn(async move {
-                    let sent = Instant::now();
-                    let answer =
-                        match tokio::time::timeout(timeout, client.get(&request.target)).await {
-                            Ok(answer) => answer,
-                            Err(_) => Err(anyhow::anyhow!("timed out after {timeout:?}")),
-                        };
-                    let _ = tx.send((request, answer, sent.elapsed().as_secs_f64()));
-                });
+                let init = match request.fetch {
+                    Fetch::Chunked { .. } => player.init_bytes(request.track),
+                    _ => None,
+                };
+                tokio::spawn(fetch(client, request, init, timeout, tx));
             }
             let stalls = player.stats().stalls;
             if stalls > stalls_seen {
@@ -172,10 +199,17 @@ impl Viewer {
                     .fetch_add(stalls - stalls_seen, Ordering::Relaxed);
                 stalls_seen = stalls;
             }
-            publish(&player);
+            publish(player.as_ref());
             let wait = player.next_wakeup(now).unwrap_or(0.1).clamp(0.0, 0.1);
             tokio::select! {
-                Some((request, answer, seconds)) = rx.recv() => {
+                Some(event) = rx.recv() => {
+                    let (request, answer, seconds) = match event {
+                        Event::Chunk { track, end } => {
+                            player.on_chunk(track, end);
+                            continue;
+                        }
+                        Event::Done(request, answer, seconds) => (request, answer, seconds),
+                    };
                     let now = start.elapsed().as_secs_f64();
                     requests += 1;
                     self.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -184,7 +218,7 @@ impl Viewer {
                             let size = answer.body.len() as u64;
                             bytes += size;
                             self.counters.bytes.fetch_add(size, Ordering::Relaxed);
-                            handle(&mut player, &request, &answer, seconds)
+                            player.on_answer(&request, &answer.body, answer.age, seconds, now)
                         }
                         Ok(_) | Err(_) => false,
                     };
@@ -213,42 +247,68 @@ fn note(message: &str) {
     eprintln!("cascade-bench viewers: {message}");
 }
 
-/// Feeds one 200 answer to the player; `false` if its body did not read.
-fn handle(player: &mut Player, request: &Request, answer: &Answer, seconds: f64) -> bool {
-    let text = || std::str::from_utf8(&answer.body).ok();
-    match request.fetch {
-        Fetch::Multivariant => match text().map(parse_multivariant) {
-            Some(Ok(m)) => {
-                player.on_multivariant(m);
-                true
-            }
-            _ => false,
-        },
-        Fetch::Playlist { .. } => match text().map(parse_media) {
-            Some(Ok(p)) => {
-                let p = MediaPlaylist {
-                    age: answer.age,
-                    ..p
-                };
-                player.on_playlist(request.track, request.fetch, p);
-                true
-            }
-            _ => false,
-        },
-        Fetch::Init => {
-            player.on_init(request.track);
-            true
+/// What a request's task tells its viewer.
+enum Event {
+    /// A CMAF chunk of a [`Fetch::Chunked`] request arrived, loading `track` up to `end`
+    /// (ticks).
+    Chunk { track: usize, end: u64 },
+    /// The request is over: its answer and the seconds it took (for chunked requests, the
+    /// seconds data was flowing).
+    Done(Request, anyhow::Result<Answer>, f64),
+}
+
+/// Sends `request`. A chunked one is read piece by piece: each CMAF chunk completed (read
+/// against the track's `init` segment) is reported as it arrives.
+async fn fetch(
+    client: Arc<Client>,
+    request: Request,
+    init: Option<bytes::Bytes>,
+    timeout: Duration,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let sent = Instant::now();
+    let mut arrivals: Vec<f64> = Vec::new();
+    let mut unreadable: Option<String> = None;
+    let answer = if let Fetch::Chunked { .. } = request.fetch {
+        let mut splitter = Fmp4Splitter::new();
+        if let Some(init) = &init
+            && let Err(e) = splitter.push(init)
+        {
+            unreadable = Some(format!("the init segment does not read: {e}"));
         }
-        Fetch::Media { .. } => {
-            player.on_media(
-                request.track,
-                request.fetch,
-                answer.body.len() as u64,
-                seconds,
-            );
-            true
-        }
-    }
+        let track = request.track;
+        let on_piece = |piece: &[u8]| {
+            arrivals.push(sent.elapsed().as_secs_f64());
+            if unreadable.is_some() {
+                return;
+            }
+            match splitter.push(piece) {
+                Ok(items) => {
+                    for item in items {
+                        if let Fmp4Item::Fragment(f) = item {
+                            let end = f.decode_time + f.duration;
+                            let _ = events.send(Event::Chunk { track, end });
+                        }
+                    }
+                }
+                Err(e) => unreadable = Some(format!("the segment does not read: {e}")),
+            }
+        };
+        tokio::time::timeout(timeout, client.get_in_pieces(&request.target, on_piece)).await
+    } else {
+        tokio::time::timeout(timeout, client.get(&request.target)).await
+    };
+    let answer = match answer {
+        Ok(Ok(_)) if let Some(why) = unreadable => Err(anyhow::anyhow!("{why}")),
+        Ok(answer) => answer,
+        Err(_) => Err(anyhow::anyhow!("timed out after {timeout:?}")),
+    };
+    let seconds = if let Fetch::Chunked { .. } = request.fetch {
+        active_seconds(&arrivals)
+    } else {
+        sent.elapsed().as_secs_f64()
+    };
+    let _ = events.send(Event::Done(request, answer, seconds));
 }
 
 /// Runs `plan` to the end of its scenario.
@@ -264,21 +324,37 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
     if answer.status != 200 {
         bail!("{} answered {}", plan.url, answer.status);
     }
-    let multivariant = std::str::from_utf8(&answer.body)
-        .map_err(anyhow::Error::from)
-        .and_then(|text| Ok(parse_multivariant(text)?))
-        .with_context(|| format!("{} is not a multivariant playlist", plan.url))?;
-    if multivariant.variants.is_empty() {
-        bail!("{} lists no variant", plan.url);
+    let text = std::str::from_utf8(&answer.body)
+        .with_context(|| format!("{} is not text", plan.url))?;
+    let variants = match plan.format {
+        Format::Hls => {
+            let multivariant = parse_multivariant(text)
+                .with_context(|| format!("{} is not a multivariant playlist", plan.url))?;
+            multivariant
+                .variants
+                .iter()
+                .map(|v| describe_variant(v.height, v.bandwidth))
+                .collect::<Vec<String>>()
+        }
+        Format::Dash => {
+            let manifest =
+                parse_mpd(text).with_context(|| format!("{} is not a DASH manifest", plan.url))?;
+            manifest
+                .periods
+                .first()
+                .and_then(|p| p.set(ContentKind::Video))
+                .map(|set| {
+                    set.representations
+                        .iter()
+                        .map(|r| describe_variant(r.height, r.bandwidth))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    };
+    if variants.is_empty() {
+        bail!("{} lists no video rendition", plan.url);
     }
-    let variants: Vec<String> = multivariant
-        .variants
-        .iter()
-        .map(|v| {
-            let height = v.height.map_or("?".to_owned(), |h| format!("{h}p"));
-            format!("{height} {:.1} Mbit/s", v.bandwidth as f64 / 1e6)
-        })
-        .collect();
     drop(preflight);
     let plan = Arc::new(plan);
     let counters = Arc::new(Counters::default());
@@ -419,6 +495,12 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
         capacity_ignoring_latency: steps::capacity(&steps, steps::Step::passed_ignoring_latency),
         steps,
     })
+}
+
+/// `720p 2.8 Mbit/s`.
+fn describe_variant(height: Option<u32>, bandwidth: u64) -> String {
+    let height = height.map_or("?".to_owned(), |h| format!("{h}p"));
+    format!("{height} {:.1} Mbit/s", bandwidth as f64 / 1e6)
 }
 
 /// Builds the target for `url` over `protocol`.

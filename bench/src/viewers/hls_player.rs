@@ -1,10 +1,6 @@
-//! One simulated viewer's decisions, no IO: what an LL-HLS player (modelled on hls.js with its
-//! defaults) asks for and when, and what a viewer sees as a result.
-//!
-//! The shell calls [`Player::next_requests`] for what to fetch now, hands back each answer
-//! ([`Player::on_playlist`], [`Player::on_init`], [`Player::on_media`], [`Player::on_error`]),
-//! and calls [`Player::advance`] as time passes. Time is given, never read: `now` is seconds
-//! since the viewer joined, `wall_ms` the wall clock (Unix ms) for live latency.
+//! One simulated HLS viewer's decisions, no IO: what an LL-HLS player (modelled on hls.js with
+//! its defaults) asks for and when, and what a viewer sees as a result. The shell drives it
+//! through [`ViewerModel`]; live latency comes from the program date-times.
 //!
 //! - **Start**: the multivariant playlist, then the first variant's playlist (and the audio
 //!   rendition's). A live stream starts at the independent part `PART-HOLD-BACK` behind the
@@ -20,120 +16,18 @@
 //!   without parts, or old segments listed without them.
 //! - **Buffer**: media plays in real time. The play head waiting for data after playback
 //!   began is a stall, until `resume_buffer` seconds are buffered again.
-//! - **ABR**: throughput samples from media downloads feed a fast and a slow moving average;
-//!   the lower of the two picks the highest variant under `up_factor` of it (staying on the
-//!   current one while it stays under `down_factor`); a switch takes effect at the next
-//!   segment boundary, after the new variant's playlist and init segment are loaded.
+//! - **ABR** ([`super::model::pick_variant`] on media download throughput): a switch takes
+//!   effect at the next segment boundary, after the new variant's playlist and init segment
+//!   are loaded.
 
-use cascade_cmcd::{Cmcd, ObjectType, StreamType, StreamingFormat};
+use bytes::Bytes;
+use cascade_cmcd::{ObjectType, StreamingFormat};
 
-use super::playlist::{MediaPlaylist, Multivariant, Segment};
-
-/// Tunables, defaults as hls.js's.
-#[derive(Debug, Clone)]
-pub struct PlayerConfig {
-    /// CMCD session id.
-    pub session_id: String,
-    /// CMCD content id.
-    pub content_id: String,
-    /// Seconds of media needed to start, and to resume after a stall.
-    pub resume_buffer: f64,
-    /// Largest buffer ahead of the play head, seconds (VOD; live is held by the live edge).
-    pub max_buffer: f64,
-    /// Share of the estimate a higher variant may use.
-    pub up_factor: f64,
-    /// Share of the estimate the current variant may use before switching down.
-    pub down_factor: f64,
-    /// Seconds to wait before asking again after an error.
-    pub retry_after: f64,
-}
-
-impl Default for PlayerConfig {
-    fn default() -> Self {
-        Self {
-            session_id: String::new(),
-            content_id: String::new(),
-            resume_buffer: 0.3,
-            max_buffer: 30.0,
-            up_factor: 0.7,
-            down_factor: 0.95,
-            retry_after: 0.5,
-        }
-    }
-}
-
-/// What a request is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fetch {
-    /// The multivariant playlist.
-    Multivariant,
-    /// A track's media playlist (`blocking`: an LL-HLS blocking reload).
-    Playlist {
-        /// Whether the server holds it until the asked part exists.
-        blocking: bool,
-        /// The playlist of a variant being switched to.
-        switch: bool,
-    },
-    /// A track's init segment.
-    Init,
-    /// A part or segment.
-    Media {
-        /// Media sequence number.
-        msn: u64,
-        /// Part index (`None`: the whole segment).
-        part: Option<usize>,
-        /// Asked for from the preload hint, before it existed.
-        hinted: bool,
-    },
-}
-
-/// One request to send.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    /// Track index (0 video, 1 audio); 0 for the multivariant playlist.
-    pub track: usize,
-    /// What it fetches.
-    pub fetch: Fetch,
-    /// Path and query to GET, CMCD included.
-    pub target: String,
-}
-
-/// Where a viewer is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Before the first frame.
-    Starting,
-    /// The play head moves.
-    Playing,
-    /// Waiting for media after playback began.
-    Stalled,
-    /// VOD played to the end.
-    Ended,
-}
-
-/// What one viewer got.
-#[derive(Debug, Clone, Default)]
-pub struct ViewerStats {
-    /// Seconds from joining to the first frame.
-    pub startup: Option<f64>,
-    /// Stalls after playback began.
-    pub stalls: u32,
-    /// Seconds stalled.
-    pub stalled: f64,
-    /// Seconds of media played.
-    pub played: f64,
-    /// Seconds played per variant (index into the variants).
-    pub played_by_variant: Vec<f64>,
-    /// Rendition switches.
-    pub switches: u32,
-    /// Requests answered or failed (counted by the shell that sends them).
-    pub requests: u64,
-    /// Failed requests: a transport error, a status other than 200, or a body that did not
-    /// read.
-    pub errors: u64,
-    /// Body bytes received.
-    pub bytes: u64,
-}
+use super::model::{
+    CmcdContext, Fetch, Playback, PlayerConfig, Request, State, Throughput, ViewerModel,
+    ViewerStats, pick_variant, resolve, with_query,
+};
+use super::playlist::{MediaPlaylist, Multivariant, Segment, parse_media, parse_multivariant};
 
 #[derive(Debug, Clone)]
 struct Track {
@@ -178,67 +72,6 @@ impl Track {
     }
 }
 
-/// Exponentially weighted moving average over seconds of samples, as hls.js's estimator.
-#[derive(Debug, Clone)]
-struct Ewma {
-    half_life: f64,
-    estimate: f64,
-    weight: f64,
-}
-
-impl Ewma {
-    fn new(half_life: f64) -> Self {
-        Self {
-            half_life,
-            estimate: 0.0,
-            weight: 0.0,
-        }
-    }
-
-    fn sample(&mut self, seconds: f64, value: f64) {
-        let alpha = 0.5f64.powf(seconds / self.half_life);
-        self.estimate = value * (1.0 - alpha) + alpha * self.estimate;
-        self.weight += seconds;
-    }
-
-    fn value(&self) -> Option<f64> {
-        (self.weight > 0.0).then(|| {
-            let zero_factor = 1.0 - 0.5f64.powf(self.weight / self.half_life);
-            self.estimate / zero_factor
-        })
-    }
-}
-
-/// Resolves `uri` against the path of the playlist that named it (`/a/b/master.m3u8`).
-pub fn resolve(base: &str, uri: &str) -> String {
-    if let Some(rest) = uri
-        .strip_prefix("http://")
-        .or_else(|| uri.strip_prefix("https://"))
-    {
-        return rest
-            .find('/')
-            .map_or("/".to_owned(), |i| rest[i..].to_owned());
-    }
-    if uri.starts_with('/') {
-        return uri.to_owned();
-    }
-    let base = base.split('?').next().unwrap_or(base);
-    let mut parts: Vec<&str> = base.split('/').collect();
-    parts.pop();
-    for piece in uri.split('/') {
-        match piece {
-            ".." => {
-                if parts.len() > 1 {
-                    parts.pop();
-                }
-            }
-            "." => {}
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
-
 /// One simulated viewer.
 #[derive(Debug, Clone)]
 pub struct Player {
@@ -248,15 +81,10 @@ pub struct Player {
     multivariant_pending: bool,
     multivariant_retry: f64,
     tracks: Vec<Track>,
-    state: State,
-    clock: f64,
-    stall_began: f64,
-    playhead: Option<i64>,
+    playback: Playback,
     dated: bool,
     live: bool,
-    fast: Ewma,
-    slow: Ewma,
-    starved_since_request: bool,
+    throughput: Throughput,
     stats: ViewerStats,
 }
 
@@ -270,55 +98,22 @@ impl Player {
             multivariant_pending: false,
             multivariant_retry: 0.0,
             tracks: Vec::new(),
-            state: State::Starting,
-            clock: 0.0,
-            stall_began: 0.0,
-            playhead: None,
+            playback: Playback::default(),
             dated: false,
             live: true,
-            fast: Ewma::new(3.0),
-            slow: Ewma::new(9.0),
-            starved_since_request: false,
+            throughput: Throughput::default(),
             stats: ViewerStats::default(),
         }
     }
 
-    /// Where the viewer is.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// What the viewer got so far.
-    pub fn stats(&self) -> &ViewerStats {
-        &self.stats
-    }
-
-    /// The variant playing (index), once known.
-    pub fn variant(&self) -> Option<usize> {
-        self.tracks.first().map(|t| t.variant)
-    }
-
     /// Seconds of media buffered ahead of the play head (all tracks).
     pub fn buffer(&self) -> f64 {
-        match (self.playhead, self.loaded_until()) {
-            (Some(head), Some(end)) => ((end - head) as f64 / 1000.0).max(0.0),
-            _ => 0.0,
-        }
-    }
-
-    /// Live latency now, seconds: wall clock − the program date-time at the play head.
-    pub fn latency(&self, wall_ms: i64) -> Option<f64> {
-        (self.dated && self.live && self.state == State::Playing)
-            .then_some(self.playhead?)
-            .map(|head| (wall_ms - head) as f64 / 1000.0)
+        self.playback.buffer(self.loaded_until())
     }
 
     /// The throughput estimate, bit/s.
     pub fn estimate(&self) -> Option<f64> {
-        match (self.fast.value(), self.slow.value()) {
-            (Some(f), Some(s)) => Some(f.min(s)),
-            (f, s) => f.or(s),
-        }
+        self.throughput.estimate()
     }
 
     fn loaded_until(&self) -> Option<i64> {
@@ -331,51 +126,33 @@ impl Player {
     }
 
     fn cmcd(&self, object: ObjectType, duration: Option<f64>, bitrate: Option<u64>) -> String {
-        let cmcd = Cmcd {
-            session_id: Some(self.config.session_id.clone()).filter(|s| !s.is_empty()),
-            content_id: Some(self.config.content_id.clone()).filter(|s| !s.is_empty()),
-            object_type: Some(object),
-            streaming_format: Some(StreamingFormat::Hls),
-            stream_type: Some(if self.live {
-                StreamType::Live
-            } else {
-                StreamType::Vod
-            }),
-            buffer_length_ms: (object != ObjectType::Manifest)
-                .then(|| (self.buffer() * 10.0).round() as u64 * 100),
-            measured_throughput_kbps: self
-                .estimate()
-                .map(|e| (e / 100_000.0).round() as u64 * 100),
-            object_duration_ms: duration.map(|d| (d * 1000.0).round() as u64),
-            bitrate_kbps: bitrate.map(|b| b / 1000),
-            top_bitrate_kbps: self
+        CmcdContext {
+            config: &self.config,
+            format: StreamingFormat::Hls,
+            live: self.live,
+            buffer: self.buffer(),
+            estimate: self.estimate(),
+            top_bitrate: self
                 .multivariant
                 .as_ref()
-                .and_then(|m| m.variants.iter().map(|v| v.bandwidth / 1000).max()),
-            startup: self.state == State::Starting,
-            buffer_starvation: self.starved_since_request,
-            ..Cmcd::default()
-        };
-        cmcd.to_query()
+                .and_then(|m| m.variants.iter().map(|v| v.bandwidth).max()),
+            startup: self.playback.state == State::Starting,
+            starved: self.playback.starved,
+        }
+        .query(object, duration, bitrate)
     }
 
-    fn with_query(path: &str, query: &str) -> String {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        format!("{path}{sep}{query}")
-    }
-
-    /// What to send now. Each request is marked in flight until its answer comes back.
-    pub fn next_requests(&mut self, now: f64) -> Vec<Request> {
+    fn requests(&mut self, now: f64) -> Vec<Request> {
         let mut out = Vec::new();
         if self.multivariant.is_none() {
             if !self.multivariant_pending && now >= self.multivariant_retry {
                 self.multivariant_pending = true;
-                self.starved_since_request = false;
+                self.playback.starved = false;
                 let cmcd = self.cmcd(ObjectType::Manifest, None, None);
                 out.push(Request {
                     track: 0,
                     fetch: Fetch::Multivariant,
-                    target: Self::with_query(&self.multivariant_path, &cmcd),
+                    target: with_query(&self.multivariant_path, &cmcd),
                 });
             }
             return out;
@@ -396,7 +173,7 @@ impl Player {
             }
         }
         if !out.is_empty() {
-            self.starved_since_request = false;
+            self.playback.starved = false;
         }
         out
     }
@@ -415,7 +192,7 @@ impl Player {
                     blocking: false,
                     switch: true,
                 },
-                target: Self::with_query(path, &cmcd),
+                target: with_query(path, &cmcd),
             });
         }
         let (target, blocking) = match &track.playlist {
@@ -449,7 +226,7 @@ impl Player {
                 blocking,
                 switch: false,
             },
-            target: Self::with_query(&target, &cmcd),
+            target: with_query(&target, &cmcd),
         })
     }
 
@@ -465,7 +242,7 @@ impl Player {
         Some(Request {
             track: index,
             fetch: Fetch::Init,
-            target: Self::with_query(&resolve(&track.playlist_path, init), &cmcd),
+            target: with_query(&resolve(&track.playlist_path, init), &cmcd),
         })
     }
 
@@ -542,7 +319,7 @@ impl Player {
         Some(Request {
             track: index,
             fetch: Fetch::Media { msn, part, hinted },
-            target: Self::with_query(&target, &cmcd),
+            target: with_query(&target, &cmcd),
         })
     }
 
@@ -596,7 +373,7 @@ impl Player {
             .tracks
             .iter()
             .all(|t| t.playlist.is_some() && !t.tune_in.is_some_and(|t| t.wait));
-        if ready && self.playhead.is_none() {
+        if ready && self.playback.head.is_none() {
             self.choose_start();
         }
     }
@@ -633,7 +410,7 @@ impl Player {
         };
         // Media is loaded from a key frame; the first frame shown is the hold-back position,
         // as hls.js seeks there once the media before it is buffered.
-        self.playhead = Some(play_from);
+        self.playback.head = Some(play_from);
         for track in &mut self.tracks {
             if let Some(p) = &track.playlist {
                 track.cursor = position_of(p, load_from);
@@ -697,11 +474,9 @@ impl Player {
             Some(_) if segment_ends => (msn + 1, Some(0)),
             Some(i) => (msn, Some(i + 1)),
         });
-        if index == 0 && !hinted && seconds > 0.0 && bytes > 0 {
-            let bits = bytes as f64 * 8.0;
-            let weight = duration.unwrap_or(seconds).max(0.05);
-            self.fast.sample(weight, bits / seconds);
-            self.slow.sample(weight, bits / seconds);
+        if index == 0 && !hinted {
+            self.throughput
+                .sample(duration.unwrap_or(seconds), bytes as f64 * 8.0, seconds);
         }
         if index == 0 {
             self.choose_variant();
@@ -719,26 +494,14 @@ impl Player {
             return;
         }
         let current = track.variant;
-        let fits = |v: usize, factor: f64| {
-            m.variants
-                .get(v)
-                .is_some_and(|x| (x.bandwidth as f64) <= estimate * factor)
-        };
-        let mut order: Vec<usize> = (0..m.variants.len()).collect();
-        order.sort_by_key(|&v| std::cmp::Reverse(m.variants[v].bandwidth));
-        let best_up = order
-            .iter()
-            .copied()
-            .find(|&v| fits(v, self.config.up_factor));
-        let lowest = order.last().copied().unwrap_or(current);
-        let wanted = if fits(current, self.config.down_factor) {
-            match best_up {
-                Some(v) if m.variants[v].bandwidth > m.variants[current].bandwidth => v,
-                _ => current,
-            }
-        } else {
-            best_up.unwrap_or(lowest)
-        };
+        let bandwidths: Vec<u64> = m.variants.iter().map(|v| v.bandwidth).collect();
+        let wanted = pick_variant(
+            &bandwidths,
+            current,
+            estimate,
+            self.config.up_factor,
+            self.config.down_factor,
+        );
         if wanted != current {
             let path = resolve(&self.multivariant_path, &m.variants[wanted].uri);
             if let Some(track) = self.tracks.first_mut() {
@@ -747,8 +510,7 @@ impl Player {
         }
     }
 
-    /// A request failed (transport error, or a status other than 200).
-    pub fn on_error(&mut self, index: usize, fetch: Fetch, now: f64) {
+    fn failed(&mut self, index: usize, fetch: Fetch, now: f64) {
         let retry = now + self.config.retry_after;
         if fetch == Fetch::Multivariant {
             self.multivariant_pending = false;
@@ -767,62 +529,18 @@ impl Player {
             }
             Fetch::Init => track.init_pending = false,
             Fetch::Media { .. } => track.media_pending = false,
-            Fetch::Multivariant => {}
+            Fetch::Multivariant | Fetch::Manifest | Fetch::Clock | Fetch::Chunked { .. } => {}
         }
         track.retry_at = retry;
     }
 
-    /// Time passes to `now`: the play head moves through what is buffered.
-    pub fn advance(&mut self, now: f64) {
-        let dt = (now - self.clock).max(0.0);
-        self.clock = now;
-        let (Some(head), Some(end)) = (self.playhead, self.loaded_until()) else {
-            return;
-        };
-        let buffered = (end - head) as f64 / 1000.0;
-        match self.state {
-            State::Playing => {
-                let played = dt.min(buffered.max(0.0));
-                self.playhead = Some(head + (played * 1000.0).round() as i64);
-                self.stats.played += played;
-                if let Some(v) = self.variant()
-                    && let Some(slot) = self.stats.played_by_variant.get_mut(v)
-                {
-                    *slot += played;
-                }
-                if played < dt {
-                    if !self.live && self.all_loaded() {
-                        self.state = State::Ended;
-                    } else {
-                        self.state = State::Stalled;
-                        self.stats.stalls += 1;
-                        self.stall_began = now - (dt - played);
-                        self.starved_since_request = true;
-                    }
-                }
-            }
-            State::Starting | State::Stalled => {
-                if buffered >= self.config.resume_buffer.min(self.min_media()) {
-                    if self.state == State::Starting {
-                        self.stats.startup = Some(now);
-                    } else {
-                        self.stats.stalled += now - self.stall_began;
-                    }
-                    self.state = State::Playing;
-                }
-            }
-            State::Ended => {}
-        }
-    }
-
-    /// Seconds stalled so far, the stall in progress included.
-    pub fn stalled_now(&self, now: f64) -> f64 {
-        self.stats.stalled
-            + if self.state == State::Stalled {
-                (now - self.stall_began).max(0.0)
-            } else {
-                0.0
-            }
+    fn play(&mut self, now: f64) {
+        let loaded = self.loaded_until();
+        let resume = self.config.resume_buffer.min(self.min_media());
+        let finished = !self.live && self.all_loaded();
+        let variant = self.tracks.first().map(|t| t.variant);
+        self.playback
+            .advance(now, loaded, resume, finished, variant, &mut self.stats);
     }
 
     fn min_media(&self) -> f64 {
@@ -842,9 +560,7 @@ impl Player {
         })
     }
 
-    /// Seconds until the player next needs the shell's attention without an answer arriving
-    /// (a timed reload or a retry), if any.
-    pub fn next_wakeup(&self, now: f64) -> Option<f64> {
+    fn wakeup(&self, now: f64) -> Option<f64> {
         let mut next: Option<f64> = None;
         let mut at = |t: f64| next = Some(next.map_or(t, |n: f64| n.min(t)));
         if self.multivariant.is_none() && !self.multivariant_pending {
@@ -862,6 +578,88 @@ impl Player {
             }
         }
         next.map(|t| (t - now).max(0.0))
+    }
+}
+
+impl ViewerModel for Player {
+    fn next_requests(&mut self, now: f64) -> Vec<Request> {
+        self.requests(now)
+    }
+
+    fn on_answer(
+        &mut self,
+        request: &Request,
+        body: &Bytes,
+        age: f64,
+        seconds: f64,
+        _now: f64,
+    ) -> bool {
+        let text = || std::str::from_utf8(body).ok();
+        match request.fetch {
+            Fetch::Multivariant => match text().map(parse_multivariant) {
+                Some(Ok(m)) => {
+                    self.on_multivariant(m);
+                    true
+                }
+                _ => false,
+            },
+            Fetch::Playlist { .. } => match text().map(parse_media) {
+                Some(Ok(p)) => {
+                    self.on_playlist(request.track, request.fetch, MediaPlaylist { age, ..p });
+                    true
+                }
+                _ => false,
+            },
+            Fetch::Init => {
+                self.on_init(request.track);
+                true
+            }
+            Fetch::Media { .. } => {
+                self.on_media(request.track, request.fetch, body.len() as u64, seconds);
+                true
+            }
+            Fetch::Manifest | Fetch::Clock | Fetch::Chunked { .. } => false,
+        }
+    }
+
+    fn on_chunk(&mut self, _track: usize, _end: u64) {}
+
+    fn init_bytes(&self, _track: usize) -> Option<Bytes> {
+        None
+    }
+
+    fn on_error(&mut self, track: usize, fetch: Fetch, now: f64) {
+        self.failed(track, fetch, now);
+    }
+
+    fn advance(&mut self, now: f64) {
+        self.play(now);
+    }
+
+    fn next_wakeup(&self, now: f64) -> Option<f64> {
+        self.wakeup(now)
+    }
+
+    fn state(&self) -> State {
+        self.playback.state
+    }
+
+    fn stats(&self) -> &ViewerStats {
+        &self.stats
+    }
+
+    fn variant(&self) -> Option<usize> {
+        self.tracks.first().map(|t| t.variant)
+    }
+
+    fn latency(&self, wall_ms: i64) -> Option<f64> {
+        (self.dated && self.live && self.playback.state == State::Playing)
+            .then_some(self.playback.head?)
+            .map(|head| (wall_ms - head) as f64 / 1000.0)
+    }
+
+    fn stalled_now(&self, now: f64) -> f64 {
+        self.playback.stalled_now(&self.stats, now)
     }
 }
 
@@ -1188,7 +986,7 @@ mod tests {
         let requests = p.next_requests(0.2);
         assert!(reload_of(&requests).contains("_HLS_msn=42&_HLS_part=5&"));
         assert_eq!(
-            p.playhead,
+            p.playback.head,
             Some(start_ms() + 4000),
             "newest part ends at +5.0 s"
         );
@@ -1201,7 +999,7 @@ mod tests {
             "{}",
             reload_of(&requests)
         );
-        assert!(p.playhead.is_none(), "no start before the tune-in answer");
+        assert!(p.playback.head.is_none(), "no start before the tune-in answer");
         for r in requests
             .iter()
             .filter(|r| matches!(r.fetch, Fetch::Playlist { .. }))
@@ -1209,7 +1007,7 @@ mod tests {
             p.on_playlist(r.track, r.fetch, parse_media(&live(6)).unwrap());
         }
         // Newest part 42.5 ends at +6.0 s: the play head starts at the hold-back, +5.0 s.
-        assert_eq!(p.playhead, Some(start_ms() + 5000));
+        assert_eq!(p.playback.head, Some(start_ms() + 5000));
 
         // Across a segment boundary; nothing under a part target; at most 1.5 target
         // durations (3 s: 9 parts).
