@@ -195,10 +195,15 @@ fn the_simulated_players_decisions_do_no_io() {
     assert_modules_do_no_io(
         "bench",
         &[
-            "viewers/player",
+            "viewers/hls_player",
+            "viewers/dash_player",
+            "viewers/model",
+            "viewers/mpd",
             "viewers/playlist",
             "viewers/scenario",
             "viewers/report",
+            "viewers/steps",
+            "viewers/figures",
         ],
         &["Instant", "SystemTime", "quinn", "rustls"],
     );

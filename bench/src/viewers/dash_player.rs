@@ -203,9 +203,10 @@ impl DashPlayer {
             return;
         };
         let time = if m.dynamic {
-            let delay = m.target_latency.or(m.suggested_delay).unwrap_or_else(|| {
-                3.0 * first_segment_seconds(m).unwrap_or(2.0)
-            });
+            let delay = m
+                .target_latency
+                .or(m.suggested_delay)
+                .unwrap_or_else(|| 3.0 * first_segment_seconds(m).unwrap_or(2.0));
             (self.server_ms(now) - m.availability_start_ms) as f64 / 1000.0 - delay
         } else {
             m.periods.first().map_or(0.0, |p| p.start)
@@ -222,7 +223,8 @@ impl DashPlayer {
                 continue;
             };
             let representation = if kind == ContentKind::Video {
-                let bandwidths: Vec<u64> = set.representations.iter().map(|r| r.bandwidth).collect();
+                let bandwidths: Vec<u64> =
+                    set.representations.iter().map(|r| r.bandwidth).collect();
                 start_representation(&bandwidths)
             } else {
                 0
@@ -373,12 +375,18 @@ impl DashPlayer {
         let m = self.manifest.as_ref()?;
         let period = m.periods.iter().find(|p| p.id == track.period)?;
         let r = self.representation(track)?;
-        let init = r.template.init_url(r).map(|u| resolve(&self.manifest_path, &u));
+        let init = r
+            .template
+            .init_url(r)
+            .map(|u| resolve(&self.manifest_path, &u));
         if init.is_some() && track.init.as_ref().map(|(u, _)| u) != init.as_ref() {
             return None;
         }
         let template: &Template = &r.template;
-        let first = template.timeline.first().map_or(template.start_number, |s| s.number);
+        let first = template
+            .timeline
+            .first()
+            .map_or(template.start_number, |s| s.number);
         let number = track.next.max(first);
         let segment = template.segment(number)?;
         let end = template.seconds(period.start, segment.start + segment.duration);
@@ -492,8 +500,14 @@ impl ViewerModel for DashPlayer {
         out
     }
 
-    fn on_answer(&mut self, request: &Request, body: &Bytes, _age: f64, seconds: f64, now: f64)
-    -> bool {
+    fn on_answer(
+        &mut self,
+        request: &Request,
+        body: &Bytes,
+        _age: f64,
+        seconds: f64,
+        now: f64,
+    ) -> bool {
         let text = || std::str::from_utf8(body).ok();
         match request.fetch {
             Fetch::Manifest => {
@@ -557,7 +571,11 @@ impl ViewerModel for DashPlayer {
     }
 
     fn init_bytes(&self, track: usize) -> Option<Bytes> {
-        self.tracks.get(track)?.init.as_ref().map(|(_, b)| b.clone())
+        self.tracks
+            .get(track)?
+            .init
+            .as_ref()
+            .map(|(_, b)| b.clone())
     }
 
     fn on_error(&mut self, track: usize, fetch: Fetch, now: f64) {
@@ -720,12 +738,21 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].fetch, Fetch::Manifest);
         assert!(first[0].target.starts_with("/live/s/manifest.mpd?CMCD="));
-        assert_eq!(cmcd_of(&first[0]).streaming_format, Some(StreamingFormat::Dash));
-        assert!(p.next_requests(0.0).is_empty(), "one manifest request at a time");
+        assert_eq!(
+            cmcd_of(&first[0]).streaming_format,
+            Some(StreamingFormat::Dash)
+        );
+        assert!(
+            p.next_requests(0.0).is_empty(),
+            "one manifest request at a time"
+        );
         assert!(answer(&mut p, &first[0], &live(25, 31, false), 0.0));
         let clock = p.next_requests(0.0);
         assert_eq!(clock.len(), 1);
-        assert_eq!((clock[0].fetch, clock[0].target.as_str()), (Fetch::Clock, "/time"));
+        assert_eq!(
+            (clock[0].fetch, clock[0].target.as_str()),
+            (Fetch::Clock, "/time")
+        );
         assert!(answer(&mut p, &clock[0], "2026-12-07T10:01:01.000Z", 0.0));
         let inits = p.next_requests(0.0);
         (p, inits)
@@ -794,7 +821,10 @@ mod tests {
         // Segment 30 (60–62 s) was available from 60.5 s on the server's clock: asked now.
         let media = p.next_requests(0.5);
         assert_eq!(of(&media, 0).unwrap().fetch, Fetch::Chunked { number: 30 });
-        assert!(media.iter().any(|r| r.fetch == Fetch::Manifest), "0.5 s since the last");
+        assert!(
+            media.iter().any(|r| r.fetch == Fetch::Manifest),
+            "0.5 s since the last"
+        );
         for r in media.iter().filter(|r| r.fetch != Fetch::Manifest) {
             let timescale = if r.track == 0 { 90_000 } else { 48_000 };
             p.on_chunk(r.track, 62 * timescale);
@@ -802,9 +832,15 @@ mod tests {
         }
         // Segment 31 (62–64 s) is available at 62.5 s on the server: 0.5 + 61 = 61.5 now.
         let early = p.next_requests(0.6);
-        assert!(of(&early, 0).is_none() && of(&early, 1).is_none(), "{early:?}");
+        assert!(
+            of(&early, 0).is_none() && of(&early, 1).is_none(),
+            "{early:?}"
+        );
         let wake = p.next_wakeup(0.6).unwrap();
-        assert!((wake - 0.9).abs() < 0.01, "wakes when it is available: {wake}");
+        assert!(
+            (wake - 0.9).abs() < 0.01,
+            "wakes when it is available: {wake}"
+        );
         let due = p.next_requests(1.5);
         assert_eq!(of(&due, 0).unwrap().fetch, Fetch::Chunked { number: 31 });
         assert!(p.stats().stalls == 0);
@@ -823,13 +859,21 @@ mod tests {
         let next = p.next_requests(1.5);
         let init = of(&next, 0).unwrap();
         assert_eq!(init.fetch, Fetch::Init);
-        assert!(init.target.starts_with("/live/s/720p/init.mp4?"), "{}", init.target);
+        assert!(
+            init.target.starts_with("/live/s/720p/init.mp4?"),
+            "{}",
+            init.target
+        );
         assert_eq!(p.variant(), Some(0));
         assert_eq!(p.stats().switches, 1);
         assert!(answer(&mut p, init, "init720", 1.5));
         let media = p.next_requests(1.5);
         let video = of(&media, 0).unwrap();
-        assert!(video.target.starts_with("/live/s/720p/31.m4s?"), "{}", video.target);
+        assert!(
+            video.target.starts_with("/live/s/720p/31.m4s?"),
+            "{}",
+            video.target
+        );
     }
 
     #[test]
@@ -837,7 +881,10 @@ mod tests {
         let mut p = playing();
         let media = p.next_requests(0.5);
         let video = of(&media, 0).unwrap().clone();
-        assert!(!answer(&mut p, &video, "not cmaf", 0.6), "no chunk was read");
+        assert!(
+            !answer(&mut p, &video, "not cmaf", 0.6),
+            "no chunk was read"
+        );
         p.on_error(0, video.fetch, 0.6);
         assert!(of(&p.next_requests(0.7), 0).is_none(), "retry after 0.5 s");
         assert_eq!(
@@ -858,12 +905,19 @@ mod tests {
             p.on_chunk(r.track, 62 * timescale);
             assert!(p.on_answer(r, &Bytes::from_static(&[0; 1000]), 0.0, 0.01, 0.6));
         }
-        assert!(p.next_requests(1.0).is_empty(), "nothing after the last segment");
+        assert!(
+            p.next_requests(1.0).is_empty(),
+            "nothing after the last segment"
+        );
         p.advance(1.0);
         p.advance(4.0);
         assert_eq!(p.state(), State::Ended);
         assert_eq!(p.stats().stalls, 0);
-        assert!((p.stats().played - 2.5).abs() < 0.01, "{}", p.stats().played);
+        assert!(
+            (p.stats().played - 2.5).abs() < 0.01,
+            "{}",
+            p.stats().played
+        );
     }
 
     #[test]

@@ -999,7 +999,10 @@ mod tests {
             "{}",
             reload_of(&requests)
         );
-        assert!(p.playback.head.is_none(), "no start before the tune-in answer");
+        assert!(
+            p.playback.head.is_none(),
+            "no start before the tune-in answer"
+        );
         for r in requests
             .iter()
             .filter(|r| matches!(r.fetch, Fetch::Playlist { .. }))

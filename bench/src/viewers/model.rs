@@ -133,8 +133,14 @@ pub trait ViewerModel: Send {
     /// requests, the seconds data was actually flowing); `age` is its `Age` header. `false`
     /// when the body does not read (the shell then counts an error and calls
     /// [`Self::on_error`]).
-    fn on_answer(&mut self, request: &Request, body: &Bytes, age: f64, seconds: f64, now: f64)
-    -> bool;
+    fn on_answer(
+        &mut self,
+        request: &Request,
+        body: &Bytes,
+        age: f64,
+        seconds: f64,
+        now: f64,
+    ) -> bool;
     /// A complete CMAF chunk of a [`Fetch::Chunked`] request arrived: media on `track` is
     /// now loaded up to `end` (ticks, the decode time after its last sample).
     fn on_chunk(&mut self, track: usize, end: u64);
@@ -324,7 +330,13 @@ impl Throughput {
 /// The variant to play given `bandwidths` (bit/s, by index) and an `estimate`: the highest
 /// under `up` of it, staying on `current` while it stays under `down` of it, and the lowest
 /// when none fits.
-pub fn pick_variant(bandwidths: &[u64], current: usize, estimate: f64, up: f64, down: f64) -> usize {
+pub fn pick_variant(
+    bandwidths: &[u64],
+    current: usize,
+    estimate: f64,
+    up: f64,
+    down: f64,
+) -> usize {
     let fits = |v: usize, factor: f64| {
         bandwidths
             .get(v)
@@ -381,9 +393,7 @@ impl CmcdContext<'_> {
             }),
             buffer_length_ms: (object != ObjectType::Manifest)
                 .then(|| (self.buffer * 10.0).round() as u64 * 100),
-            measured_throughput_kbps: self
-                .estimate
-                .map(|e| (e / 100_000.0).round() as u64 * 100),
+            measured_throughput_kbps: self.estimate.map(|e| (e / 100_000.0).round() as u64 * 100),
             object_duration_ms: duration.map(|d| (d * 1000.0).round() as u64),
             bitrate_kbps: bitrate.map(|b| b / 1000),
             top_bitrate_kbps: self.top_bitrate.map(|b| b / 1000),
@@ -447,7 +457,11 @@ mod tests {
             ..ViewerStats::default()
         };
         p.advance(0.5, Some(200), 0.3, false, Some(0), &mut stats);
-        assert_eq!(p.state, State::Starting, "0.2 s is under the 0.3 s to start");
+        assert_eq!(
+            p.state,
+            State::Starting,
+            "0.2 s is under the 0.3 s to start"
+        );
         p.advance(1.0, Some(1000), 0.3, false, Some(0), &mut stats);
         assert_eq!((p.state, stats.startup), (State::Playing, Some(1.0)));
         p.advance(2.5, Some(1000), 0.3, false, Some(0), &mut stats);
@@ -459,17 +473,33 @@ mod tests {
         p.advance(3.0, Some(1500), 0.3, false, Some(0), &mut stats);
         assert_eq!((p.state, stats.stalled), (State::Playing, 1.0));
         p.advance(4.0, Some(1500), 0.3, true, Some(0), &mut stats);
-        assert_eq!((p.state, stats.stalls), (State::Ended, 1), "the end is no stall");
+        assert_eq!(
+            (p.state, stats.stalls),
+            (State::Ended, 1),
+            "the end is no stall"
+        );
     }
 
     #[test]
     fn the_variant_follows_the_estimate_with_headroom() {
         let bandwidths = [3_000_000, 1_000_000, 400_000];
         assert_eq!(pick_variant(&bandwidths, 1, 10e6, 0.7, 0.95), 0);
-        assert_eq!(pick_variant(&bandwidths, 1, 2e6, 0.7, 0.95), 1, "3 M > 0.7 × 2 M");
-        assert_eq!(pick_variant(&bandwidths, 0, 3.2e6, 0.7, 0.95), 0, "stays under 95 %");
+        assert_eq!(
+            pick_variant(&bandwidths, 1, 2e6, 0.7, 0.95),
+            1,
+            "3 M > 0.7 × 2 M"
+        );
+        assert_eq!(
+            pick_variant(&bandwidths, 0, 3.2e6, 0.7, 0.95),
+            0,
+            "stays under 95 %"
+        );
         assert_eq!(pick_variant(&bandwidths, 0, 2.5e6, 0.7, 0.95), 1);
-        assert_eq!(pick_variant(&bandwidths, 1, 0.1e6, 0.7, 0.95), 2, "nothing fits: lowest");
+        assert_eq!(
+            pick_variant(&bandwidths, 1, 0.1e6, 0.7, 0.95),
+            2,
+            "nothing fits: lowest"
+        );
         let mut t = Throughput::default();
         assert_eq!(t.estimate(), None);
         t.sample(1.0, 8e6, 1.0);

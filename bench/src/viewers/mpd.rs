@@ -199,7 +199,13 @@ impl Template {
 
     /// The media URL of `segment` for Representation `r`, relative to the manifest.
     pub fn media_url(&self, r: &Representation, segment: TimedSegment) -> String {
-        expand(&self.media, &r.id, r.bandwidth, segment.number, segment.start)
+        expand(
+            &self.media,
+            &r.id,
+            r.bandwidth,
+            segment.number,
+            segment.start,
+        )
     }
 
     /// The init URL for Representation `r`, relative to the manifest.
@@ -420,9 +426,9 @@ pub fn parse_mpd(text: &str) -> Result<Manifest, MpdError> {
 }
 
 fn content_kind(set: roxmltree::Node<'_, '_>) -> ContentKind {
-    let mime = set.attribute("mimeType").or_else(|| {
-        child(set, "Representation").and_then(|r| r.attribute("mimeType"))
-    });
+    let mime = set
+        .attribute("mimeType")
+        .or_else(|| child(set, "Representation").and_then(|r| r.attribute("mimeType")));
     match (set.attribute("contentType"), mime) {
         (Some("video"), _) => ContentKind::Video,
         (Some("audio"), _) => ContentKind::Audio,
@@ -544,7 +550,11 @@ mod tests {
         assert_eq!(t.timeline[3].start, 5_040_000 + 3 * 180_000);
         assert_eq!(t.seconds(0.0, 5_040_000), 56.0);
         assert_eq!(t.number_at(0.0, 59.9), Some(29));
-        assert_eq!(t.number_at(0.0, 10.0), Some(28), "before the window: the oldest");
+        assert_eq!(
+            t.number_at(0.0, 10.0),
+            Some(28),
+            "before the window: the oldest"
+        );
         assert_eq!(t.number_at(0.0, 99.0), Some(31), "after it: the newest");
         assert_eq!(
             t.media_url(hi, t.segment(30).unwrap()),
@@ -592,18 +602,23 @@ mod tests {
     #[test]
     fn a_bad_manifest_says_what_is_wrong() {
         assert!(matches!(parse_mpd("<MPD"), Err(MpdError::Xml(_))));
-        assert_eq!(
-            parse_mpd("<html/>"),
-            Err(MpdError::NotMpd("html".into()))
-        );
+        assert_eq!(parse_mpd("<html/>"), Err(MpdError::NotMpd("html".into())));
         let no_clock = parse_mpd(r#"<MPD type="dynamic"/>"#).unwrap_err();
-        assert!(no_clock.to_string().contains("availabilityStartTime"), "{no_clock}");
+        assert!(
+            no_clock.to_string().contains("availabilityStartTime"),
+            "{no_clock}"
+        );
         let bad = parse_mpd(r#"<MPD minimumUpdatePeriod="soon"/>"#).unwrap_err();
         assert_eq!(
             bad.to_string(),
             "<MPD> has no readable minimumUpdatePeriod: \"soon\""
         );
         let no_d = r#"<MPD><Period><AdaptationSet contentType="video"><Representation id="v" bandwidth="1"><SegmentTemplate media="$Number$"><SegmentTimeline><S t="0"/></SegmentTimeline></SegmentTemplate></Representation></AdaptationSet></Period></MPD>"#;
-        assert!(parse_mpd(no_d).unwrap_err().to_string().contains("<S> has no readable d"));
+        assert!(
+            parse_mpd(no_d)
+                .unwrap_err()
+                .to_string()
+                .contains("<S> has no readable d")
+        );
     }
 }

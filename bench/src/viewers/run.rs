@@ -1,6 +1,7 @@
 //! Runs a scenario: spawns and retires simulated viewers as the stages ask, moves each one's
-//! requests ([`super::client`]) for its player model ([`super::player`]), samples every
-//! second, prints progress, and builds the report.
+//! requests ([`super::client`]) for its player model ([`super::hls_player`] or
+//! [`super::dash_player`]), reads chunked DASH segments chunk by chunk, samples every second,
+//! prints progress, and builds the report.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -324,8 +325,8 @@ pub async fn run(plan: ViewersPlan) -> anyhow::Result<Report> {
     if answer.status != 200 {
         bail!("{} answered {}", plan.url, answer.status);
     }
-    let text = std::str::from_utf8(&answer.body)
-        .with_context(|| format!("{} is not text", plan.url))?;
+    let text =
+        std::str::from_utf8(&answer.body).with_context(|| format!("{} is not text", plan.url))?;
     let variants = match plan.format {
         Format::Hls => {
             let multivariant = parse_multivariant(text)
