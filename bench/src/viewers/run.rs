@@ -204,19 +204,25 @@ impl Viewer {
             let wait = player.next_wakeup(now).unwrap_or(0.1).clamp(0.0, 0.1);
             tokio::select! {
                 Some(event) = rx.recv() => {
-                    let (request, answer, seconds) = match event {
-                        Event::Chunk { track, end } => {
+                    let (request, answer, seconds, counted) = match event {
+                        Event::Chunk { track, end, size } => {
+                            // Egress counts as it arrives, not when a long chunked
+                            // response ends.
+                            bytes += size;
+                            self.counters.bytes.fetch_add(size, Ordering::Relaxed);
                             player.on_chunk(track, end);
                             continue;
                         }
-                        Event::Done(request, answer, seconds) => (request, answer, seconds),
+                        Event::Done { request, answer, seconds, counted } => {
+                            (request, answer, seconds, counted)
+                        }
                     };
                     let now = start.elapsed().as_secs_f64();
                     requests += 1;
                     self.counters.requests.fetch_add(1, Ordering::Relaxed);
                     let ok = match answer {
                         Ok(answer) if answer.status == 200 => {
-                            let size = answer.body.len() as u64;
+                            let size = (answer.body.len() as u64).saturating_sub(counted);
                             bytes += size;
                             self.counters.bytes.fetch_add(size, Ordering::Relaxed);
                             player.on_answer(&request, &answer.body, answer.age, seconds, now)
@@ -250,12 +256,17 @@ fn note(message: &str) {
 
 /// What a request's task tells its viewer.
 enum Event {
-    /// A CMAF chunk of a [`Fetch::Chunked`] request arrived, loading `track` up to `end`
-    /// (ticks).
-    Chunk { track: usize, end: u64 },
-    /// The request is over: its answer and the seconds it took (for chunked requests, the
-    /// seconds data was flowing).
-    Done(Request, anyhow::Result<Answer>, f64),
+    /// A CMAF chunk of `size` bytes of a [`Fetch::Chunked`] request arrived, loading `track`
+    /// up to `end` (ticks).
+    Chunk { track: usize, end: u64, size: u64 },
+    /// The request is over: its answer, the seconds it took (for chunked requests, the
+    /// seconds data was flowing), and the bytes its chunks already counted.
+    Done {
+        request: Request,
+        answer: anyhow::Result<Answer>,
+        seconds: f64,
+        counted: u64,
+    },
 }
 
 /// Sends `request`. A chunked one is read piece by piece: each CMAF chunk completed (read
@@ -270,6 +281,7 @@ async fn fetch(
     let sent = Instant::now();
     let mut arrivals: Vec<f64> = Vec::new();
     let mut unreadable: Option<String> = None;
+    let mut counted = 0u64;
     let answer = if let Fetch::Chunked { .. } = request.fetch {
         let mut splitter = Fmp4Splitter::new();
         if let Some(init) = &init
@@ -288,7 +300,9 @@ async fn fetch(
                     for item in items {
                         if let Fmp4Item::Fragment(f) = item {
                             let end = f.decode_time + f.duration;
-                            let _ = events.send(Event::Chunk { track, end });
+                            let size = f.bytes.len() as u64;
+                            counted += size;
+                            let _ = events.send(Event::Chunk { track, end, size });
                         }
                     }
                 }
@@ -309,7 +323,12 @@ async fn fetch(
     } else {
         sent.elapsed().as_secs_f64()
     };
-    let _ = events.send(Event::Done(request, answer, seconds));
+    let _ = events.send(Event::Done {
+        request,
+        answer,
+        seconds,
+        counted,
+    });
 }
 
 /// Runs `plan` to the end of its scenario.
