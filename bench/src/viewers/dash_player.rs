@@ -954,6 +954,64 @@ mod tests {
     }
 
     #[test]
+    fn a_track_moves_to_the_next_period_with_its_init() {
+        // A transcoder restart at 60 s: Period 1 starts there, with its own init segment.
+        let period = |id: u64, start: u64, first: u64, count: u64, init: &str| {
+            format!(
+                "<Period id=\"{id}\" start=\"PT{start}S\"><AdaptationSet contentType=\"video\"><Representation id=\"v\" bandwidth=\"500000\"><SegmentTemplate timescale=\"1000\" presentationTimeOffset=\"{}\" startNumber=\"{first}\" media=\"$RepresentationID$/$Number$.m4s\" initialization=\"$RepresentationID$/{init}\"><SegmentTimeline><S t=\"{}\" d=\"2000\" r=\"{}\"/></SegmentTimeline></SegmentTemplate></Representation></AdaptationSet></Period>",
+                start * 1000,
+                first * 2000,
+                count - 1
+            )
+        };
+        let manifest = format!(
+            r#"<MPD type="dynamic" availabilityStartTime="2026-12-07T10:00:00Z" minimumUpdatePeriod="PT0.5S"><ServiceDescription id="0"><Latency target="1500"/></ServiceDescription>{}{}</MPD>"#,
+            period(0, 0, 27, 3, "init.mp4"),
+            period(1, 60, 30, 1, "init-1.mp4"),
+        );
+        // Our clock is the server's (no UTCTiming): 60 s in, start at 58.5 s in segment 29.
+        let mut p = DashPlayer::new(PlayerConfig::default(), "/live/s/manifest.mpd", joined());
+        let first = p.next_requests(0.0);
+        assert!(answer(&mut p, &first[0], &manifest, 0.0));
+        let init = p.next_requests(0.0);
+        assert!(
+            init[0].target.starts_with("/live/s/v/init.mp4?"),
+            "{init:?}"
+        );
+        assert!(answer(&mut p, &init[0], "init0", 0.0));
+        let media = p.next_requests(0.0);
+        let segment = of(&media, 0).unwrap().clone();
+        assert_eq!(segment.fetch, Fetch::Chunked { number: 29 });
+        p.on_chunk(0, 60_000);
+        assert!(answer(&mut p, &segment, "x", 0.1));
+        // Period 1's first segment needs Period 1's init first.
+        let next = p.next_requests(0.2);
+        let init = of(&next, 0).unwrap().clone();
+        assert_eq!(init.fetch, Fetch::Init);
+        assert!(
+            init.target.starts_with("/live/s/v/init-1.mp4?"),
+            "{}",
+            init.target
+        );
+        assert!(answer(&mut p, &init, "init1", 0.2));
+        assert_eq!(p.init_bytes(0).as_deref(), Some(&b"init1"[..]));
+        // Without availabilityTimeOffset, segment 30 is there once complete, at 62 s.
+        assert!(of(&p.next_requests(0.2), 0).is_none());
+        let media = p.next_requests(2.1);
+        assert!(
+            of(&media, 0)
+                .unwrap()
+                .target
+                .starts_with("/live/s/v/30.m4s?")
+        );
+        assert_eq!(
+            p.stats().switches,
+            0,
+            "a new Period is not a rendition switch"
+        );
+    }
+
+    #[test]
     fn only_time_spent_receiving_counts_as_transfer() {
         // Three chunks already made, then two more each a part later.
         let arrivals = [0.002, 0.003, 0.004, 0.504, 0.505, 1.004, 1.006];
