@@ -877,13 +877,10 @@ fn segments_stored_after_the_last_index_write_are_recovered_when_a_killed_origin
     // The event and the recording's end are written just after the index, so they may trail
     // the API's first answers by a moment.
     wait_for("the recovery event", Duration::from_secs(10), || {
-        again
-            .events(&id)
-            .contains(&format!(
-                "{} segments stored just before the origin stopped",
-                3 + missed_by_the_kill
-            ))
-            && again.recordings(&id)[0]["status"] == "ready"
+        again.events(&id).contains(&format!(
+            "{} segments stored just before the origin stopped",
+            3 + missed_by_the_kill
+        )) && again.recordings(&id)[0]["status"] == "ready"
     });
     assert_eq!(again.recordings(&id)[0]["status"], "ready");
     let playlist = again.get(&format!("/vod/{rec}/240p/playlist.m3u8")).text();

@@ -27,7 +27,7 @@ use cascade_cmcd::{ObjectType, StreamingFormat};
 
 use super::model::{
     CmcdContext, Fetch, Playback, PlayerConfig, Request, State, Throughput, ViewerModel,
-    ViewerStats, pick_variant, resolve, with_query,
+    ViewerStats, dash_catch_up_rate, pick_variant, resolve, with_query,
 };
 use super::mpd::{ContentKind, Manifest, Representation, Template, parse_mpd};
 use super::playlist::parse_date_time;
@@ -112,6 +112,8 @@ pub struct DashPlayer {
     clock_pending: bool,
     tracks: Vec<Track>,
     playback: Playback,
+    /// Stalled since the buffer last held half the target latency: no catching up yet.
+    recovering: bool,
     throughput: Throughput,
     stats: ViewerStats,
 }
@@ -131,6 +133,7 @@ impl DashPlayer {
             clock_pending: false,
             tracks: Vec::new(),
             playback: Playback::default(),
+            recovering: false,
             throughput: Throughput::default(),
             stats: ViewerStats::default(),
         }
@@ -197,17 +200,36 @@ impl DashPlayer {
         .query(object, duration, bitrate)
     }
 
+    /// Sets the playback rate that steers a live viewer toward its target latency, as
+    /// dash.js's catch-up does, within the manifest's `PlaybackRate` bounds (dash.js's own
+    /// ±0.5 without them). A stream that ended has no live edge to steer by.
+    fn steer(&mut self, now: f64) {
+        let Some(m) = self.manifest.as_ref().filter(|_| self.updating()) else {
+            self.playback.rate = 1.0;
+            return;
+        };
+        let (State::Playing, Some(head)) = (self.playback.state, self.playback.head) else {
+            self.playback.rate = 1.0;
+            return;
+        };
+        let target = live_delay(m);
+        let latency = (self.server_ms(now) - m.availability_start_ms - head) as f64 / 1000.0;
+        let bounds = m
+            .playback_rate
+            .map_or((-0.5, 0.5), |(slow, fast)| (slow - 1.0, fast - 1.0));
+        if self.recovering && self.buffer() > target / 2.0 {
+            self.recovering = false;
+        }
+        self.playback.rate = dash_catch_up_rate(latency, target, bounds, self.recovering);
+    }
+
     /// Chooses where to start once the manifest and the clock are known.
     fn start(&mut self, now: f64) {
         let Some(m) = &self.manifest else {
             return;
         };
         let time = if m.dynamic {
-            let delay = m
-                .target_latency
-                .or(m.suggested_delay)
-                .unwrap_or_else(|| 3.0 * first_segment_seconds(m).unwrap_or(2.0));
-            (self.server_ms(now) - m.availability_start_ms) as f64 / 1000.0 - delay
+            (self.server_ms(now) - m.availability_start_ms) as f64 / 1000.0 - live_delay(m)
         } else {
             m.periods.first().map_or(0.0, |p| p.start)
         };
@@ -454,6 +476,14 @@ impl DashPlayer {
     }
 }
 
+/// How far behind the server's clock a live viewer aims to play, seconds: the manifest's
+/// latency target, else its suggested delay, else three segments.
+fn live_delay(m: &Manifest) -> f64 {
+    m.target_latency
+        .or(m.suggested_delay)
+        .unwrap_or_else(|| 3.0 * first_segment_seconds(m).unwrap_or(2.0))
+}
+
 fn first_segment_seconds(m: &Manifest) -> Option<f64> {
     let r = m.periods.first()?.sets.first()?.representations.first()?;
     let t = &r.template;
@@ -605,6 +635,7 @@ impl ViewerModel for DashPlayer {
         let loaded = self.loaded_until();
         let finished = self.all_loaded();
         let variant = self.variant();
+        let was = self.playback.state;
         self.playback.advance(
             now,
             loaded,
@@ -613,6 +644,10 @@ impl ViewerModel for DashPlayer {
             variant,
             &mut self.stats,
         );
+        if self.playback.state == State::Stalled && was != State::Stalled {
+            self.recovering = true;
+        }
+        self.steer(now);
     }
 
     fn next_wakeup(&self, now: f64) -> Option<f64> {
@@ -699,7 +734,7 @@ mod tests {
         };
         format!(
             r#"<MPD type="dynamic" availabilityStartTime="2026-12-07T10:00:00Z"{update} suggestedPresentationDelay="PT3S">
-<ServiceDescription id="0"><Latency target="1500"/></ServiceDescription>
+<ServiceDescription id="0"><Latency target="1500"/><PlaybackRate min="0.96" max="1.04"/></ServiceDescription>
 <Period id="0" start="PT0S">
 <AdaptationSet contentType="video">
 <Representation id="720p" bandwidth="2800000" height="720">{v}</Representation>
@@ -909,15 +944,128 @@ mod tests {
             p.next_requests(1.0).is_empty(),
             "nothing after the last segment"
         );
+        // Half a second behind its 1.5 s target when it started, the viewer plays faster
+        // until the manifest says the stream ended; then at 1x to the end.
+        assert!(p.playback.rate > 1.03, "{}", p.playback.rate);
         p.advance(1.0);
+        assert_eq!(p.playback.rate, 1.0, "no live edge to catch up with");
+        let head = p.playback.head.unwrap();
+        assert!(head > 60_010, "{head}: more than 0.5 s of media in 0.5 s");
         p.advance(4.0);
         assert_eq!(p.state(), State::Ended);
         assert_eq!(p.stats().stalls, 0);
+        assert_eq!(p.playback.head, Some(62_000), "played to the end");
+        let played = 0.5 + (62_000 - head) as f64 / 1000.0;
         assert!(
-            (p.stats().played - 2.5).abs() < 0.01,
-            "{}",
+            (p.stats().played - played).abs() < 0.01,
+            "{} against {played}",
             p.stats().played
         );
+    }
+
+    /// The live edge at `now` on the viewer's clock, seconds of media: 61 s when it joined,
+    /// its clock a second behind the server's.
+    fn live_edge(now: f64) -> f64 {
+        61.0 + now
+    }
+
+    /// Drives `p` from `from` to `until` seconds as a server would, delivering each segment's
+    /// chunks up to `reach(now, play head in seconds)` (at most the live edge) and the whole
+    /// segment once the live edge passes its end. Returns the latency and playback rate at
+    /// each step of 50 ms while playing.
+    fn follow(
+        p: &mut DashPlayer,
+        from: f64,
+        until: f64,
+        reach: impl Fn(f64, f64) -> f64,
+    ) -> Vec<(f64, f64)> {
+        let mut seen = Vec::new();
+        let mut loading: Vec<Request> = Vec::new();
+        let steps = ((until - from) / 0.05).round() as usize;
+        for step in 1..=steps {
+            let now = from + step as f64 * 0.05;
+            let last = (live_edge(now) / 2.0).floor() as u64;
+            for r in p.next_requests(now) {
+                match r.fetch {
+                    Fetch::Manifest => assert!(answer(p, &r, &live(25, last, false), now)),
+                    Fetch::Init => assert!(answer(p, &r, "init", now)),
+                    _ => loading.push(r),
+                }
+            }
+            let head = p.playback.head.unwrap_or(0) as f64 / 1000.0;
+            let reached = reach(now, head).min(live_edge(now));
+            loading.retain(|r| {
+                let Fetch::Chunked { number } = r.fetch else {
+                    return false;
+                };
+                let (start, end) = (2.0 * number as f64, 2.0 * (number + 1) as f64);
+                if reached <= start {
+                    return true;
+                }
+                let timescale = if r.track == 0 { 90_000.0 } else { 48_000.0 };
+                p.on_chunk(r.track, (reached.min(end) * timescale) as u64);
+                let done = reached >= end;
+                if done {
+                    assert!(p.on_answer(r, &Bytes::from_static(&[0; 50_000]), 0.0, 0.1, now));
+                }
+                !done
+            });
+            p.advance(now);
+            if let Some(latency) = p.latency(joined() + (now * 1000.0) as i64) {
+                seen.push((latency, p.playback.rate));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_viewer_behind_its_target_plays_faster_until_it_is_back_on_it() {
+        let mut p = playing();
+        let seen = follow(&mut p, 0.5, 60.5, |now, _| live_edge(now));
+        let (first, last) = (seen[0], seen[seen.len() - 1]);
+        assert!(first.0 > 1.9 && first.1 > 1.03, "started behind: {first:?}");
+        assert!(
+            (last.0 - 1.5).abs() < 0.05 && (last.1 - 1.0).abs() < 0.005,
+            "on target after a minute: {last:?}"
+        );
+        assert!(
+            seen.windows(2).all(|w| w[1].0 <= w[0].0 + 0.01),
+            "latency only falls"
+        );
+        assert!(seen.iter().all(|(_, rate)| (0.96..=1.04).contains(rate)));
+        assert_eq!(p.stats().stalls, 0);
+    }
+
+    #[test]
+    fn after_a_stall_the_viewer_waits_for_half_its_target_in_buffer_before_speeding_up() {
+        let mut p = playing();
+        // A minute on target; then nothing arrives for 3 s, so the viewer runs through its
+        // 1.5 s of buffer and stalls for 1.5 s; then a slow link keeps its buffer at 0.6 s
+        // for 10 s; then media arrives as fast as the live edge allows.
+        let seen = follow(&mut p, 0.5, 100.5, |now, head| {
+            if (60.5..63.5).contains(&now) {
+                0.0
+            } else if (63.5..73.5).contains(&now) {
+                head + 0.6
+            } else {
+                f64::MAX
+            }
+        });
+        assert_eq!(p.stats().stalls, 1);
+        let thin: Vec<_> = seen
+            .iter()
+            .skip_while(|(latency, _)| *latency < 2.5)
+            .take_while(|(latency, _)| *latency > 2.5)
+            .take(100)
+            .filter(|(latency, _)| *latency > 2.5)
+            .collect();
+        assert!(!thin.is_empty(), "1.5 s behind after the stall: {seen:?}");
+        assert!(
+            thin.iter().all(|(_, rate)| *rate == 1.0),
+            "no catching up on a thin buffer: {thin:?}"
+        );
+        let last = seen[seen.len() - 1];
+        assert!(last.0 < 2.9 && last.1 > 1.02, "then catching up: {last:?}");
     }
 
     #[test]
@@ -965,7 +1113,7 @@ mod tests {
             )
         };
         let manifest = format!(
-            r#"<MPD type="dynamic" availabilityStartTime="2026-12-07T10:00:00Z" minimumUpdatePeriod="PT0.5S"><ServiceDescription id="0"><Latency target="1500"/></ServiceDescription>{}{}</MPD>"#,
+            r#"<MPD type="dynamic" availabilityStartTime="2026-12-07T10:00:00Z" minimumUpdatePeriod="PT0.5S"><ServiceDescription id="0"><Latency target="1500"/><PlaybackRate min="0.96" max="1.04"/></ServiceDescription>{}{}</MPD>"#,
             period(0, 0, 27, 3, "init.mp4"),
             period(1, 60, 30, 1, "init-1.mp4"),
         );

@@ -109,9 +109,10 @@ pub struct ViewerStats {
     pub stalls: u32,
     /// Seconds stalled.
     pub stalled: f64,
-    /// Seconds of media played.
+    /// Seconds spent playing (wall time: media played faster or slower counts as the time
+    /// it took).
     pub played: f64,
-    /// Seconds played per variant (index into the variants).
+    /// Seconds spent playing per variant (index into the variants).
     pub played_by_variant: Vec<f64>,
     /// Rendition switches.
     pub switches: u32,
@@ -173,6 +174,9 @@ pub struct Playback {
     pub head: Option<i64>,
     /// The buffer ran dry since the last request was sent (CMCD `bs`).
     pub starved: bool,
+    /// Media seconds played per second (1 unless a live player is catching up or slowing).
+    pub rate: f64,
+    carry_ms: f64,
     clock: f64,
     stall_began: f64,
 }
@@ -183,6 +187,8 @@ impl Default for Playback {
             state: State::Starting,
             head: None,
             starved: false,
+            rate: 1.0,
+            carry_ms: 0.0,
             clock: 0.0,
             stall_began: 0.0,
         }
@@ -198,9 +204,10 @@ impl Playback {
         }
     }
 
-    /// Time passes to `now`, with media loaded up to `loaded_until`. Playback starts (or
-    /// resumes) once `resume` seconds are buffered; running dry is a stall, or the end when
-    /// `finished` says no more media will come. Played time is credited to `variant`.
+    /// Time passes to `now`, with media loaded up to `loaded_until`, played at [`Self::rate`].
+    /// Playback starts (or resumes) once `resume` seconds are buffered; running dry is a
+    /// stall, or the end when `finished` says no more media will come. Time spent playing is
+    /// credited to `variant`.
     pub fn advance(
         &mut self,
         now: f64,
@@ -218,13 +225,20 @@ impl Playback {
         let buffered = (end - head) as f64 / 1000.0;
         match self.state {
             State::Playing => {
-                let played = dt.min(buffered.max(0.0));
-                self.head = Some(head + (played * 1000.0).round() as i64);
+                let rate = self.rate.max(0.01);
+                let media = (dt * rate).min(buffered.max(0.0));
+                // The head is in whole ms; the fraction is carried so a rate a hair off 1
+                // still moves it at that rate.
+                let ms = media * 1000.0 + self.carry_ms;
+                let whole = ms.floor();
+                self.carry_ms = ms - whole;
+                self.head = Some(head + whole as i64);
+                let played = media / rate;
                 stats.played += played;
                 if let Some(slot) = variant.and_then(|v| stats.played_by_variant.get_mut(v)) {
                     *slot += played;
                 }
-                if played < dt {
+                if played < dt - 1e-9 {
                     if finished {
                         self.state = State::Ended;
                     } else {
@@ -258,6 +272,45 @@ impl Playback {
                 0.0
             }
     }
+}
+
+/// dash.js's live catch-up ("default" mode): the playback rate that steers a live viewer
+/// back to its target latency, along a logistic curve from `1 + min` (ahead of the target)
+/// to `1 + max` (behind it), with `bounds` = `(min, max)` as the manifest's
+/// `ServiceDescription/PlaybackRate` allows (less 1). After a stall it does not speed up until
+/// the buffer holds half the target (`recovering`).
+pub fn dash_catch_up_rate(latency: f64, target: f64, bounds: (f64, f64), recovering: bool) -> f64 {
+    let behind = latency - target;
+    let span = if behind < 0.0 {
+        bounds.0.abs()
+    } else {
+        bounds.1
+    };
+    let rate = 1.0 - span + 2.0 * span / (1.0 + (-5.0 * behind).exp());
+    if recovering && behind > 0.0 {
+        1.0
+    } else {
+        rate
+    }
+}
+
+/// hls.js's live catch-up (`maxLiveSyncPlaybackRate`): a viewer more than 50 ms behind its
+/// target latency, but less than one target duration (then it is watching the past on
+/// purpose) and with more than a second buffered, plays faster along a logistic curve, in
+/// steps of 0.05, up to `max_rate`. It never slows down.
+pub fn hls_catch_up_rate(
+    latency: f64,
+    target: f64,
+    target_duration: f64,
+    buffer: f64,
+    max_rate: f64,
+) -> f64 {
+    let behind = latency - target;
+    if max_rate <= 1.0 || behind <= 0.05 || behind >= target + target_duration || buffer <= 1.0 {
+        return 1.0;
+    }
+    let rate = (2.0 / (1.0 + (-0.75 * behind).exp()) * 20.0).round() / 20.0;
+    rate.clamp(1.0, max_rate.min(2.0))
 }
 
 /// Exponentially weighted moving average over seconds of samples, as hls.js's estimator.
@@ -477,6 +530,78 @@ mod tests {
             (p.state, stats.stalls),
             (State::Ended, 1),
             "the end is no stall"
+        );
+    }
+
+    #[test]
+    fn a_faster_rate_moves_the_head_faster_and_runs_dry_sooner_in_wall_time() {
+        let mut p = Playback {
+            head: Some(0),
+            state: State::Playing,
+            rate: 1.04,
+            ..Playback::default()
+        };
+        let mut stats = ViewerStats {
+            played_by_variant: vec![0.0],
+            ..ViewerStats::default()
+        };
+        p.advance(1.0, Some(2000), 0.3, false, Some(0), &mut stats);
+        assert_eq!(p.head, Some(1040), "1.04 s of media in a second");
+        assert_eq!(stats.played, 1.0, "played counts wall time");
+        p.advance(2.0, Some(2000), 0.3, false, Some(0), &mut stats);
+        assert_eq!((p.state, p.head), (State::Stalled, Some(2000)));
+        let dry_at = 1.0 + 0.96 / 1.04;
+        assert!((stats.played - dry_at).abs() < 1e-9, "{}", stats.played);
+        assert!((p.stalled_now(&stats, 2.0) - (2.0 - dry_at)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn dash_catch_up_steers_toward_the_target_within_the_manifests_bounds() {
+        let bounds = (-0.04, 0.04);
+        let on_target = dash_catch_up_rate(1.5, 1.5, bounds, false);
+        assert!((on_target - 1.0).abs() < 1e-12, "{on_target}");
+        let behind = dash_catch_up_rate(2.0, 1.5, bounds, false);
+        assert!(
+            behind > 1.03 && behind < 1.04,
+            "half a second behind: {behind}"
+        );
+        let far_behind = dash_catch_up_rate(10.0, 1.5, bounds, false);
+        assert!((far_behind - 1.04).abs() < 1e-6, "{far_behind}");
+        let ahead = dash_catch_up_rate(1.0, 1.5, bounds, false);
+        assert!(ahead < 0.97 && ahead > 0.96, "half a second ahead: {ahead}");
+        assert_eq!(
+            dash_catch_up_rate(2.0, 1.5, bounds, true),
+            1.0,
+            "no speeding up while the buffer refills after a stall"
+        );
+        assert!(dash_catch_up_rate(1.0, 1.5, bounds, true) < 1.0);
+    }
+
+    #[test]
+    fn hls_catch_up_speeds_up_in_steps_only_near_the_live_edge_with_buffer() {
+        // Target 1.5 s, 2 s segments, up to 1.2x as the player page configures hls.js.
+        assert_eq!(hls_catch_up_rate(1.5, 1.5, 2.0, 2.0, 1.2), 1.0);
+        assert_eq!(
+            hls_catch_up_rate(1.0, 1.5, 2.0, 2.0, 1.2),
+            1.0,
+            "never slower"
+        );
+        assert_eq!(hls_catch_up_rate(2.0, 1.5, 2.0, 2.0, 1.2), 1.2);
+        assert_eq!(hls_catch_up_rate(1.6, 1.5, 2.0, 2.0, 1.2), 1.05);
+        assert_eq!(
+            hls_catch_up_rate(2.0, 1.5, 2.0, 0.8, 1.2),
+            1.0,
+            "a second buffered"
+        );
+        assert_eq!(
+            hls_catch_up_rate(5.5, 1.5, 2.0, 2.0, 1.2),
+            1.0,
+            "watching the past"
+        );
+        assert_eq!(
+            hls_catch_up_rate(2.0, 1.5, 2.0, 2.0, 1.0),
+            1.0,
+            "hls.js's default"
         );
     }
 

@@ -57,6 +57,9 @@ pub struct Manifest {
     pub suggested_delay: Option<f64>,
     /// `ServiceDescription/Latency@target`, seconds.
     pub target_latency: Option<f64>,
+    /// `ServiceDescription/PlaybackRate` `(@min, @max)`: how much slower and faster a player
+    /// may play to hold the target latency.
+    pub playback_rate: Option<(f64, f64)>,
     /// `UTCTiming` of an HTTP scheme: the URL to read the server's clock from, as written.
     pub utc_timing: Option<String>,
     /// Periods in order.
@@ -364,6 +367,15 @@ pub fn parse_mpd(text: &str) -> Result<Manifest, MpdError> {
         .transpose()?
         .flatten()
         .map(|ms| ms / 1000.0);
+    let playback_rate =
+        match child(root, "ServiceDescription").and_then(|s| child(s, "PlaybackRate")) {
+            Some(rate) => {
+                let min = attr_number::<f64>(rate, "PlaybackRate", "min")?;
+                let max = attr_number::<f64>(rate, "PlaybackRate", "max")?;
+                min.zip(max)
+            }
+            None => None,
+        };
     let utc_timing = children(root, "UTCTiming")
         .find(|u| {
             u.attribute("schemeIdUri").is_some_and(|s| {
@@ -420,6 +432,7 @@ pub fn parse_mpd(text: &str) -> Result<Manifest, MpdError> {
         duration: attr_duration(root, "MPD", "mediaPresentationDuration")?,
         suggested_delay: attr_duration(root, "MPD", "suggestedPresentationDelay")?,
         target_latency,
+        playback_rate,
         utc_timing,
         periods,
     })
@@ -496,6 +509,7 @@ mod tests {
 <MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="dynamic" availabilityStartTime="2026-12-07T10:00:00.000Z" publishTime="2026-12-07T10:01:00.000Z" minimumUpdatePeriod="PT0.5S" timeShiftBufferDepth="PT12S" suggestedPresentationDelay="PT1.5S" minBufferTime="PT2S">
   <ServiceDescription id="0">
     <Latency target="1500" max="3000" min="1000"/>
+    <PlaybackRate min="0.96" max="1.04"/>
   </ServiceDescription>
   <Period id="0" start="PT0S">
     <AdaptationSet id="0" contentType="video" mimeType="video/mp4">
@@ -535,6 +549,7 @@ mod tests {
         );
         assert_eq!(m.minimum_update_period, Some(0.5));
         assert_eq!(m.target_latency, Some(1.5));
+        assert_eq!(m.playback_rate, Some((0.96, 1.04)));
         assert_eq!(m.suggested_delay, Some(1.5));
         assert_eq!(m.utc_timing.as_deref(), Some("../../time"));
         let period = m.period_at(60.0).unwrap();
