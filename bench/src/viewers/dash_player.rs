@@ -20,7 +20,10 @@
 //!   [`super::model::pick_variant`]; a switch takes effect at the next segment, after the new
 //!   Representation's init segment.
 //! - **Periods**: a track moves to the Period its next media falls in, reloading its init.
-//! - No catch-up playback rate: latency lost to a stall stays lost, as in the HLS model.
+//! - **Catch-up** (dash.js's default mode): a live viewer off its target latency plays
+//!   faster or slower along a logistic curve, within the manifest's `PlaybackRate` bounds
+//!   (±0.5 without them); after a stall it does not speed up until the buffer holds half the
+//!   target ([`super::model::dash_catch_up_rate`]).
 
 use bytes::Bytes;
 use cascade_cmcd::{ObjectType, StreamingFormat};

@@ -1,5 +1,5 @@
 //! One simulated HLS viewer's decisions, no IO: what an LL-HLS player (modelled on hls.js with
-//! its defaults) asks for and when, and what a viewer sees as a result. The shell drives it
+//! its defaults, and the catch-up rate the origin's player page sets) asks for and when, and what a viewer sees as a result. The shell drives it
 //! through [`ViewerModel`]; live latency comes from the program date-times.
 //!
 //! - **Start**: the multivariant playlist, then the first variant's playlist (and the audio
@@ -16,6 +16,10 @@
 //!   without parts, or old segments listed without them.
 //! - **Buffer**: media plays in real time. The play head waiting for data after playback
 //!   began is a stall, until `resume_buffer` seconds are buffered again.
+//! - **Catch-up** (hls.js's `maxLiveSyncPlaybackRate`, [`super::model::hls_catch_up_rate`]):
+//!   a live viewer behind its target latency (the hold-back, plus a second per stall so far)
+//!   with more than a second buffered plays faster, up to
+//!   [`PlayerConfig::max_live_sync_rate`].
 //! - **ABR** ([`super::model::pick_variant`] on media download throughput): a switch takes
 //!   effect at the next segment boundary, after the new variant's playlist and init segment
 //!   are loaded.
@@ -25,8 +29,11 @@ use cascade_cmcd::{ObjectType, StreamingFormat};
 
 use super::model::{
     CmcdContext, Fetch, Playback, PlayerConfig, Request, State, Throughput, ViewerModel,
-    ViewerStats, pick_variant, resolve, with_query,
+    ViewerStats, hls_catch_up_rate, pick_variant, resolve, with_query,
 };
+
+/// How much hls.js raises its target latency per stall (`liveSyncOnStallIncrease`).
+const STALL_LATENCY_STEP: f64 = 1.0;
 use super::playlist::{MediaPlaylist, Multivariant, Segment, parse_media, parse_multivariant};
 
 #[derive(Debug, Clone)]
@@ -80,6 +87,7 @@ pub struct Player {
     multivariant: Option<Multivariant>,
     multivariant_pending: bool,
     multivariant_retry: f64,
+    joined_wall_ms: i64,
     tracks: Vec<Track>,
     playback: Playback,
     dated: bool,
@@ -89,14 +97,15 @@ pub struct Player {
 }
 
 impl Player {
-    /// A viewer about to open `multivariant_path`.
-    pub fn new(config: PlayerConfig, multivariant_path: &str) -> Self {
+    /// A viewer about to open `multivariant_path`, joining at `joined_wall_ms` (Unix ms).
+    pub fn new(config: PlayerConfig, multivariant_path: &str, joined_wall_ms: i64) -> Self {
         Self {
             config,
             multivariant_path: multivariant_path.to_owned(),
             multivariant: None,
             multivariant_pending: false,
             multivariant_retry: 0.0,
+            joined_wall_ms,
             tracks: Vec::new(),
             playback: Playback::default(),
             dated: false,
@@ -541,6 +550,36 @@ impl Player {
         let variant = self.tracks.first().map(|t| t.variant);
         self.playback
             .advance(now, loaded, resume, finished, variant, &mut self.stats);
+        self.steer(now);
+    }
+
+    /// Sets the playback rate as hls.js's catch-up does (`maxLiveSyncPlaybackRate`): faster
+    /// when behind the target latency, which is the hold-back plus a second per stall so
+    /// far, up to one target duration more.
+    fn steer(&mut self, now: f64) {
+        self.playback.rate = 1.0;
+        let Some(p) = self.tracks.first().and_then(|t| t.playlist.as_ref()) else {
+            return;
+        };
+        let (true, true, State::Playing, Some(head)) = (
+            self.dated,
+            self.live,
+            self.playback.state,
+            self.playback.head,
+        ) else {
+            return;
+        };
+        let target = hold_back(p)
+            + (f64::from(self.stats.stalls) * STALL_LATENCY_STEP).min(p.target_duration);
+        let wall_ms = self.joined_wall_ms + (now * 1000.0).round() as i64;
+        let latency = (wall_ms - head) as f64 / 1000.0;
+        self.playback.rate = hls_catch_up_rate(
+            latency,
+            target,
+            p.target_duration,
+            self.buffer(),
+            self.config.max_live_sync_rate,
+        );
     }
 
     fn min_media(&self) -> f64 {
@@ -691,17 +730,21 @@ fn tune_in(p: &MediaPlaylist) -> Option<TuneIn> {
     })
 }
 
+/// How far behind the live edge hls.js aims to play, seconds: `PART-HOLD-BACK` in
+/// low-latency mode, else `HOLD-BACK`, else three target durations.
+fn hold_back(p: &MediaPlaylist) -> f64 {
+    p.part_target
+        .and(p.part_hold_back)
+        .or(p.hold_back)
+        .unwrap_or(3.0 * p.target_duration)
+}
+
 /// Where a live join loads from (the latest key frame at or before the hold-back position)
 /// and where it starts playing (that position).
 fn live_start(p: &MediaPlaylist) -> Option<(i64, i64)> {
     let last = p.segments.last()?;
     let edge = last.start_ms? + (last.duration * 1000.0).round() as i64;
-    let back = p
-        .part_target
-        .and(p.part_hold_back)
-        .or(p.hold_back)
-        .unwrap_or(3.0 * p.target_duration);
-    let target = edge - (back * 1000.0).round() as i64;
+    let target = edge - (hold_back(p) * 1000.0).round() as i64;
     // The latest independent part (or segment start) at or before the target.
     let mut best: Option<i64> = None;
     for s in &p.segments {
@@ -809,14 +852,25 @@ mod tests {
         crate::viewers::playlist::parse_date_time("2026-12-07T10:00:00.000Z").unwrap()
     }
 
+    /// The wall clock when the test viewers join: the newest part's end in [`playlist`].
+    fn live_edge_ms() -> i64 {
+        start_ms() + 5_000
+    }
+
     /// A player that has both playlists (42 with `parts` parts) and both init segments.
     fn joined(parts: usize) -> Player {
+        joined_to(&live(parts), live_edge_ms())
+    }
+
+    /// A player joining at `wall_ms` that has both playlists (`playlist`) and both inits.
+    fn joined_to(playlist: &str, wall_ms: i64) -> Player {
         let mut p = Player::new(
             PlayerConfig {
                 session_id: "s1".into(),
                 ..PlayerConfig::default()
             },
             "/live/s/master.m3u8",
+            wall_ms,
         );
         let first = p.next_requests(0.0);
         assert_eq!(first.len(), 1);
@@ -834,7 +888,7 @@ mod tests {
             "{targets:?}"
         );
         for r in &playlists {
-            p.on_playlist(r.track, r.fetch, parse_media(&live(parts)).unwrap());
+            p.on_playlist(r.track, r.fetch, parse_media(playlist).unwrap());
         }
         let next = p.next_requests(0.2);
         let inits: Vec<&Request> = next.iter().filter(|r| r.fetch == Fetch::Init).collect();
@@ -850,7 +904,7 @@ mod tests {
             .iter()
             .filter(|r| matches!(r.fetch, Fetch::Playlist { .. }))
         {
-            p.on_playlist(r.track, r.fetch, parse_media(&live(parts)).unwrap());
+            p.on_playlist(r.track, r.fetch, parse_media(playlist).unwrap());
         }
         p
     }
@@ -963,7 +1017,11 @@ mod tests {
             ..parse_media(&live(3)).unwrap()
         };
         let joined_from = |age: f64| {
-            let mut p = Player::new(PlayerConfig::default(), "/live/s/master.m3u8");
+            let mut p = Player::new(
+                PlayerConfig::default(),
+                "/live/s/master.m3u8",
+                live_edge_ms(),
+            );
             p.next_requests(0.0);
             p.on_multivariant(parse_multivariant(MULTIVARIANT).unwrap());
             for r in p.next_requests(0.1) {
@@ -1104,6 +1162,40 @@ mod tests {
     }
 
     #[test]
+    fn a_viewer_behind_its_target_with_buffer_to_spare_plays_faster_up_to_the_set_rate() {
+        // Segment 42 complete (the edge at +6.0 s), a 1.5 s hold-back, and a viewer whose
+        // clock reads +6.5 s: it plays from +4.5 s with 1.5 s buffered, 2 s behind at start.
+        let playlist = live(6).replace("PART-HOLD-BACK=1.0", "PART-HOLD-BACK=1.5");
+        let mut p = joined_to(&playlist, start_ms() + 6_500);
+        for _ in 0..12 {
+            let requests = p.next_requests(0.3);
+            for r in &requests {
+                if let Fetch::Media { msn: 42, .. } = r.fetch {
+                    p.on_media(r.track, r.fetch, 40_000, 0.01);
+                }
+            }
+        }
+        assert!((p.buffer() - 1.5).abs() < 0.01, "{}", p.buffer());
+        p.advance(0.5);
+        assert_eq!(p.state(), State::Playing);
+        assert_eq!(p.playback.rate, 1.2, "1.5 s behind its 1.5 s target");
+        let head = p.playback.head.unwrap();
+        p.advance(0.75);
+        assert_eq!(
+            p.playback.head.unwrap() - head,
+            300,
+            "0.3 s of media in 0.25 s"
+        );
+        assert!(p.buffer() > 1.0);
+        p.advance(1.0);
+        assert!(p.buffer() <= 1.0);
+        assert_eq!(
+            p.playback.rate, 1.0,
+            "a second or less buffered: no catching up"
+        );
+    }
+
+    #[test]
     fn slow_downloads_switch_down_at_the_next_segment_and_load_the_new_init() {
         let mut p = joined(6);
         // 40 KB parts taking 0.5 s each: 640 kbit/s, under the 720p variant's 3 Mbit/s.
@@ -1151,7 +1243,7 @@ mod tests {
 
     #[test]
     fn without_blocking_reloads_the_playlist_is_reloaded_once_a_target_duration() {
-        let mut p = Player::new(PlayerConfig::default(), "/v/master.m3u8");
+        let mut p = Player::new(PlayerConfig::default(), "/v/master.m3u8", live_edge_ms());
         p.next_requests(0.0);
         p.on_multivariant(
             parse_multivariant("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nv.m3u8\n").unwrap(),
@@ -1188,7 +1280,11 @@ mod tests {
 
     #[test]
     fn a_vod_stream_plays_from_the_start_to_the_end() {
-        let mut p = Player::new(PlayerConfig::default(), "/vod/r/master.m3u8");
+        let mut p = Player::new(
+            PlayerConfig::default(),
+            "/vod/r/master.m3u8",
+            live_edge_ms(),
+        );
         p.next_requests(0.0);
         p.on_multivariant(
             parse_multivariant("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nv.m3u8\n").unwrap(),

@@ -25,6 +25,10 @@ pub struct PlayerConfig {
     pub down_factor: f64,
     /// Seconds to wait before asking again after an error.
     pub retry_after: f64,
+    /// The fastest an HLS viewer plays to catch up with its target latency (hls.js's
+    /// `maxLiveSyncPlaybackRate`: 1.2 as the origin's player page sets it; hls.js's own
+    /// default, 1, never speeds up). DASH viewers take theirs from the manifest.
+    pub max_live_sync_rate: f64,
 }
 
 impl Default for PlayerConfig {
@@ -37,6 +41,7 @@ impl Default for PlayerConfig {
             up_factor: 0.7,
             down_factor: 0.95,
             retry_after: 0.5,
+            max_live_sync_rate: 1.2,
         }
     }
 }

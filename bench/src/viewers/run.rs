@@ -163,7 +163,7 @@ impl Viewer {
             ..PlayerConfig::default()
         };
         let mut player: Box<dyn ViewerModel> = match self.plan.format {
-            Format::Hls => Box::new(Player::new(config, &self.plan.path)),
+            Format::Hls => Box::new(Player::new(config, &self.plan.path, wall_ms())),
             Format::Dash => Box::new(DashPlayer::new(config, &self.plan.path, wall_ms())),
         };
         publish(player.as_ref());
