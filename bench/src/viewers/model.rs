@@ -282,21 +282,19 @@ impl Playback {
 /// dash.js's live catch-up ("default" mode): the playback rate that steers a live viewer
 /// back to its target latency, along a logistic curve from `1 + min` (ahead of the target)
 /// to `1 + max` (behind it), with `bounds` = `(min, max)` as the manifest's
-/// `ServiceDescription/PlaybackRate` allows (less 1). After a stall it does not speed up until
-/// the buffer holds half the target (`recovering`).
-pub fn dash_catch_up_rate(latency: f64, target: f64, bounds: (f64, f64), recovering: bool) -> f64 {
+/// `ServiceDescription/PlaybackRate` allows (less 1). On a buffer at or under dash.js's
+/// stall threshold (`thin`) it plays at 1x: speeding up there only stalls again.
+pub fn dash_catch_up_rate(latency: f64, target: f64, bounds: (f64, f64), thin: bool) -> f64 {
+    if thin {
+        return 1.0;
+    }
     let behind = latency - target;
     let span = if behind < 0.0 {
         bounds.0.abs()
     } else {
         bounds.1
     };
-    let rate = 1.0 - span + 2.0 * span / (1.0 + (-5.0 * behind).exp());
-    if recovering && behind > 0.0 {
-        1.0
-    } else {
-        rate
-    }
+    1.0 - span + 2.0 * span / (1.0 + (-5.0 * behind).exp())
 }
 
 /// hls.js's live catch-up (`maxLiveSyncPlaybackRate`): a viewer more than 50 ms behind its
@@ -577,9 +575,9 @@ mod tests {
         assert_eq!(
             dash_catch_up_rate(2.0, 1.5, bounds, true),
             1.0,
-            "no speeding up while the buffer refills after a stall"
+            "no speeding up on a thin buffer"
         );
-        assert!(dash_catch_up_rate(1.0, 1.5, bounds, true) < 1.0);
+        assert_eq!(dash_catch_up_rate(1.0, 1.5, bounds, true), 1.0);
     }
 
     #[test]
