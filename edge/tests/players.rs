@@ -1088,10 +1088,13 @@ fn the_load_tools_players_watch_through_the_tiers_over_h1_h2_and_h3_and_threshol
             "h3",
             format!("https://localhost:{tls}/live/{id}/master.m3u8"),
         ),
-        // LL-DASH: chunked segments asked for before they are complete, over the browser's
-        // protocol and plain HTTP/1.1.
+        // LL-DASH: chunked segments asked for before they are complete, over all three.
         (
             "h2",
+            format!("https://localhost:{tls}/live/{id}/manifest.mpd"),
+        ),
+        (
+            "h3",
             format!("https://localhost:{tls}/live/{id}/manifest.mpd"),
         ),
         (
