@@ -237,12 +237,22 @@ fn wait_for_segments(origin: &Origin, id: &str, rendition: &str, segments: usize
 fn stop_and_wait_for_recording(origin: &Origin, id: &str) -> String {
     let (status, _) = origin.api("POST", &format!("/api/v1/livestreams/{id}/stop"), "");
     assert_eq!(status, 200);
-    wait_for("the recording", Duration::from_secs(30), || {
-        origin
-            .recordings(id)
-            .first()
-            .is_some_and(|r| r["status"] == "ready")
-    });
+    // The last segments are archived and the index written before the recording is ready;
+    // on a busy machine that can take a while. Say what the origin reports if it never is.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !origin
+        .recordings(id)
+        .first()
+        .is_some_and(|r| r["status"] == "ready")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ready recording 60 s after the stop: recordings {:?}; events {}",
+            origin.recordings(id),
+            origin.events(id)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     origin.recordings(id)[0]["id"].as_str().unwrap().to_owned()
 }
 

@@ -370,9 +370,22 @@ pub fn parse_mpd(text: &str) -> Result<Manifest, MpdError> {
     let playback_rate =
         match child(root, "ServiceDescription").and_then(|s| child(s, "PlaybackRate")) {
             Some(rate) => {
-                let min = attr_number::<f64>(rate, "PlaybackRate", "min")?;
-                let max = attr_number::<f64>(rate, "PlaybackRate", "max")?;
-                min.zip(max)
+                let bound = |attribute: &'static str| {
+                    attr_number::<f64>(rate, "PlaybackRate", attribute)?
+                        .map(|v| {
+                            if v.is_finite() && v > 0.0 {
+                                Ok(v)
+                            } else {
+                                Err(MpdError::Attribute {
+                                    element: "PlaybackRate",
+                                    attribute,
+                                    value: v.to_string(),
+                                })
+                            }
+                        })
+                        .transpose()
+                };
+                bound("min")?.zip(bound("max")?)
             }
             None => None,
         };
@@ -627,6 +640,14 @@ mod tests {
         assert_eq!(
             bad.to_string(),
             "<MPD> has no readable minimumUpdatePeriod: \"soon\""
+        );
+        let nan = parse_mpd(
+            r#"<MPD><ServiceDescription><PlaybackRate min="0.96" max="NaN"/></ServiceDescription></MPD>"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            nan.to_string(),
+            "<PlaybackRate> has no readable max: \"NaN\""
         );
         let no_d = r#"<MPD><Period><AdaptationSet contentType="video"><Representation id="v" bandwidth="1"><SegmentTemplate media="$Number$"><SegmentTimeline><S t="0"/></SegmentTimeline></SegmentTemplate></Representation></AdaptationSet></Period></MPD>"#;
         assert!(
