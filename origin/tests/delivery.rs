@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cascade_origin::archive::store::S3Store;
 use cascade_testkit::{
     BroadcastOptions, Broadcaster, CascadeProcess, Garage, HttpResponse, http_get, json_request,
-    wait_for,
+    wait_for, wait_for_or_explain,
 };
 use serde_json::Value;
 
@@ -239,20 +239,23 @@ fn stop_and_wait_for_recording(origin: &Origin, id: &str) -> String {
     assert_eq!(status, 200);
     // The last segments are archived and the index written before the recording is ready;
     // on a busy machine that can take a while. Say what the origin reports if it never is.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !origin
-        .recordings(id)
-        .first()
-        .is_some_and(|r| r["status"] == "ready")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no ready recording 60 s after the stop: recordings {:?}; events {}",
-            origin.recordings(id),
-            origin.events(id)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_or_explain(
+        "a ready recording after the stop",
+        Duration::from_secs(60),
+        || {
+            origin
+                .recordings(id)
+                .first()
+                .is_some_and(|r| r["status"] == "ready")
+        },
+        || {
+            format!(
+                "(recordings {:?}; events {})",
+                origin.recordings(id),
+                origin.events(id)
+            )
+        },
+    );
     origin.recordings(id)[0]["id"].as_str().unwrap().to_owned()
 }
 

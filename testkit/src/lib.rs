@@ -40,13 +40,22 @@ pub use tansu::Tansu;
 pub use upstream::{Route, SeenRequest, TestUpstream};
 
 /// Polls `done` every 20 ms; panics naming `what` if it is not true within `timeout`.
-pub fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: std::time::Duration, done: impl FnMut() -> bool) {
+    wait_for_or_explain(what, timeout, done, String::new);
+}
+
+/// [`wait_for`], whose panic also carries `explain()`: what the system reported instead.
+pub fn wait_for_or_explain(
+    what: &str,
+    timeout: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let deadline = std::time::Instant::now() + timeout;
     while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what} {}", explain());
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

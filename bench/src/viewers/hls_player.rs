@@ -1,6 +1,7 @@
 //! One simulated HLS viewer's decisions, no IO: what an LL-HLS player (modelled on hls.js with
-//! its defaults, and the catch-up rate the origin's player page sets) asks for and when, and what a viewer sees as a result. The shell drives it
-//! through [`ViewerModel`]; live latency comes from the program date-times.
+//! its defaults, and the catch-up rate the origin's player page sets) asks for and when, and
+//! what a viewer sees as a result. The shell drives it through [`ViewerModel`]; live latency
+//! comes from the program date-times.
 //!
 //! - **Start**: the multivariant playlist, then the first variant's playlist (and the audio
 //!   rendition's). A live stream starts at the independent part `PART-HOLD-BACK` behind the
@@ -31,10 +32,10 @@ use super::model::{
     CmcdContext, Fetch, Playback, PlayerConfig, Request, State, Throughput, ViewerModel,
     ViewerStats, hls_catch_up_rate, pick_variant, resolve, with_query,
 };
+use super::playlist::{MediaPlaylist, Multivariant, Segment, parse_media, parse_multivariant};
 
 /// How much hls.js raises its target latency per stall (`liveSyncOnStallIncrease`).
 const STALL_LATENCY_STEP: f64 = 1.0;
-use super::playlist::{MediaPlaylist, Multivariant, Segment, parse_media, parse_multivariant};
 
 #[derive(Debug, Clone)]
 struct Track {

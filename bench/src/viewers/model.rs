@@ -298,8 +298,8 @@ pub fn dash_catch_up_rate(latency: f64, target: f64, bounds: (f64, f64), thin: b
 }
 
 /// hls.js's live catch-up (`maxLiveSyncPlaybackRate`): a viewer more than 50 ms behind its
-/// target latency, but less than one target duration (then it is watching the past on
-/// purpose) and with more than a second buffered, plays faster along a logistic curve, in
+/// target latency, but less than the target plus a target duration behind it (further back
+/// it is watching the past on purpose), and with more than a second buffered, plays faster along a logistic curve, in
 /// steps of 0.05, up to `max_rate`. It never slows down.
 pub fn hls_catch_up_rate(
     latency: f64,

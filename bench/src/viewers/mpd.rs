@@ -291,6 +291,21 @@ pub fn parse_duration(text: &str) -> Option<f64> {
     (number.is_empty() && seconds.is_finite()).then_some(seconds)
 }
 
+/// One bound of `<PlaybackRate>`: a rate, so a positive finite number.
+fn playback_rate_bound(
+    node: roxmltree::Node<'_, '_>,
+    attribute: &'static str,
+) -> Result<Option<f64>, MpdError> {
+    match attr_number::<f64>(node, "PlaybackRate", attribute)? {
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(MpdError::Attribute {
+            element: "PlaybackRate",
+            attribute,
+            value: v.to_string(),
+        }),
+        bound => Ok(bound),
+    }
+}
+
 fn attr_number<T: std::str::FromStr>(
     node: roxmltree::Node<'_, '_>,
     element: &'static str,
@@ -369,24 +384,7 @@ pub fn parse_mpd(text: &str) -> Result<Manifest, MpdError> {
         .map(|ms| ms / 1000.0);
     let playback_rate =
         match child(root, "ServiceDescription").and_then(|s| child(s, "PlaybackRate")) {
-            Some(rate) => {
-                let bound = |attribute: &'static str| {
-                    attr_number::<f64>(rate, "PlaybackRate", attribute)?
-                        .map(|v| {
-                            if v.is_finite() && v > 0.0 {
-                                Ok(v)
-                            } else {
-                                Err(MpdError::Attribute {
-                                    element: "PlaybackRate",
-                                    attribute,
-                                    value: v.to_string(),
-                                })
-                            }
-                        })
-                        .transpose()
-                };
-                bound("min")?.zip(bound("max")?)
-            }
+            Some(rate) => playback_rate_bound(rate, "min")?.zip(playback_rate_bound(rate, "max")?),
             None => None,
         };
     let utc_timing = children(root, "UTCTiming")
